@@ -1,0 +1,34 @@
+# Two commands matter: `make demo` and `make test`. Both create .venv when it is
+# missing, install geocells into it (with CI's exact versions from constraints.txt),
+# and are quick when everything is already in place.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.geocells-installed
+SOURCES := src tests benchmarks
+
+.PHONY: install test lint format demo clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format $(SOURCES)
+	$(VENV)/bin/ruff check --fix $(SOURCES)
+
+test: lint
+	$(PY) -m pytest -q -n 2 --durations=15
+
+demo: $(STAMP)
+	$(VENV)/bin/geocells demo
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""One module per ``geocells`` subcommand: ``HELP``, ``add_arguments(parser)``, ``main(args)``."""

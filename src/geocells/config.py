@@ -1,0 +1,114 @@
+"""Typed configs: dataclass schemas, YAML presets and ``key=value`` overrides.
+
+Every component declares a ``@dataclass`` with defaults; an experiment composes them.
+``resolve_config`` merges a preset and dotted overrides into an instance of the schema
+and rejects unknown keys with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value, key or preset that cannot be used."""
+
+
+def preset_names(group: str) -> list[str]:
+    """Names of the presets shipped as package data in ``configs/{group}/``."""
+    folder = resources.files("geocells") / "configs" / group
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str | Path, group: str) -> dict[str, Any]:
+    """Read a YAML preset: a file path, or the name of a shipped one (``configs/{group}/{name}.yaml``)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text = path.read_text()
+    else:
+        shipped = resources.files("geocells") / "configs" / group / f"{name_or_path}.yaml"
+        if not shipped.is_file():
+            valid = ", ".join(preset_names(group)) or "(none)"
+            raise ConfigError(f"unknown preset {str(name_or_path)!r}; valid presets: {valid}")
+        text = shipped.read_text()
+    data = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {name_or_path} is not a mapping")
+    return data
+
+
+def _valid_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for field in dataclasses.fields(node):
+        value = getattr(node, field.name)
+        if dataclasses.is_dataclass(value):
+            keys.extend(_valid_keys(value, f"{prefix}{field.name}."))
+        else:
+            keys.append(f"{prefix}{field.name}")
+    return keys
+
+
+def resolve_config(
+    schema: type[T],
+    preset: dict[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+) -> T:
+    """Build a ``schema`` instance from defaults, then ``preset``, then ``key=value`` overrides.
+
+    Unknown keys and values of the wrong type raise ``ConfigError`` naming the key.
+    """
+    base = OmegaConf.structured(schema)
+    valid = ", ".join(_valid_keys(schema()))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+    try:
+        merged = OmegaConf.merge(base, preset or {}, OmegaConf.from_dotlist(list(overrides)))
+        obj = OmegaConf.to_object(merged)
+    except (ConfigKeyError, ConfigAttributeError) as err:
+        raise ConfigError(f"unknown config key {err.full_key!r}; valid keys: {valid}") from None
+    except ValidationError as err:
+        raise ConfigError(f"bad value for config key {err.full_key!r}: {err.msg}") from None
+    return obj  # type: ignore[return-value]
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain nested dict of a config dataclass (for JSON, YAML and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: Path) -> Path:
+    """Write the resolved config as YAML."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg))))
+    return path
+
+
+def load_config(schema: type[T], path: Path) -> T:
+    """Read a resolved YAML config (as written by ``save_config``) back into ``schema``."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a mapping")
+    return resolve_config(schema, data)
+
+
+def config_from_dict(schema: type[T], data: dict[str, Any] | DictConfig) -> T:
+    """Rebuild a config dataclass from a plain dict (e.g. stored in a checkpoint)."""
+    return resolve_config(schema, dict(data))

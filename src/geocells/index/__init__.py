@@ -1,0 +1,1 @@
+"""geocells.index."""
