@@ -32,7 +32,7 @@ def preset_names(group: str) -> list[str]:
 
 
 def load_preset(name_or_path: str | Path, group: str) -> dict[str, Any]:
-    """Read a YAML preset: a file path, or the name of a shipped one (``configs/{group}/{name}.yaml``)."""
+    """Read a YAML preset: a file path, or a shipped name (``configs/{group}/{name}.yaml``)."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
