@@ -25,6 +25,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(SOURCES)
 
 test: lint
+	export OMP_WAIT_POLICY=PASSIVE; \
 	$(PY) -m pytest -q -n 2 --durations=15
 
 demo: $(STAMP)

@@ -1,16 +1,83 @@
-"""``geocells cells``: not built yet (see the open issues)."""
+"""``geocells cells``: list or count the S2 cells of one level covering a region."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import time
+from pathlib import Path
 
-HELP = "(not built yet) cells"
+HELP = "list (to Parquet) or count the S2 cells of one level that cover a region"
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments until the stage exists."""
+    """Region, level, and what to do with the cells."""
+    parser.add_argument(
+        "--region",
+        required=True,
+        help="preset (bedenl, europe-west), a GeoJSON (Multi)Polygon file, or bbox:S,W,N,E",
+    )
+    parser.add_argument("--level", type=int, required=True, help="S2 level, 0..30")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--out", type=Path, help="write cell, token, lat, lon to this .parquet")
+    action.add_argument("--count", action="store_true", help="print count, area and seconds")
+    parser.add_argument("--land-only", action="store_true", help="drop cells centred at sea")
+    parser.add_argument("--chunk-size", type=int, default=1 << 20, help="cells per batch")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Say that the stage does not exist yet."""
-    raise NotImplementedError("geocells cells is not built yet")
+    """Count the cells, or stream them to Parquet."""
+    from geocells.geo import Region, count_cells
+
+    region = Region.parse(args.region)
+    start = time.perf_counter()
+    if args.count:
+        count = count_cells(region, args.level, land_only=args.land_only)
+        seconds = time.perf_counter() - start
+        what = "land cells" if args.land_only else "cells"
+        print(
+            f"region {region.name}: {count} level-{args.level} {what}, "
+            f"area {region.area_km2():,.0f} km², {seconds:.2f} s"
+        )
+        return 0
+    if args.out.exists() and not args.overwrite:
+        log.info("%s exists; skipping (use --overwrite to replace it)", args.out)
+        return 0
+    written = write_cells_parquet(region, args.level, args.out, args.land_only, args.chunk_size)
+    log.info("wrote %d cells to %s in %.2f s", written, args.out, time.perf_counter() - start)
+    return 0
+
+
+def write_cells_parquet(region, level: int, out: Path, land_only: bool, chunk_size: int) -> int:
+    """Stream the covering to ``out`` (written to a temporary name, then renamed)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm import tqdm
+
+    from geocells.geo import cell_to_latlng, count_cells, cover_region
+    from geocells.geo.cells import cell_to_token_arrow
+
+    schema = pa.schema(
+        [
+            ("cell", pa.uint64()),
+            ("token", pa.string()),
+            ("lat", pa.float64()),
+            ("lon", pa.float64()),
+        ]
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    total = None if land_only else count_cells(region, level)
+    written = 0
+    with pq.ParquetWriter(partial, schema) as writer, tqdm(total=total, unit="cell") as bar:
+        for chunk in cover_region(region, level, chunk_size=chunk_size, land_only=land_only):
+            lat, lon = cell_to_latlng(chunk)
+            columns = [chunk, cell_to_token_arrow(chunk), lat, lon]
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
+            written += chunk.size
+            bar.update(chunk.size)
+    partial.replace(out)
+    return written
