@@ -1,16 +1,46 @@
-"""``geocells dataset``: not built yet (see the open issues)."""
+"""``geocells dataset check DATASET``: images, coverage and problems of a dataset folder."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-HELP = "(not built yet) dataset"
+HELP = "inspect a dataset: images per split, ground/aerial coverage of the region, bad rows"
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"want comma-separated integers, got {text!r}") from None
+    if not levels or any(not 0 <= level <= 30 for level in levels):
+        raise argparse.ArgumentTypeError(f"S2 levels are 0..30, got {text!r}")
+    return levels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments until the stage exists."""
+    """``check DATASET [--json] [--strict] [--levels 15,16]``."""
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    check = actions.add_parser("check", help="print what the dataset holds and covers")
+    check.add_argument("dataset", type=Path, help="dataset folder")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (exit 2) on bad manifest rows or a missing region/manifest/aerial part",
+    )
+    check.add_argument(
+        "--levels", type=_levels, default=(15, 16), help="S2 levels to report (default 15,16)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
-    """Say that the stage does not exist yet."""
-    raise NotImplementedError("geocells dataset is not built yet")
+    """Build and print the report."""
+    from geocells.data.check import check_dataset, format_report
+    from geocells.data.dataset import Dataset
+
+    dataset = Dataset.open(args.dataset, strict=args.strict)
+    report = check_dataset(dataset, args.levels)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
