@@ -1,16 +1,49 @@
-"""``geocells synth``: not built yet (see the open issues)."""
+"""``geocells synth``: generate a synthetic dataset, or ``geocells synth preview`` one."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "(not built yet) synth"
+HELP = "generate a synthetic dataset (procedural world), or preview a dataset"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments until the stage exists."""
+    """``synth [--preset P] --out DIR [key=value ...]`` or ``synth preview DATASET --out PNG``."""
+    parser.usage = (
+        "geocells synth [--preset NAME] --out DATASET [--overwrite] [key=value ...]\n"
+        "       geocells synth preview DATASET --out preview.png [--rows N]"
+    )
+    parser.add_argument(
+        "items",
+        nargs="*",
+        metavar="key=value | preview DATASET",
+        help="config overrides (e.g. seed=3 size_km=5 n_train=2000), or 'preview DATASET'",
+    )
+    parser.add_argument(
+        "--preset", default="demo", help="synth preset: tiny, demo, large (default demo)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="dataset folder (or preview PNG)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a different dataset in --out"
+    )
+    parser.add_argument("--rows", type=int, default=6, help="preview: number of aerial tiles")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Say that the stage does not exist yet."""
-    raise NotImplementedError("geocells synth is not built yet")
+    """Run the synth stage or the preview."""
+    if args.items and args.items[0] == "preview":
+        from geocells.synth.preview import preview
+
+        if len(args.items) != 2:
+            raise ValueError("usage: geocells synth preview DATASET --out preview.png")
+        out = preview(Path(args.items[1]), args.out, rows=args.rows)
+        print(out)
+        return 0
+    from geocells.config import load_preset, resolve_config
+    from geocells.synth import SynthConfig, run
+
+    cfg = resolve_config(SynthConfig, load_preset(args.preset, "synth"), args.items)
+    out = run(cfg, args.out, overwrite=args.overwrite)
+    print(out)
+    return 0

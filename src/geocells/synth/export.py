@@ -1,0 +1,289 @@
+"""``run(cfg, out)``: write a complete synthetic ``dataset/`` (region, world, aerial, ground).
+
+Stages skip finished work (a resumed run is byte-identical to an uninterrupted one) and
+run in ``cfg.workers`` processes; every output is a pure function of the config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from geocells.config import config_to_dict
+from geocells.synth.capture import Capture, campaign_capture, sample_capture
+from geocells.synth.config import SynthConfig
+from geocells.synth.coverage import SPLIT_IDS, capture_positions, region_square
+from geocells.synth.world import World
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+AERIAL_FILE = "aerial/orthophoto.tif"
+BATCH = 16
+DATASET_ENTRIES = ("world.json", "region.geojson", "ground", "aerial")
+
+_worker_state: dict = {}
+
+
+def world_record(cfg: SynthConfig) -> dict:
+    """The content of ``world.json``: format, seed and the full resolved config."""
+    return {"format_version": FORMAT_VERSION, "generator": "geocells.synth", "seed": cfg.seed,
+            "config": config_to_dict(cfg)}  # fmt: skip
+
+
+def _prepare(cfg: SynthConfig, out: Path, overwrite: bool) -> None:
+    """Create ``out``, or check that what is there is this same world (or clear it)."""
+    record = json.dumps(world_record(cfg), indent=2, sort_keys=True) + "\n"
+    world_file = out / "world.json"
+    if out.exists() and any(out.iterdir()):
+        same = world_file.is_file() and world_file.read_text() == record
+        if not same and not overwrite:
+            raise ValueError(
+                f"{out} is not empty and holds a different dataset (world.json differs or is "
+                "missing); pass --overwrite to replace it or choose another --out"
+            )
+        if not same:
+            for name in DATASET_ENTRIES:
+                path = out / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    if not world_file.is_file():
+        _atomic_write(world_file, record.encode())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_region(world: World, path: Path) -> Path:
+    """The region square as a WGS84 polygon (edges densified so they follow the square)."""
+    xmin, ymin, xmax, ymax = region_square(world)
+    t = np.linspace(0.0, 1.0, 9)[:-1]
+    xs = np.concatenate(
+        [xmin + (xmax - xmin) * t, np.full(8, xmax), xmax - (xmax - xmin) * t, np.full(8, xmin)]
+    )
+    ys = np.concatenate(
+        [np.full(8, ymin), ymin + (ymax - ymin) * t, np.full(8, ymax), ymax - (ymax - ymin) * t]
+    )
+    lat, lon = world.to_latlon(xs, ys)
+    ring = [[round(float(a), 7), round(float(b), 7)] for a, b in zip(lon, lat)]
+    ring.append(ring[0])
+    geojson = {"type": "Feature", "properties": {"name": "synthetic"},
+               "geometry": {"type": "Polygon", "coordinates": [ring]}}  # fmt: skip
+    _atomic_write(path, (json.dumps(geojson) + "\n").encode())
+    return path
+
+
+def _init_worker(cfg_dict: dict) -> None:
+    from geocells.config import resolve_config
+
+    cfg = resolve_config(SynthConfig, cfg_dict)
+    # Reuse the parent's world (and its tile cache) when forked from ``run``.
+    parent = _worker_state.get("parent")
+    _worker_state["world"] = parent if parent is not None and parent.cfg == cfg else World(cfg)
+
+
+def _render_aerial_rows(args) -> tuple[int, np.ndarray]:
+    from geocells.synth.aerial import AerialRenderer
+
+    col0, row0, width, height, capture = args
+    world = _worker_state["world"]
+    renderer = AerialRenderer(world, capture, world.cfg.gsd_m)
+    size = world.cfg.aerial_chunk_px
+    parts = [
+        renderer.render(c, row0, min(size, col0 + width - c), height)
+        for c in range(col0, col0 + width, size)
+    ]
+    return row0, np.concatenate(parts, axis=1)
+
+
+def aerial_grid(world: World) -> tuple[int, int, int, int]:
+    """Global pixel window (col0, row0, width, height) of the orthophoto file."""
+    cfg, gsd = world.cfg, world.cfg.gsd_m
+    xmin, ymin, xmax, ymax = region_square(world)
+    col0 = int(np.floor((xmin - cfg.margin_m) / gsd))
+    row0 = int(np.floor(-(ymax + cfg.margin_m) / gsd))
+    col1 = int(np.ceil((xmax + cfg.margin_m) / gsd))
+    row1 = int(np.ceil(-(ymin - cfg.margin_m) / gsd))
+    return col0, row0, col1 - col0, row1 - row0
+
+
+def write_aerial(world: World, path: Path, pool) -> Path:
+    """Render the orthophoto and save it as a Cloud-Optimized GeoTIFF (JPEG, overviews)."""
+    import rasterio
+    from rasterio.shutil import copy as rio_copy
+    from rasterio.transform import Affine
+
+    cfg, gsd = world.cfg, world.cfg.gsd_m
+    col0, row0, width, height = aerial_grid(world)
+    capture = campaign_capture(cfg.aerial_campaign, cfg.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".strips.tif")
+    profile = {
+        "driver": "GTiff", "width": width, "height": height, "count": 3, "dtype": "uint8",
+        "crs": world.crs, "transform": Affine(gsd, 0.0, col0 * gsd, 0.0, -gsd, -row0 * gsd),
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "photometric": "RGB",
+    }  # fmt: skip
+    size = cfg.aerial_chunk_px
+    tasks = [
+        (col0, r, width, min(size, row0 + height - r), capture)
+        for r in range(row0, row0 + height, size)
+    ]
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for r, strip in tqdm(
+            pool.map(_render_aerial_rows, tasks), total=len(tasks), desc="aerial", unit="strip"
+        ):
+            window = rasterio.windows.Window(0, r - row0, width, strip.shape[0])
+            dst.write(np.moveaxis(strip, -1, 0), window=window)
+    part = path.with_name(path.name + ".part")
+    rio_copy(
+        tmp, part, driver="COG", COMPRESS="JPEG", QUALITY=str(cfg.jpeg_quality),
+        BLOCKSIZE="512", OVERVIEWS="AUTO", RESAMPLING="AVERAGE",
+    )  # fmt: skip
+    tmp.unlink()
+    os.replace(part, path)
+    return path
+
+
+def _render_ground_batch(args) -> int:
+    from PIL import Image
+
+    from geocells.synth.street import StreetRenderer
+
+    paths, x, y, heading, captures = args
+    world = _worker_state["world"]
+    cfg = world.cfg
+    renderer = _worker_state.get("street")
+    if renderer is None:
+        renderer = StreetRenderer(
+            world, cfg.image_size, cfg.fov_deg, cfg.camera_height_m, cfg.max_view_m
+        )
+        _worker_state["street"] = renderer
+    images = renderer.render(x, y, heading, captures)
+    for path, image in zip(paths, images):
+        part = Path(path + ".part")
+        Image.fromarray(image).save(part, format="JPEG", quality=cfg.jpeg_quality)
+        os.replace(part, path)
+    return len(paths)
+
+
+def plan_ground(world: World) -> dict[str, list | np.ndarray]:
+    """Every ground capture: id, relative path, position, heading, conditions, split."""
+    cfg = world.cfg
+    positions = capture_positions(world)
+    plan: dict[str, list] = {
+        k: [] for k in ("image_id", "path", "x", "y", "heading", "capture", "captured_at", "split")
+    }
+    for split, pos in positions.items():
+        campaign = cfg.train_campaign if split == "train" else cfg.test_campaign
+        rng = np.random.default_rng([cfg.seed, 701, SPLIT_IDS[split]])
+        for i in range(len(pos.x)):
+            capture = sample_capture(campaign, rng)
+            minute = int(rng.integers(9 * 60, 17 * 60))
+            image_id = f"{split}-{i:06d}"
+            plan["image_id"].append(image_id)
+            plan["path"].append(f"images/{image_id}.jpg")
+            plan["capture"].append(capture)
+            plan["captured_at"].append(f"{campaign.date}T{minute // 60:02d}:{minute % 60:02d}:00Z")
+            plan["split"].append(split)
+        plan["x"].extend(pos.x.tolist())
+        plan["y"].extend(pos.y.tolist())
+        plan["heading"].extend(np.round(pos.heading, 3).tolist())
+    return plan
+
+
+def write_ground(world: World, ground_dir: Path, plan: dict, pool) -> None:
+    """Render the ground images that are not on disk yet (spatially batched)."""
+    (ground_dir / "images").mkdir(parents=True, exist_ok=True)
+    x, y = np.asarray(plan["x"]), np.asarray(plan["y"])
+    todo = [i for i, p in enumerate(plan["path"]) if not (ground_dir / p).is_file()]
+    if not todo:
+        return
+    # Neighbouring views share world lookups, so batch them by position.
+    todo = sorted(todo, key=lambda i: (int(x[i] // 400.0), int(y[i] // 400.0), i))
+    tasks = []
+    for start in range(0, len(todo), BATCH):
+        rows = todo[start : start + BATCH]
+        caps: list[Capture] = [plan["capture"][i] for i in rows]
+        tasks.append(([str(ground_dir / plan["path"][i]) for i in rows], x[rows], y[rows],
+                      np.asarray(plan["heading"])[rows], caps))  # fmt: skip
+    with tqdm(total=len(todo), desc="ground", unit="img") as bar:
+        for done in pool.map(_render_ground_batch, tasks):
+            bar.update(done)
+
+
+def write_manifest(world: World, ground_dir: Path, plan: dict) -> Path:
+    """The ground manifest (Parquet), paths relative to it."""
+    from geocells.data.manifest import GroundManifest
+
+    lat, lon = world.to_latlon(np.asarray(plan["x"]), np.asarray(plan["y"]))
+    manifest = GroundManifest.from_columns(
+        ground_dir, strict=True, check_files=False,
+        image_id=plan["image_id"], path=plan["path"], lat=np.round(lat, 8), lon=np.round(lon, 8),
+        heading=plan["heading"], fov=np.full(len(lat), world.cfg.fov_deg),
+        captured_at=plan["captured_at"], split=plan["split"],
+    )  # fmt: skip
+    path = ground_dir / "manifest.parquet"
+    part = manifest.write(ground_dir / "manifest.parquet.part.parquet")
+    os.replace(part, path)
+    return path
+
+
+def validate(cfg: SynthConfig) -> None:
+    """Raise ValueError naming every config value that cannot work."""
+    checks = {
+        "size_km": cfg.size_km > 0,
+        "gsd_m": 0 < cfg.gsd_m <= 10,
+        "image_size": 16 <= cfg.image_size <= 1024,
+        "jpeg_quality": 1 <= cfg.jpeg_quality <= 100,
+        "workers": cfg.workers >= 1,
+        "aerial_chunk_px": cfg.aerial_chunk_px >= 64,
+        "gap_share": 0 <= cfg.gap_share < 1,
+        "n_train/n_val/n_test": min(cfg.n_train, cfg.n_val, cfg.n_test) >= 0,
+        "country_km/town_spacing_km": cfg.country_km > 0 and cfg.town_spacing_km > 0,
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        values = ", ".join(f"{n}={getattr(cfg, n, '...')}" for n in bad if hasattr(cfg, n))
+        raise ValueError(f"bad synth config value(s): {', '.join(bad)} ({values})")
+
+
+def run(cfg: SynthConfig, out: Path, overwrite: bool = False) -> Path:
+    """Write the synthetic dataset for ``cfg`` into ``out`` (resuming finished stages)."""
+    out = Path(out)
+    world = World(cfg)
+    validate(cfg)
+    _prepare(cfg, out, overwrite)
+    if not (out / "region.geojson").is_file():
+        write_region(world, out / "region.geojson")
+    ground_dir = out / "ground"
+    manifest = ground_dir / "manifest.parquet"
+    # Planning first: it fills the world's tile cache, which the forked workers inherit.
+    plan = None if manifest.is_file() else plan_ground(world)
+    _worker_state["parent"] = world
+    context = get_context("fork")
+    init = (config_to_dict(cfg),)
+    workers = max(1, cfg.workers)
+    try:
+        with ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=init) as pool:
+            if not (out / AERIAL_FILE).is_file():
+                write_aerial(world, out / AERIAL_FILE, pool)
+            if plan is not None:
+                write_ground(world, ground_dir, plan, pool)
+                write_manifest(world, ground_dir, plan)
+    finally:
+        _worker_state.pop("parent", None)
+    log.info("synthetic dataset ready in %s", out)
+    return out
