@@ -1,16 +1,57 @@
-"""``geocells calibrate``: not built yet (see the open issues)."""
+"""``geocells calibrate``: choose κ on a validation split and fit the confidence model."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "(not built yet) calibrate"
+HELP = "choose κ on the val split (curve CSV + PNG) and fit the confidence model"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments until the stage exists."""
+    """Arguments of ``geocells calibrate``."""
+    parser.add_argument("db", help="database folder built by `geocells index`")
+    parser.add_argument("--dataset", help="dataset folder (default: the one the database names)")
+    parser.add_argument("--split", default="val", help="split of the dataset to calibrate on")
+    parser.add_argument("--kappa-min", type=float, default=0.05)
+    parser.add_argument("--kappa-max", type=float, default=20.0)
+    parser.add_argument("--kappa-steps", type=int, default=41, help="log-spaced grid points")
+    parser.add_argument("--max-queries", type=int, default=0, help="use at most N images (0: all)")
+    parser.add_argument(
+        "--ann", default="auto", choices=("auto", "exact", "ivfpq"),
+        help="search index to (re)build for the chosen κ (auto: IVF-PQ above 200k cells)",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Say that the stage does not exist yet."""
-    raise NotImplementedError("geocells calibrate is not built yet")
+    """Calibrate and print the chosen κ."""
+    import torch
+
+    from geocells.index.calibrate import CalibrateConfig, run
+    from geocells.index.store import Database
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    cfg = CalibrateConfig(
+        kappa_min=args.kappa_min,
+        kappa_max=args.kappa_max,
+        kappa_steps=args.kappa_steps,
+        max_queries=args.max_queries,
+        ann=args.ann,
+    )
+    path = run(args.db, args.dataset, args.split, cfg)
+    meta = Database.open(path).meta
+    report = meta["calibration"]
+    print(
+        f"kappa = {meta['kappa']:.4g}; {report['split']} recall@1 within "
+        f"{report['radius_m']:.0f} m: "
+        f"{100 * report['recall']:.1f}% (kappa = 1: {100 * report['recall_kappa_1']:.1f}%); "
+        f"confidence ECE {report['ece']:.3f}"
+        + (
+            f" (cross-fitted {report['ece_cross_fitted']:.3f})"
+            if "ece_cross_fitted" in report
+            else ""
+        )
+    )
+    print(f"curve: {path / 'calibration.csv'}, {path / 'calibration.png'}")
+    return 0

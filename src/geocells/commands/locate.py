@@ -1,16 +1,54 @@
-"""``geocells locate``: not built yet (see the open issues)."""
+"""``geocells locate``: where were these photos taken?"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-HELP = "(not built yet) locate"
+HELP = "locate photos (files or folders) in a database: top-k cells with confidence"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments until the stage exists."""
+    """Arguments of ``geocells locate``."""
+    parser.add_argument("db", help="database folder built by `geocells index`")
+    parser.add_argument("images", nargs="+", help="image files and/or folders (walked recursively)")
+    parser.add_argument("--top-k", type=int, default=5, help="candidates per image")
+    parser.add_argument("--format", default="json", choices=("json", "csv", "geojson"))
+    parser.add_argument("--out", help="write here instead of standard output")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per encoder call")
+    parser.add_argument("--backend", default="auto", choices=("auto", "exact", "ivfpq"))
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
-    """Say that the stage does not exist yet."""
-    raise NotImplementedError("geocells locate is not built yet")
+    """Locate every readable image; exit 1 if any image failed."""
+    from pathlib import Path
+
+    import torch
+
+    from geocells.index.export import find_images, locate_files, render
+    from geocells.locate import Localizer
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    localizer = Localizer.load(args.db, backend=args.backend, batch_size=args.batch_size)
+    paths, failures = find_images(args.images)
+    results, unreadable = locate_files(localizer, paths, args.top_k, progress=not args.no_progress)
+    failures += unreadable
+    text = render(results, failures, args.format)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    for image, reason in failures:
+        print(f"geocells locate: {image}: {reason}", file=sys.stderr)
+    if failures:
+        print(
+            f"geocells locate: {len(failures)} of {len(paths) + len(failures) - len(unreadable)} "
+            "images failed",
+            file=sys.stderr,
+        )
+    return 1 if failures else 0

@@ -1,16 +1,70 @@
-"""``geocells train``: not built yet (see the open issues)."""
+"""``geocells train DATASET --config PRESET --out RUN [key=value ...]``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from pathlib import Path
 
-HELP = "(not built yet) train"
+HELP = "train the ground/aerial encoders and the cell prototypes on a dataset"
+
+logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No arguments until the stage exists."""
+    """DATASET, --config, --out, --resume, --overwrite and key=value overrides."""
+    parser.add_argument("dataset", type=Path, help="dataset folder (from `geocells synth/import`)")
+    parser.add_argument(
+        "--config",
+        default="cpu-small",
+        help="train preset name (cpu-small, dinov2-base, tiny) or a YAML file",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="run folder to write")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from OUT/checkpoints/last.*"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="start over in an existing OUT")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=3e-4"
+    )
+    _accept_trailing_overrides(parser)
+
+
+def _accept_trailing_overrides(parser: argparse.ArgumentParser) -> None:
+    """Let ``key=value`` items follow the options (``DATASET --out RUN a=1``).
+
+    argparse fills all positionals at their first occurrence, so overrides after an option
+    would be "unrecognized"; collect them here instead.
+    """
+    parse_known = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        namespace, extras = parse_known(args, namespace)
+        overrides = [e for e in extras if "=" in e and not e.startswith("-")]
+        namespace.overrides = [*(namespace.overrides or []), *overrides]
+        return namespace, [e for e in extras if e not in overrides]
+
+    parser.parse_known_args = parse_known_args
 
 
 def main(args: argparse.Namespace) -> int:
-    """Say that the stage does not exist yet."""
-    raise NotImplementedError("geocells train is not built yet")
+    """Resolve the config, train, report where the run is."""
+    from geocells.config import config_to_dict, load_config, resolve_config
+    from geocells.train.config import ExperimentConfig, check_config, experiment_config
+    from geocells.train.trainer import TrainingInterrupted, run
+
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    if args.resume:
+        saved = load_config(ExperimentConfig, args.out / "config.yaml")
+        cfg = check_config(resolve_config(ExperimentConfig, config_to_dict(saved), args.overrides))
+    else:
+        cfg = experiment_config(args.config, args.overrides)
+    try:
+        out = run(cfg, args.dataset, args.out, args.resume, args.overwrite, not args.no_progress)
+    except TrainingInterrupted as stop:
+        logger.warning("interrupted; saved %s; continue with --resume", stop.checkpoint)
+        return 130
+    logger.info("run written to %s", out)
+    return 0

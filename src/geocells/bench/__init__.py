@@ -1,0 +1,1 @@
+"""geocells.bench: scale benchmarks (continent-size database, prototypes at scale)."""

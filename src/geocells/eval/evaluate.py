@@ -1,0 +1,264 @@
+"""The ``eval`` stage: every method on the same queries and cells -> metrics.json + report.html.
+
+``run(db, dataset, split, out)`` embeds the split's ground images once with the
+database's model, scores them against each method's database (see ``methods``), writes
+``metrics.json`` (overall and stratified metrics, database sizes) and a self-contained
+``report.html``. Query and training-image embeddings are cached under ``out/cache``;
+a finished report is skipped unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from geocells.eval import metrics
+from geocells.eval.methods import MethodDatabase, MethodResult, evaluate_method
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+
+
+@dataclass
+class EvalOptions:
+    """Knobs of the evaluation (none of them changes a method, only what is measured)."""
+
+    top_k: int = 10
+    batch_size: int = 64
+    urban_threshold_per_km2: float = 100.0  # training images per km² within density_radius_m
+    density_radius_m: float = 300.0
+    histogram_px: int = 64
+    ground_retrieval: bool = True
+    colour_histogram: bool = True
+    examples_per_kind: int = 4
+    interactive_map: bool = True
+    progress: bool = True
+
+
+@dataclass
+class QuerySet:
+    """Embedded images of one split: positions, embeddings, colour histograms, paths."""
+
+    image_id: np.ndarray
+    path: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    embeddings: np.ndarray
+    histograms: np.ndarray
+
+    def features(self, kind: str) -> np.ndarray:
+        """The query features a method scores: ``embedding`` or ``histogram``."""
+        return self.embeddings if kind == "embedding" else self.histograms
+
+
+def embed_split(
+    encoder, manifest, cache: Path, options: EvalOptions, tag: str, model_tag: str = ""
+) -> QuerySet:
+    """Embed (and colour-histogram) every image of ``manifest``; unreadable ones are dropped.
+
+    Results are cached in ``cache/{tag}-{model_tag}.npz`` (so a new model is re-embedded).
+    """
+    from tqdm import tqdm
+
+    from geocells.data.images import ImageLoadError, load_image
+    from geocells.eval.histogram import colour_histograms
+
+    cache_file = cache / f"{tag}-{model_tag}.npz"
+    if cache_file.is_file():
+        with np.load(cache_file, allow_pickle=False) as data:
+            if data["image_id"].tolist() == [str(i) for i in manifest.image_id]:
+                logger.info("reusing cached embeddings %s", cache_file)
+                return _query_set(manifest, np.ones(len(manifest), bool), data)
+            ok = np.isin(manifest.image_id.astype(str), data["image_id"])
+            if ok.sum() == len(data["image_id"]):
+                return _query_set(manifest, ok, data)
+    n = len(manifest)
+    if n == 0:
+        logger.warning("the %s split has no images", tag)
+        empty = {"embeddings": np.zeros((0, encoder.dim), np.float32)}
+        return _query_set(manifest, np.zeros(0, bool), {**empty, "histograms": np.zeros((0, 1))})
+    ok = np.ones(n, dtype=bool)
+    embeddings, histograms = [], []
+    bar = tqdm(total=n, desc=f"embed {tag}", disable=not options.progress)
+    for start in range(0, n, options.batch_size):
+        images = []
+        for i in range(start, min(start + options.batch_size, n)):
+            try:
+                images.append(np.asarray(load_image(manifest.path[i])))
+            except ImageLoadError as err:
+                logger.warning("skipping %s: %s", manifest.image_id[i], err)
+                ok[i] = False
+        if images:
+            embeddings.append(np.asarray(encoder.encode(images, batch_size=len(images))))
+            histograms.append(colour_histograms(images))
+        bar.update(min(options.batch_size, n - start))
+    bar.close()
+    if not ok.any():
+        raise ValueError(f"no image of the {tag} split could be read")
+    data = {
+        "image_id": manifest.image_id[ok].astype(str),
+        "embeddings": np.concatenate(embeddings).astype(np.float32),
+        "histograms": np.concatenate(histograms).astype(np.float32),
+    }
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = cache / f".{tag}.tmp.npz"
+    np.savez(partial, **data)
+    partial.replace(cache_file)
+    return _query_set(manifest, ok, data)
+
+
+def _query_set(manifest, ok: np.ndarray, data) -> QuerySet:
+    return QuerySet(
+        image_id=manifest.image_id[ok],
+        path=manifest.path[ok],
+        lat=manifest.lat[ok],
+        lon=manifest.lon[ok],
+        embeddings=np.asarray(data["embeddings"]),
+        histograms=np.asarray(data["histograms"]),
+    )
+
+
+def _strata(queries: QuerySet, train: QuerySet, levels: dict[str, int], options: EvalOptions):
+    """Stratum labels per query, and what each stratification means.
+
+    ``level-L cell``: covered/uncovered by training ground images at Lc and Lp;
+    ``density``: urban/rural by training images per km² around the query.
+    """
+    from geocells.geo import latlng_to_cell
+
+    strata, definitions = {}, {}
+    for level in (levels["cell"], levels["proto"]):
+        query_cells = latlng_to_cell(queries.lat, queries.lon, level)
+        train_cells = latlng_to_cell(train.lat, train.lon, level)
+        key = f"level-{level} cell"
+        strata[key] = metrics.covered_strata(query_cells, train_cells)
+        definitions[key] = f"covered: the query's level-{level} cell holds a training ground image"
+    density = metrics.coverage_density_per_km2(
+        queries.lat, queries.lon, train.lat, train.lon, options.density_radius_m
+    )
+    strata["density"] = metrics.density_strata(density, options.urban_threshold_per_km2)
+    definitions["density"] = (
+        f"urban: ≥ {options.urban_threshold_per_km2:g} training ground images per km² within "
+        f"{options.density_radius_m:g} m of the query; rural: fewer"
+    )
+    return strata, definitions
+
+
+def summarise_methods(
+    methods: list[MethodDatabase],
+    results: dict[str, MethodResult],
+    strata: dict[str, np.ndarray],
+    area_km2: float,
+    top_k: int,
+) -> dict:
+    """The metrics.json body: per-method metrics and sizes, and every stratification."""
+    ks = tuple(k for k in metrics.DEFAULT_TOP_K if k <= top_k)
+    out = {"methods": {}, "strata": {}}
+    for method in methods:
+        result = results[method.name]
+        out["methods"][method.name] = {
+            "label": method.label,
+            "database_items": len(method),
+            "storage_bytes": int(method.storage_bytes),
+            "bytes_per_km2": method.storage_bytes / area_km2,
+            "metrics": metrics.summarize(
+                result.errors_m, result.topk_errors_m, result.ranks, top_k=ks
+            ),
+        }
+    for kind, labels in strata.items():
+        by_label: dict[str, dict] = {}
+        for method in methods:
+            result = results[method.name]
+            per = metrics.stratified(
+                labels, result.errors_m, result.topk_errors_m, result.ranks, top_k=ks
+            )
+            for label, values in per.items():
+                by_label.setdefault(label, {})[method.name] = values
+        out["strata"][kind] = by_label
+    return out
+
+
+def run(
+    db: str | Path,
+    dataset: str | Path | None,
+    split: str = "test",
+    out: str | Path = "report",
+    overwrite: bool = False,
+    options: EvalOptions | None = None,
+) -> Path:
+    """Evaluate every method on ``split`` and write ``out/metrics.json`` + ``out/report.html``."""
+    from geocells.data.dataset import Dataset
+    from geocells.data.manifest import SPLITS
+    from geocells.eval.visuals import build_report
+    from geocells.index.store import Database
+
+    options = options or EvalOptions()
+    out = Path(out)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if (out / METRICS_FILE).is_file() and (out / REPORT_FILE).is_file() and not overwrite:
+        done = json.loads((out / METRICS_FILE).read_text()).get("split")
+        if done != split:
+            raise ValueError(f"{out} holds a report of the {done!r} split; use --overwrite")
+        logger.info("eval: %s already holds a report; skipping (use --overwrite)", out)
+        return out
+    if overwrite and out.exists():
+        shutil.rmtree(out / "cache", ignore_errors=True)
+    database = Database.open(db)
+    if dataset is None and not database.meta.get("dataset"):
+        raise ValueError(f"database {database.path} does not name its dataset; pass --dataset")
+    data = Dataset.open(Path(dataset if dataset is not None else database.meta["dataset"]))
+    if not database.meta.get("kappa_calibrated", False):
+        logger.warning("eval: κ of %s is not calibrated (run `geocells calibrate`)", db)
+    summary, results, queries = evaluate_all(database, data, split, out / "cache", options)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS_FILE).write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    build_report(out / REPORT_FILE, summary, results, queries, data, database, options)
+    logger.info("eval: wrote %s and %s", out / METRICS_FILE, out / REPORT_FILE)
+    return out
+
+
+def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
+    """Embed, build every method, score -> (metrics.json dict, results by name, queries)."""
+    from geocells.eval.build_methods import build_methods
+    from geocells.models import load_model
+
+    model = load_model(database.path / database.meta["model"]["file"])
+    query_manifest = data.manifest.split(split)
+    if len(query_manifest) == 0:
+        raise ValueError(f"dataset {data.root} has no {split!r} images")
+    model_tag = str(database.meta["model"].get("sha256", "model"))[:12]
+    queries = embed_split(model.ground, query_manifest, cache, options, split, model_tag)
+    train_manifest = data.manifest.split("train")
+    train = embed_split(model.ground, train_manifest, cache, options, "train", model_tag)
+    methods = build_methods(database, model, data, train, options, cache)
+    results = {}
+    for method in methods:
+        logger.info("eval: scoring %s (%d items)", method.label, len(method))
+        results[method.name] = evaluate_method(
+            method, queries.features(method.query_kind), queries.lat, queries.lon, options.top_k
+        )
+    levels = {"cell": database.cell_level, "proto": int(database.meta["levels"]["proto"])}
+    strata, definitions = _strata(queries, train, levels, options)
+    summary = summarise_methods(methods, results, strata, data.region.area_km2(), options.top_k)
+    summary.update(
+        strata_definitions=definitions,
+        split=split,
+        database=str(database.path.resolve()),
+        dataset=str(Path(data.root).resolve()),
+        region_area_km2=data.region.area_km2(),
+        levels=levels,
+        kappa=database.kappa,
+        kappa_calibrated=bool(database.meta.get("kappa_calibrated", False)),
+        queries=len(queries.lat),
+        train_images=len(train.lat),
+        options=asdict(options),
+    )
+    return summary, results, queries

@@ -1,0 +1,436 @@
+"""Nearest-cell search over the fused cell codes: exact (chunked) and compressed (faiss IVF-PQ).
+
+The score of cell ``i`` for a query ``q`` is ``aerial_i · q + kappa * proto_i · q`` (the
+codes are not re-normalised; DESIGN §1). Both backends read the database from the float16
+arrays it is stored in (memmaps are fine) and never hold a float32 copy of a large one.
+
+- ``exact``: chunked matrix products over the float16 rows, running top-k merge.
+- ``ivfpq``: faiss IVF with 4-bit fast-scan product quantisation, then exact re-scoring of
+  the top ``rerank`` candidates from the float16 rows. Two layouts (docs/scaling.md has
+  the measurements behind the default):
+  ``sum`` (default) indexes the fused code ``aerial + kappa * proto`` (D dims) — twice the
+  PQ precision per byte and half the build time, but ``kappa`` is fixed at build time
+  (another kappa needs a rebuild); ``concat`` indexes ``[aerial | proto]`` (2·D dims)
+  searched with ``[q | kappa·q]``, so ``kappa`` may change at query time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "exact", "ivfpq")
+LAYOUTS = ("concat", "sum")
+# "auto" uses exact search up to this many cells, the compressed index above.
+AUTO_EXACT_MAX_CELLS = 200_000
+_FORMAT_VERSION = 1
+
+
+@dataclass
+class IVFPQParams:
+    """Parameters of the compressed backend; 0 means "pick from the database size"."""
+
+    layout: str = "sum"  # "sum": index aerial + kappa proto; "concat": index [aerial | proto]
+    nlist: int = 0  # inverted lists (coarse cells); 0 -> about sqrt(N)/2, power of two
+    pq_m: int = 0  # 4-bit sub-quantisers; 0 -> D/2 (64 B per cell at D=256)
+    hnsw: bool = False  # HNSW coarse quantiser instead of a flat one (large nlist)
+    nprobe: int = 64  # lists visited per query (docs/scaling.md: 32 misses ~1.5 % at 1-4 M)
+    rerank: int = 64  # candidates re-scored exactly from the float16 rows
+    train_size: int = 0  # vectors sampled for training; 0 -> 64 per list, at most 500k
+    add_chunk: int = 262_144  # rows converted and added per step
+    seed: int = 0
+
+    def resolved(self, num_cells: int, dim: int) -> IVFPQParams:
+        """Copy with the size-dependent defaults filled in (``dim`` = code dimension D)."""
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown index layout {self.layout!r}; expected one of {LAYOUTS}")
+        # Few, long lists: building (coarse assignment, O(N nlist)) dominates on 2 cores,
+        # while fast-scan makes long lists cheap to search (docs/scaling.md).
+        nlist = self.nlist or _pow2_near(math.sqrt(num_cells) / 2, low=16, high=65_536)
+        nlist = min(nlist, max(1, num_cells // 39))
+        pq_m = self.pq_m or dim // 2
+        train_size = self.train_size or min(num_cells, max(64 * nlist, 20_000), 500_000)
+        return replace(self, nlist=nlist, pq_m=pq_m, train_size=train_size)
+
+
+def _pow2_near(value: float, low: int, high: int) -> int:
+    """The power of two nearest to ``value`` (in log space), clipped to [low, high]."""
+    return int(min(max(2 ** round(math.log2(max(value, 1.0))), low), high))
+
+
+def _check_database(aerial: np.ndarray, proto: np.ndarray) -> None:
+    """Shapes of the two code arrays must agree; raise ValueError naming the mismatch."""
+    if aerial.ndim != 2 or proto.ndim != 2:
+        raise ValueError(f"aerial and proto must be 2-D, got {aerial.shape} and {proto.shape}")
+    if aerial.shape != proto.shape:
+        raise ValueError(f"aerial {aerial.shape} and proto {proto.shape} shapes differ")
+    if aerial.shape[0] == 0:
+        raise ValueError("the database has no cells")
+
+
+def _check_queries(queries: np.ndarray, dim: int, top_k: int) -> np.ndarray:
+    """Validated float32 [Q, D] queries; ValueError on wrong shape, NaN/inf or bad top_k."""
+    queries = np.asarray(queries, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries[None]
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise ValueError(f"queries must be [Q, {dim}], got shape {queries.shape}")
+    bad = ~np.isfinite(queries).all(axis=1)
+    if bad.any():
+        raise ValueError(f"queries contain NaN or inf (rows {np.flatnonzero(bad)[:10].tolist()})")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    return np.ascontiguousarray(queries)
+
+
+def _check_finite_rows(block: np.ndarray, offset: int, name: str) -> None:
+    """Raise ValueError naming the first non-finite database rows of ``block``."""
+    bad = ~np.isfinite(block).all(axis=1)
+    if bad.any():
+        rows = (np.flatnonzero(bad)[:10] + offset).tolist()
+        raise ValueError(f"{name} codes contain NaN or inf (rows {rows})")
+
+
+def _merge_top_k(
+    best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge candidate [Q, m] scores/rows into the running [Q, k] best (unsorted)."""
+    all_scores = np.concatenate([best_scores, scores], axis=1)
+    all_rows = np.concatenate([best_rows, rows], axis=1)
+    if all_scores.shape[1] <= k:
+        return all_scores, all_rows
+    keep = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(all_scores, keep, 1), np.take_along_axis(all_rows, keep, 1)
+
+
+def _sort_desc(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each query's results by decreasing score (ties by row)."""
+    order = np.lexsort((rows, -scores), axis=1)
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+
+
+def exact_search(
+    aerial: np.ndarray,
+    proto: np.ndarray,
+    kappa: float,
+    queries: np.ndarray,
+    top_k: int,
+    chunk_rows: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-k over float16 rows in chunks: -> (scores f32 [Q, k], rows i64 [Q, k])."""
+    _check_database(aerial, proto)
+    num_cells, dim = aerial.shape
+    queries = _check_queries(queries, dim, top_k)
+    k = min(top_k, num_cells)
+    # Keep the [chunk, Q] float32 score block near 64 MB whatever the batch size.
+    chunk_rows = chunk_rows or int(np.clip(16_000_000 // max(len(queries), 1), 8_192, 262_144))
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
+    q_t = queries.T
+    for start in range(0, num_cells, chunk_rows):
+        stop = min(start + chunk_rows, num_cells)
+        # Fuse the codes first (one matmul instead of two): z = a + kappa p, scores = z q.
+        codes = np.asarray(aerial[start:stop], dtype=np.float32)
+        codes += np.float32(kappa) * np.asarray(proto[start:stop], dtype=np.float32)
+        block = codes @ q_t
+        if not np.isfinite(block).all():
+            _check_finite_rows(np.asarray(aerial[start:stop]), start, "aerial")
+            _check_finite_rows(np.asarray(proto[start:stop]), start, "proto")
+            raise ValueError(f"non-finite scores in database rows {start}..{stop}")
+        scores = block.T  # [Q, n]
+        if scores.shape[1] > k:
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            cand_scores = np.take_along_axis(scores, part, 1)
+        else:
+            part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+            cand_scores = scores
+        best_scores, best_rows = _merge_top_k(
+            best_scores, best_rows, cand_scores, part.astype(np.int64) + start, k
+        )
+    return _sort_desc(best_scores, best_rows)
+
+
+def rerank_exact(
+    aerial: np.ndarray,
+    proto: np.ndarray,
+    kappa: float,
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    top_k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores of candidate rows [Q, m] (-1 = none) -> best (scores [Q, k], rows [Q, k])."""
+    valid = candidates >= 0
+    if not valid.any():
+        k = min(top_k, candidates.shape[1])
+        shape = (len(candidates), k)
+        return np.full(shape, -np.inf, np.float32), np.full(shape, -1, np.int64)
+    unique_rows = np.unique(candidates[valid])  # sorted: memmap reads walk the file forwards
+    codes_a = np.asarray(aerial[unique_rows], dtype=np.float32)
+    codes_p = np.asarray(proto[unique_rows], dtype=np.float32)
+    position = np.searchsorted(unique_rows, np.where(valid, candidates, unique_rows[:1]))
+    codes_a += np.float32(kappa) * codes_p  # fused codes of the unique candidates [U, D]
+    if not np.isfinite(codes_a).all():
+        raise ValueError("database rows among the candidates contain NaN or inf")
+    scores = np.matmul(codes_a[position], queries[:, :, None])[..., 0]  # [Q, m]
+    scores = np.where(valid, scores, -np.inf).astype(np.float32)
+    rows = np.where(valid, candidates, -1).astype(np.int64)
+    k = min(top_k, scores.shape[1])
+    if scores.shape[1] > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        scores, rows = np.take_along_axis(scores, part, 1), np.take_along_axis(rows, part, 1)
+    return _sort_desc(scores, rows)
+
+
+def _index_vectors(aerial_block, proto_block, layout: str, kappa: float) -> np.ndarray:
+    """Database vectors the index holds: [aerial | proto] (2D) or aerial + kappa proto (D)."""
+    if layout == "concat":
+        joined = np.concatenate([aerial_block, proto_block], axis=1)
+        return np.ascontiguousarray(joined, dtype=np.float32)
+    summed = np.asarray(aerial_block, dtype=np.float32)
+    summed += np.float32(kappa) * np.asarray(proto_block, dtype=np.float32)
+    return summed
+
+
+def _index_queries(queries: np.ndarray, layout: str, kappa: float) -> np.ndarray:
+    """Query vectors for the index: [q | kappa q] (concat, IP = a·q + kappa p·q) or q (sum)."""
+    if layout == "sum":
+        return queries
+    return np.ascontiguousarray(np.concatenate([queries, np.float32(kappa) * queries], axis=1))
+
+
+def build_ivfpq_index(
+    aerial: np.ndarray, proto: np.ndarray, params: IVFPQParams, kappa: float, progress=True
+):
+    """Train faiss IVF-PQ (4-bit fast scan) on a sample and add every row in chunks."""
+    import faiss
+    from tqdm import tqdm
+
+    num_cells, dim = aerial.shape
+    index_dim = 2 * dim if params.layout == "concat" else dim
+    if index_dim % params.pq_m:
+        raise ValueError(f"pq_m={params.pq_m} must divide the index dimension {index_dim}")
+    if params.hnsw:
+        quantizer = faiss.IndexHNSWFlat(index_dim, 32, faiss.METRIC_INNER_PRODUCT)
+    else:
+        quantizer = faiss.IndexFlatIP(index_dim)
+    index = faiss.IndexIVFPQFastScan(
+        quantizer, index_dim, params.nlist, params.pq_m, 4, faiss.METRIC_INNER_PRODUCT
+    )
+    index.own_fields = True
+    quantizer.this.disown()  # the index now owns and frees its quantiser
+    rng = np.random.default_rng(params.seed)
+    sample = np.sort(rng.choice(num_cells, size=params.train_size, replace=False))
+    train = _index_vectors(aerial[sample], proto[sample], params.layout, kappa)
+    _check_finite_rows(train, 0, "sampled training")
+    logger.info("training IVF%d,PQ%dx4fs on %d vectors", params.nlist, params.pq_m, len(train))
+    index.train(train)
+    del train
+    starts = range(0, num_cells, params.add_chunk)
+    for start in tqdm(starts, desc="index add", unit="chunk", disable=not progress):
+        stop = min(start + params.add_chunk, num_cells)
+        block_a, block_p = np.asarray(aerial[start:stop]), np.asarray(proto[start:stop])
+        _check_finite_rows(block_a, start, "aerial")
+        _check_finite_rows(block_p, start, "proto")
+        index.add(_index_vectors(block_a, block_p, params.layout, kappa))
+    return index
+
+
+class CellSearcher:
+    """Top-k cells for query embeddings over float16 aerial/proto codes.
+
+    ``searcher = CellSearcher.build(aerial, proto, kappa)``;
+    ``scores, rows = searcher.search(queries, top_k)``; ``searcher.kappa`` may be changed
+    at any time (both backends score with it at query time).
+    """
+
+    def __init__(
+        self,
+        aerial: np.ndarray,
+        proto: np.ndarray,
+        kappa: float,
+        backend: str,
+        index=None,
+        params: IVFPQParams | None = None,
+        index_kappa: float | None = None,
+    ) -> None:
+        _check_database(aerial, proto)
+        if backend not in ("exact", "ivfpq"):
+            raise ValueError(f"unknown search backend {backend!r}; expected 'exact' or 'ivfpq'")
+        if backend == "ivfpq" and index is None:
+            raise ValueError("the ivfpq backend needs a faiss index; use CellSearcher.build")
+        self.aerial, self.proto = aerial, proto
+        self.kappa = kappa
+        self.backend = backend
+        self.index = index
+        self.params = params
+        # The kappa baked into a "sum" index; searching it with another kappa is an error.
+        self.index_kappa = index_kappa
+
+    @property
+    def kappa(self) -> float:
+        """Weight of the prototype part in the score; may be changed between searches."""
+        return self._kappa
+
+    @kappa.setter
+    def kappa(self, value: float) -> None:
+        self._kappa = _check_kappa(value)
+
+    @property
+    def num_cells(self) -> int:
+        """Number of database rows."""
+        return int(self.aerial.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension D."""
+        return int(self.aerial.shape[1])
+
+    @classmethod
+    def build(
+        cls,
+        aerial: np.ndarray,
+        proto: np.ndarray,
+        kappa: float,
+        backend: str = "auto",
+        progress: bool = False,
+        **params,
+    ) -> CellSearcher:
+        """Build a searcher; ``params`` are IVFPQParams fields (compressed backend only)."""
+        _check_database(aerial, proto)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown search backend {backend!r}; expected one of {BACKENDS}")
+        known = {f.name for f in fields(IVFPQParams)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"unknown search parameters {unknown}; known: {sorted(known)}")
+        num_cells = aerial.shape[0]
+        if backend == "auto":
+            backend = "exact" if num_cells <= AUTO_EXACT_MAX_CELLS else "ivfpq"
+        if backend == "exact":
+            for start in range(0, num_cells, 262_144):
+                _check_finite_rows(np.asarray(aerial[start : start + 262_144]), start, "aerial")
+                _check_finite_rows(np.asarray(proto[start : start + 262_144]), start, "proto")
+            return cls(aerial, proto, kappa, "exact")
+        kappa = _check_kappa(kappa)
+        resolved = IVFPQParams(**params).resolved(num_cells, aerial.shape[1])
+        if num_cells < resolved.nlist:
+            raise ValueError(f"{num_cells} cells are too few for nlist={resolved.nlist}")
+        index = build_ivfpq_index(aerial, proto, resolved, kappa, progress=progress)
+        return cls(aerial, proto, kappa, "ivfpq", index, resolved, index_kappa=kappa)
+
+    def search(
+        self, queries: np.ndarray, top_k: int = 5, batch_size: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Queries float32 [Q, D] -> (scores float32 [Q, k], rows int64 [Q, k]), best first.
+
+        Rows are database row numbers; where fewer than k cells were found the row is -1
+        and the score -inf.
+        """
+        queries = _check_queries(queries, self.dim, top_k)
+        if self.backend == "exact":
+            return exact_search(self.aerial, self.proto, self.kappa, queries, top_k)
+        layout = self.params.layout
+        if layout == "sum" and self.kappa != self.index_kappa:
+            raise ValueError(
+                f"this index was built for kappa={self.index_kappa} (layout 'sum'); "
+                f"searching with kappa={self.kappa} needs a rebuild"
+            )
+        self.index.nprobe = self.params.nprobe
+        shortlist = max(top_k, self.params.rerank)
+        all_scores, all_rows = [], []
+        for start in range(0, len(queries), batch_size):
+            batch = queries[start : start + batch_size]
+            _, candidates = self.index.search(_index_queries(batch, layout, self.kappa), shortlist)
+            scores, rows = rerank_exact(
+                self.aerial, self.proto, self.kappa, batch, candidates, top_k
+            )
+            all_scores.append(scores)
+            all_rows.append(rows)
+        return np.concatenate(all_scores), np.concatenate(all_rows)
+
+    def memory_bytes(self) -> int:
+        """Bytes the searcher keeps in RAM beyond the memmaps (the faiss index), 0 for exact."""
+        if self.index is None:
+            return 0
+        import faiss
+
+        return int(faiss.serialize_index(self.index).nbytes)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (faiss index, ivfpq only) and ``path.json`` (backend, params)."""
+        import faiss
+
+        path = Path(path)
+        meta = {
+            "format_version": _FORMAT_VERSION,
+            "backend": self.backend,
+            "index_kappa": self.index_kappa,
+            "num_cells": self.num_cells,
+            "dim": self.dim,
+            "params": asdict(self.params) if self.params else None,
+        }
+        if self.index is not None:
+            tmp = path.with_name(path.name + ".tmp")
+            faiss.write_index(self.index, str(tmp))
+            os.replace(tmp, path)
+        meta_path = _meta_path(path)
+        tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
+        tmp_meta.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp_meta, meta_path)
+        return path
+
+    @classmethod
+    def load(
+        cls, path: str | Path, aerial: np.ndarray, proto: np.ndarray, kappa: float
+    ) -> CellSearcher:
+        """Open a saved searcher over the same database rows it was built from."""
+        import faiss
+
+        path = Path(path)
+        meta_path = _meta_path(path)
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"search index metadata {meta_path} not found")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(f"{meta_path}: unsupported format {meta.get('format_version')}")
+        _check_database(aerial, proto)
+        if (meta["num_cells"], meta["dim"]) != tuple(aerial.shape):
+            raise ValueError(
+                f"{path} was built for {meta['num_cells']} x {meta['dim']} codes, "
+                f"the database is {aerial.shape[0]} x {aerial.shape[1]}"
+            )
+        if meta["backend"] == "exact":
+            return cls(aerial, proto, kappa, "exact")
+        if meta["params"]["layout"] == "sum" and float(kappa) != meta["index_kappa"]:
+            raise ValueError(
+                f"{path} was built for kappa={meta['index_kappa']} (layout 'sum'); "
+                f"rebuild it for kappa={kappa}"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"search index {path} not found")
+        index = faiss.read_index(str(path))
+        if index.ntotal != aerial.shape[0]:
+            raise ValueError(f"{path} holds {index.ntotal} vectors, expected {aerial.shape[0]}")
+        params = IVFPQParams(**meta["params"])
+        return cls(aerial, proto, kappa, "ivfpq", index, params, index_kappa=meta["index_kappa"])
+
+
+def _meta_path(path: Path) -> Path:
+    """Sidecar JSON next to the index file: ``index.faiss`` -> ``index.faiss.json``."""
+    return path.with_name(path.name + ".json")
+
+
+def _check_kappa(kappa: float) -> float:
+    """kappa as a finite float; ValueError otherwise."""
+    kappa = float(kappa)
+    if not math.isfinite(kappa):
+        raise ValueError(f"kappa must be finite, got {kappa}")
+    return kappa

@@ -1,0 +1,225 @@
+"""``geocells calibrate``: choose κ on a validation split and fit the confidence model.
+
+Similarities of the val queries against every cell are computed once, in chunks; the κ
+of the grid with the best recall@1 within 100 m is written to ``meta.json``, the whole
+curve to ``calibration.csv`` and ``calibration.png``. At that κ a logistic confidence
+model is fitted on the val top-k and stored in ``meta.json`` with its calibration error.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geocells.index.confidence import ConfidenceModel, cross_fitted_ece, expected_calibration_error
+from geocells.index.kappa import (
+    kappa_grid,
+    recall_curve,
+    select_kappa,
+    similarity_chunks,
+    sweep_top1,
+)
+from geocells.index.search_index import write_search_index
+from geocells.index.store import Database, exact_search
+
+log = logging.getLogger(__name__)
+
+CURVE_CSV = "calibration.csv"
+CURVE_PNG = "calibration.png"
+
+
+@dataclass
+class CalibrateConfig:
+    """Settings of the κ sweep and the confidence fit."""
+
+    kappa_min: float = 0.05
+    kappa_max: float = 20.0
+    kappa_steps: int = 41
+    radius_m: float = 100.0
+    top_k: int = 5  # candidates per query the confidence model is fitted on
+    max_queries: int = 0  # > 0: use at most this many val images (first ones)
+    chunk_size: int = 65536  # cells per similarity chunk
+    batch_size: int = 32
+    ann: str = "auto"  # index for the chosen κ: auto (IVF-PQ above 200k cells) | exact | ivfpq
+    progress: bool = True
+
+
+@dataclass
+class Sweep:
+    """Outcome of a κ sweep on one set of query embeddings."""
+
+    kappas: np.ndarray
+    recall: np.ndarray
+    median_error_m: np.ndarray
+    best: int
+
+    @property
+    def kappa(self) -> float:
+        """The chosen κ."""
+        return float(self.kappas[self.best])
+
+
+def sweep(
+    database: Database, queries: np.ndarray, lat: np.ndarray, lon: np.ndarray, cfg: CalibrateConfig
+) -> Sweep:
+    """Recall@1 within ``cfg.radius_m`` for every κ of the grid, and the best κ."""
+    from geocells.geo import cell_to_latlng
+
+    kappas = kappa_grid(cfg.kappa_min, cfg.kappa_max, cfg.kappa_steps)
+    chunks = similarity_chunks(queries, database.aerial, database.proto, cfg.chunk_size)
+    rows, _ = sweep_top1(chunks, kappas)
+    used, inverse = np.unique(rows, return_inverse=True)
+    cell_lat, cell_lon = cell_to_latlng(np.asarray(database.cells)[used])
+    recall, median = recall_curve(
+        inverse.reshape(rows.shape), cell_lat, cell_lon, lat, lon, cfg.radius_m
+    )
+    return Sweep(kappas, recall, median, select_kappa(kappas, recall, median))
+
+
+def fit_confidence(
+    database: Database,
+    queries: np.ndarray,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    kappa: float,
+    cfg: CalibrateConfig,
+) -> tuple[ConfidenceModel, dict[str, float]]:
+    """Confidence model on the val top-k at ``kappa``, with its in-sample and cross-fitted ECE."""
+    from geocells.geo import cell_to_latlng, haversine_m
+
+    top_k = max(cfg.top_k, 2)
+    scores, rows = exact_search(
+        queries, database.aerial, database.proto, kappa, top_k, cfg.chunk_size
+    )
+    cell_lat, cell_lon = cell_to_latlng(np.asarray(database.cells)[rows.reshape(-1)])
+    errors = haversine_m(cell_lat, cell_lon, np.repeat(lat, top_k), np.repeat(lon, top_k))
+    correct = (errors <= cfg.radius_m).reshape(rows.shape)
+    if correct.all() or not correct.any():
+        log.warning(
+            "calibrate: %s of the val top-%d candidates are within %.0f m; the confidence "
+            "model has nothing to separate and will say %s",
+            "all" if correct.all() else "none", top_k, cfg.radius_m,
+            "~1" if correct.all() else "~0",
+        )  # fmt: skip
+    model = ConfidenceModel.fit(scores, correct, radius_m=cfg.radius_m)
+    in_sample = expected_calibration_error(model.predict(scores)[:, 0], correct[:, 0])
+    report = {"ece": in_sample, "top1_accuracy": float(correct[:, 0].mean())}
+    if len(scores) >= 20:
+        report["ece_cross_fitted"] = cross_fitted_ece(scores, correct)
+    return model, report
+
+
+def write_curve(out: Path, result: Sweep, split: str) -> None:
+    """``calibration.csv`` and ``calibration.png`` of recall against κ."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(out / CURVE_CSV, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["kappa", "recall_100m", "median_error_m"])
+        for row in zip(result.kappas, result.recall, result.median_error_m):
+            writer.writerow([f"{row[0]:.6g}", f"{row[1]:.6f}", f"{row[2]:.2f}"])
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
+    axis.semilogx(result.kappas, 100 * result.recall, marker=".", label=f"{split} recall@1 ≤ 100 m")
+    axis.axvline(
+        result.kappa, color="tab:red", linestyle="--", label=f"chosen κ = {result.kappa:.3g}"
+    )
+    axis.axvline(1.0, color="grey", linestyle=":", label="κ = 1")
+    axis.set_xlabel("κ (weight of the prototype similarity)")
+    axis.set_ylabel("recall@1 within 100 m (%)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(out / CURVE_PNG)
+    plt.close(figure)
+
+
+def embed_queries(model: Any, manifest: Any, cfg: CalibrateConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Ground embeddings of the manifest's images; unreadable images are skipped (logged).
+
+    Returns ``(embeddings [Q, D], kept row indices [Q])``.
+    """
+    from tqdm import tqdm
+
+    from geocells.data import ImageLoadError, load_image
+
+    embeddings, kept = [], []
+    rows = np.arange(len(manifest) if cfg.max_queries <= 0 else min(cfg.max_queries, len(manifest)))
+    for start in tqdm(
+        range(0, len(rows), cfg.batch_size),
+        desc="calibrate: queries",
+        unit="batch",
+        disable=not cfg.progress,
+    ):
+        images, batch_rows = [], []
+        for row in rows[start : start + cfg.batch_size]:
+            try:
+                images.append(load_image(manifest.path[row]))
+                batch_rows.append(row)
+            except (ImageLoadError, OSError) as err:
+                log.warning("calibrate: skipping %s: %s", manifest.path[row], err)
+        if images:
+            embeddings.append(model.ground.encode(images, batch_size=cfg.batch_size))
+            kept.extend(batch_rows)
+    if not kept:
+        raise ValueError("calibrate: no readable validation images")
+    return np.concatenate(embeddings), np.asarray(kept)
+
+
+def run(
+    db: str | Path,
+    dataset: str | Path | None = None,
+    split: str = "val",
+    cfg: CalibrateConfig | None = None,
+) -> Path:
+    """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from)."""
+    from geocells.data.dataset import Dataset
+    from geocells.models import load_model
+
+    cfg = cfg or CalibrateConfig()
+    database = Database.open(db)
+    data = Dataset.open(Path(dataset) if dataset is not None else Path(database.meta["dataset"]))
+    manifest = data.manifest.split(split)
+    if len(manifest) == 0:
+        raise ValueError(f"dataset {data.root} has no {split!r} images to calibrate on")
+    model = load_model(database.path / database.meta["model"]["file"])
+    queries, kept = embed_queries(model, manifest, cfg)
+    lat, lon = manifest.lat[kept], manifest.lon[kept]
+    result = sweep(database, queries, lat, lon, cfg)
+    confidence, report = fit_confidence(database, queries, lat, lon, result.kappa, cfg)
+    write_curve(database.path, result, split)
+    at_one = int(np.flatnonzero(result.kappas == 1.0)[0])
+    calibration = {
+        "split": split,
+        "queries": len(kept),
+        "radius_m": cfg.radius_m,
+        "recall": float(result.recall[result.best]),
+        "recall_kappa_1": float(result.recall[at_one]),
+        "median_error_m": float(result.median_error_m[result.best]),
+        "grid": [cfg.kappa_min, cfg.kappa_max, cfg.kappa_steps],
+        **report,
+    }
+    database.update_meta(
+        kappa=result.kappa,
+        kappa_calibrated=True,
+        confidence=confidence.to_dict(),
+        calibration=calibration,
+    )
+    write_search_index(database.path, cfg.ann, rebuild=True)
+    log.info(
+        "calibrate: κ = %.3g, %s recall@1 ≤ %.0f m %.1f%% (κ = 1: %.1f%%), confidence ECE %.3f",
+        result.kappa,
+        split,
+        cfg.radius_m,
+        100 * calibration["recall"],
+        100 * calibration["recall_kappa_1"],
+        report["ece"],
+    )
+    return database.path

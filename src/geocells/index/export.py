@@ -1,0 +1,155 @@
+"""Inputs and outputs of ``geocells locate``: finding images, and JSON / CSV / GeoJSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from geocells.locate import Localizer, Prediction
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+FORMATS = ("json", "csv", "geojson")
+
+Results = list[tuple[str, list["Prediction"]]]
+Failures = list[tuple[str, str]]
+
+
+def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], Failures]:
+    """Files as given, plus the image files under folders (recursive, sorted)."""
+    paths: list[Path] = []
+    failures: Failures = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(
+                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            if not found:
+                log.warning("locate: no images in folder %s", item)
+            paths.extend(found)
+        elif item.exists():
+            paths.append(item)
+        else:
+            failures.append((str(item), "no such file or folder"))
+    return paths, failures
+
+
+def locate_files(
+    localizer: Localizer, paths: Sequence[Path], top_k: int, progress: bool = True
+) -> tuple[Results, Failures]:
+    """Locate every readable image; unreadable ones are returned with their reason."""
+    from tqdm import tqdm
+
+    from geocells.data import ImageLoadError, load_image
+
+    results: Results = []
+    failures: Failures = []
+    batch_size = localizer.batch_size
+    bar = tqdm(total=len(paths), unit="img", desc="locate", disable=not progress)
+    for start in range(0, len(paths), batch_size):
+        images, names = [], []
+        for path in paths[start : start + batch_size]:
+            try:
+                images.append(load_image(path))
+                names.append(str(path))
+            except (ImageLoadError, OSError) as err:
+                failures.append((str(path), getattr(err, "reason", None) or str(err)))
+        if images:
+            results.extend(zip(names, localizer.locate(images, top_k)))
+        bar.update(len(paths[start : start + batch_size]))
+    bar.close()
+    return results, failures
+
+
+def to_json(results: Results, failures: Failures) -> str:
+    """``{"results": [{"image", "predictions": [...]}], "failures": [{"image", "error"}]}``."""
+    data = {
+        "results": [
+            {"image": image, "predictions": [p.to_dict() for p in predictions]}
+            for image, predictions in results
+        ],
+        "failures": [{"image": image, "error": reason} for image, reason in failures],
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def to_csv(results: Results) -> str:
+    """One row per (image, rank): ``image,rank,lat,lon,token,score,confidence``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["image", "rank", "lat", "lon", "token", "score", "confidence"])
+    for image, predictions in results:
+        for rank, p in enumerate(predictions, start=1):
+            writer.writerow(
+                [
+                    image,
+                    rank,
+                    f"{p.lat:.7f}",
+                    f"{p.lon:.7f}",
+                    p.token,
+                    f"{p.score:.6f}",
+                    "" if p.confidence != p.confidence else f"{p.confidence:.4f}",
+                ]
+            )
+    return buffer.getvalue()
+
+
+def to_geojson(results: Results) -> dict[str, Any]:
+    """A FeatureCollection: a Point per prediction and the Polygon of each top-k cell."""
+    import numpy as np
+
+    from geocells.geo import cell_vertices, token_to_cell
+
+    features = []
+    for image, predictions in results:
+        if not predictions:
+            continue
+        corners = cell_vertices(token_to_cell(np.array([p.token for p in predictions])))
+        for rank, (p, cell) in enumerate(zip(predictions, corners), start=1):
+            properties = {"image": image, "rank": rank, **p.to_dict()}
+            point = {"type": "Point", "coordinates": [p.lon, p.lat]}
+            ring = [[float(lon), float(lat)] for lat, lon in cell] + [
+                [float(cell[0, 1]), float(cell[0, 0])]
+            ]
+            if _signed_area(ring) < 0:  # RFC 7946: exterior rings counterclockwise
+                ring.reverse()
+            polygon = {"type": "Polygon", "coordinates": [ring]}
+            features.append(
+                {
+                    "type": "Feature",
+                    "geometry": point,
+                    "properties": {**properties, "kind": "prediction"},
+                }
+            )
+            features.append(
+                {
+                    "type": "Feature",
+                    "geometry": polygon,
+                    "properties": {**properties, "kind": "cell"},
+                }
+            )
+    return {"type": "FeatureCollection", "features": features}
+
+
+def _signed_area(ring: list[list[float]]) -> float:
+    """Shoelace area of a closed (lon, lat) ring; positive when counterclockwise."""
+    return 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in itertools.pairwise(ring))
+
+
+def render(results: Results, failures: Failures, fmt: str) -> str:
+    """The text of ``results`` in ``fmt`` (json | csv | geojson)."""
+    if fmt == "json":
+        return to_json(results, failures)
+    if fmt == "csv":
+        return to_csv(results)
+    if fmt == "geojson":
+        return json.dumps(to_geojson(results)) + "\n"
+    raise ValueError(f"unknown output format {fmt!r}; valid: {', '.join(FORMATS)}")

@@ -1,0 +1,45 @@
+"""The compressed search index stored with a database (``DB/index.faiss`` + ``.json``).
+
+The IVF-PQ index of ``geocells.index.ann`` indexes ``aerial + κ · proto`` by default, so
+it is tied to the κ it was built with: ``geocells calibrate`` (re)builds it after choosing
+κ. Small databases use exact search and need no file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from geocells.index.store import Database
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+
+
+def index_files(db: Path) -> list[Path]:
+    """The index file and its JSON sidecar."""
+    return [db / INDEX_FILE, db / f"{INDEX_FILE}.json"]
+
+
+def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = False) -> Path | None:
+    """Build and save the IVF-PQ index for the database's current κ when ``backend``
+    resolves to it; ``None`` for exact search. ``rebuild`` replaces an existing index."""
+    from geocells.index.ann import AUTO_EXACT_MAX_CELLS, CellSearcher
+
+    database = Database.open(db)
+    path = database.path / INDEX_FILE
+    if rebuild:
+        for stale in index_files(database.path):
+            stale.unlink(missing_ok=True)
+    if backend == "exact" or (backend == "auto" and len(database) <= AUTO_EXACT_MAX_CELLS):
+        log.info("%d cells: exact search, no index file needed", len(database))
+        return None
+    if path.is_file():
+        log.info("%s already exists; skipping", path)
+        return path
+    log.info("building the IVF-PQ index over %d cells (κ = %.4g)", len(database), database.kappa)
+    searcher = CellSearcher.build(
+        database.aerial, database.proto, database.kappa, "ivfpq", progress=True
+    )
+    return searcher.save(path)

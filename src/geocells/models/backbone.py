@@ -1,0 +1,111 @@
+"""Backbones from timm by name, giving a global token and local tokens.
+
+ViTs (``forward_features`` returns ``[B, T, C]``): the class token is the global token
+and the patch tokens (after class/register tokens) are the local tokens. CNNs (a feature
+map ``[B, C, h, w]``): the map, flattened, gives the local tokens, and its mean the
+global token. Dispatch is on the shape of the output, never on the model name.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from geocells.models.config import ModelConfig
+from geocells.models.weights import load_backbone_weights
+
+logger = logging.getLogger(__name__)
+
+
+def backbone_names() -> list[str]:
+    """Every backbone name timm can create."""
+    import timm
+
+    return timm.list_models()
+
+
+def create_timm_model(name: str, kwargs: dict) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, num_classes=0)``; unknown names list matches."""
+    import timm
+
+    if not timm.is_model(name):
+        import difflib
+
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.5)
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        raise ValueError(f"unknown backbone {name!r} (any timm model name is valid){hint}")
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad model.backbone_kwargs for {name}: {err}") from err
+
+
+class Backbone(nn.Module):
+    """A timm model as a token extractor.
+
+    forward(x: [B, 3, S, S]) -> (global_token [B, C], tokens [B, N, C]).
+    """
+
+    def __init__(self, cfg: ModelConfig, load_pretrained: bool = True) -> None:
+        super().__init__()
+        self.model = create_timm_model(cfg.backbone, dict(cfg.backbone_kwargs))
+        self.feature_stage = cfg.feature_stage
+        if load_pretrained and cfg.pretrained:
+            classifier = self.model.pretrained_cfg.get("classifier") or "head"
+            heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+            load_backbone_weights(self.model, cfg.pretrained, ignore_prefixes=heads)
+        if self.feature_stage >= 0:
+            # Drop the layers after the stage (and the head) so they cost nothing.
+            self.model.prune_intermediate_layers([self.feature_stage], prune_head=True)
+        self.channels_last = cfg.channels_last
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
+        if cfg.trainable_blocks >= 0:
+            if not cfg.pretrained and load_pretrained:
+                logger.warning(
+                    "model.trainable_blocks=%d freezes randomly initialised blocks: set "
+                    "model.pretrained=PATH to local weights (or trainable_blocks=-1)",
+                    cfg.trainable_blocks,
+                )
+            self._freeze_all_but_last_blocks(cfg.trainable_blocks)
+
+    def _freeze_all_but_last_blocks(self, count: int) -> None:
+        """ViT fine-tuning as in SALAD: only the last ``count`` blocks (and final norm) train."""
+        blocks = getattr(self.model, "blocks", None)
+        if blocks is None:
+            raise ValueError(
+                "model.trainable_blocks needs a backbone with transformer `blocks`; "
+                f"{type(self.model).__name__} has none (use -1)"
+            )
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        for block in list(blocks)[len(blocks) - count :] if count else []:
+            for parameter in block.parameters():
+                parameter.requires_grad_(True)
+        for parameter in getattr(self.model, "norm", nn.Identity()).parameters():
+            parameter.requires_grad_(count > 0)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, 3, S, S] normalised -> (global [B, C], tokens [B, N, C])."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.feature_stage >= 0:
+            features = self.model.forward_intermediates(
+                x, indices=[self.feature_stage], intermediates_only=True
+            )[0]
+        else:
+            features = self.model.forward_features(x)
+        if features.ndim == 4:  # CNN feature map [B, C, h, w]
+            tokens = features.flatten(2).transpose(1, 2)
+            return tokens.mean(dim=1), tokens
+        if features.ndim == 3:  # ViT tokens [B, prefix + N, C]
+            if self.num_prefix_tokens == 0:
+                return features.mean(dim=1), features
+            return features[:, 0], features[:, self.num_prefix_tokens :]
+        raise ValueError(
+            f"backbone {type(self.model).__name__} gives features of shape "
+            f"{tuple(features.shape)}; expected [B, C, h, w] or [B, T, C]"
+        )

@@ -1,0 +1,141 @@
+"""Training checkpoints: safetensors for tensors, JSON for everything else.
+
+``checkpoints/step-XXXXXXXX.safetensors``        model weights + config (``load_model``)
+``checkpoints/step-XXXXXXXX.optim.safetensors``  optimiser tensors + RNG states
+``checkpoints/step-XXXXXXXX.json``               step, epoch position, optimiser scalars
+``checkpoints/last.*``                           hard links (or copies) of the newest
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from geocells.config import config_to_dict
+from geocells.models.geomodel import GeoModel, save_model
+
+logger = logging.getLogger(__name__)
+
+SUFFIXES = (".safetensors", ".optim.safetensors", ".json")
+
+
+def _split_optimizer(name: str, optimizer: torch.optim.Optimizer, tensors: dict) -> dict:
+    """Tensors of an optimiser state into ``tensors``; the JSON-able rest is returned."""
+    state = optimizer.state_dict()
+    scalars: dict[str, dict] = {}
+    for index, entry in state["state"].items():
+        scalars[str(index)] = {}
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{name}/{index}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[str(index)][key] = value
+    return {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(name: str, meta: dict, tensors: dict) -> dict:
+    """Inverse of ``_split_optimizer``: a state dict for ``optimizer.load_state_dict``."""
+    state: dict[int, dict] = {int(i): dict(v) for i, v in meta["scalars"].items()}
+    prefix = f"{name}/"
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            index, field = key[len(prefix) :].split("/", 1)
+            state.setdefault(int(index), {})[field] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> tuple[dict, dict]:
+    """(tensors, json) capturing the torch, numpy and Python RNG states."""
+    tensors = {"rng/torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng/cuda/{i}"] = s
+    numpy_state = np.random.get_state()  # noqa: NPY002 - the global state is what we restore
+    meta = {
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    return tensors, meta
+
+
+def set_rng_state(tensors: dict, meta: dict) -> None:
+    """Restore what ``rng_state`` captured."""
+    torch.set_rng_state(tensors["rng/torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng/cuda/"))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, keys, *rest = meta["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))  # noqa: NPY002
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _link(source: Path, target: Path) -> None:
+    """``target`` becomes a hard link to ``source`` (a copy where links are impossible)."""
+    temporary = target.with_name(target.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def save_checkpoint(
+    folder: Path,
+    model: GeoModel,
+    optimizers: dict[str, torch.optim.Optimizer],
+    position: dict,
+    keep: int,
+) -> Path:
+    """Write checkpoint files for ``position['step']``, update ``last.*``, prune old ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"step-{position['step']:08d}"
+    weights = save_model(model, folder / f"{stem}.safetensors")
+    tensors, rng_meta = rng_state()
+    optim_meta = {name: _split_optimizer(name, opt, tensors) for name, opt in optimizers.items()}
+    save_file(tensors, str(folder / f"{stem}.optim.safetensors"))
+    meta = {
+        **position,
+        "weights": weights.name,
+        "config": config_to_dict(model.config),
+        "optimizers": optim_meta,
+        "rng": rng_meta,
+    }
+    (folder / f"{stem}.json").write_text(json.dumps(meta))
+    for suffix in SUFFIXES:
+        _link(folder / f"{stem}{suffix}", folder / f"last{suffix}")
+    steps = sorted(folder.glob("step-*.json"))
+    for old in steps[: max(0, len(steps) - max(1, keep))]:
+        for suffix in SUFFIXES:
+            (folder / f"{old.name[: -len('.json')]}{suffix}").unlink(missing_ok=True)
+    logger.info("saved checkpoint %s", folder / f"{stem}.safetensors")
+    return weights
+
+
+def load_checkpoint(
+    folder: Path, model: GeoModel, optimizers: dict[str, torch.optim.Optimizer]
+) -> dict:
+    """Restore model, optimisers and RNG from ``folder/last.*``; returns the position."""
+    meta_path = folder / "last.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"nothing to resume: {meta_path} not found")
+    meta = json.loads(meta_path.read_text())
+    weights = load_file(str(folder / "last.safetensors"))
+    missing = sorted(set(model.state_dict()) - set(weights))
+    if missing:
+        raise ValueError(f"checkpoint {folder / 'last.safetensors'} lacks {missing[:5]}")
+    model.load_state_dict(weights, strict=True)
+    tensors = load_file(str(folder / "last.optim.safetensors"))
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(_join_optimizer(name, meta["optimizers"][name], tensors))
+    set_rng_state(tensors, meta["rng"])
+    return {k: meta[k] for k in ("step", "epoch", "batch", "elapsed_s")}

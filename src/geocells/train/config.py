@@ -1,0 +1,121 @@
+"""The experiment config: model, data/sampling, loss, optimiser and trainer settings.
+
+Presets live in ``configs/train/{name}.yaml``; ``key=value`` overrides address fields by
+dotted path (``optim.lr=3e-4``). The resolved config is saved as ``run/config.yaml`` and
+inside every checkpoint, so a model is rebuilt from a checkpoint alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from geocells.config import ConfigError, load_preset, resolve_config
+from geocells.models.config import ModelConfig
+
+
+@dataclass
+class DataConfig:
+    """Cell levels, aerial tiles and how training samples are drawn."""
+
+    cell_level: int = 16  # Lc: database cells and ground<->aerial labels
+    prototype_level: int = 15  # Lp: one prototype per cell of this level
+    aerial_tile_m: float = 154.0  # footprint (edge, metres) of an aerial tile
+    max_shift_m: float = 40.0  # random translation of the training aerial crop
+    rotate: bool = True  # random rotation 0-360 deg of the training aerial crop
+    aerial_only_per_batch: int = 16  # extra aerial tiles of random region cells per batch
+    land_only: bool = False  # prototype cells: only cells on land
+    # Ground images: random brightness/contrast/saturation/colour-balance of this strength
+    # (queries come from other captures: season, sun, camera); 0 = off.
+    color_jitter: float = 0.0
+    workers: int = 1  # DataLoader worker processes (0 = in the main process)
+
+
+@dataclass
+class LossConfig:
+    """Multi-similarity loss (Wang et al. 2019) on the three sides of the triangle."""
+
+    alpha: float = 2.0  # positive scale
+    beta: float = 50.0  # negative scale
+    base: float = 0.5  # lambda, the similarity margin
+    mining_margin: float = 0.1  # epsilon of the pair mining
+    weight_ground_aerial: float = 1.0
+    weight_ground_prototype: float = 1.0
+    weight_aerial_prototype: float = 1.0
+    all_negatives_max: int = 200_000  # tables up to this size: every prototype is a negative
+    random_negatives: int = 16_384  # bigger tables: this many random rows ...
+    neighbor_rings: int = 2  # ... plus this many rings of S2 neighbours, plus in-batch rows
+    chunk_size: int = 65_536  # prototype rows per chunk when mining
+
+
+@dataclass
+class OptimConfig:
+    """AdamW for the encoders, a sparse optimiser for the prototype rows."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    prototype_optimizer: str = "sparse_adam"  # or "row_adagrad" (4 B state per row)
+    prototype_lr: float = 1e-2
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # or "constant"
+    grad_clip: float = 1.0  # max grad norm of the encoders; 0 = off
+
+
+@dataclass
+class TrainConfig:
+    """Loop length, batching, checkpoints, validation and devices."""
+
+    seed: int = 0
+    batch_size: int = 32  # ground/aerial pairs per step and process
+    epochs: int = 10
+    max_steps: int = 0  # > 0: stop after this many steps
+    max_minutes: float = 0.0  # > 0: stop (checkpoint, validate) after this much training time
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    val_max_queries: int = 500  # val ground images used by the per-epoch validation
+    val_max_cells: int = 50_000  # aerial gallery cap (beyond: the true cells + a random sample)
+    threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = False  # autocast bf16 on CUDA
+    log_every: int = 10
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything a training run and the model it produces depend on."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Reject values that type checks cannot catch."""
+    if cfg.data.prototype_level > cfg.data.cell_level:
+        raise ConfigError(
+            f"data.prototype_level ({cfg.data.prototype_level}) must not exceed "
+            f"data.cell_level ({cfg.data.cell_level})"
+        )
+    for name in ("cell_level", "prototype_level"):
+        if not 0 <= getattr(cfg.data, name) <= 30:
+            raise ConfigError(f"data.{name} must be in 0..30")
+    if cfg.optim.prototype_optimizer not in ("sparse_adam", "row_adagrad"):
+        raise ConfigError(
+            f"optim.prototype_optimizer {cfg.optim.prototype_optimizer!r}; "
+            "valid: sparse_adam, row_adagrad"
+        )
+    if cfg.optim.schedule not in ("cosine", "constant"):
+        raise ConfigError(f"optim.schedule {cfg.optim.schedule!r}; valid: cosine, constant")
+    if cfg.train.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"train.device {cfg.train.device!r}; valid: auto, cpu, cuda")
+    if cfg.train.batch_size < 2:
+        raise ConfigError("train.batch_size must be >= 2 (the loss needs negatives)")
+    return cfg
+
+
+def experiment_config(preset: str = "cpu-small", overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Resolve a train preset (shipped name or YAML path) plus ``key=value`` overrides."""
+    cfg = resolve_config(ExperimentConfig, load_preset(preset, "train"), overrides)
+    return check_config(cfg)

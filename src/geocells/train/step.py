@@ -1,0 +1,137 @@
+"""One training step: encode, three multi-similarity terms, backward, optimiser updates."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geocells.models.geomodel import GeoModel
+from geocells.train.config import ExperimentConfig
+from geocells.train.distributed import DistInfo, all_reduce_mean, all_reduce_sparse_grad
+from geocells.train.loss import MSParams, cross_modal_loss, prototype_loss
+from geocells.train.negatives import candidate_rows
+
+
+class Encoders(nn.Module):
+    """Both encoders as one module (what DistributedDataParallel wraps).
+
+    forward(ground: [B, 3, Sg, Sg], aerial: [A, 3, Sa, Sa]) -> ([B, D], [A, D]).
+    """
+
+    def __init__(self, model: GeoModel) -> None:
+        super().__init__()
+        self.ground = model.ground
+        self.aerial = model.aerial
+
+    def forward(self, ground: torch.Tensor, aerial: torch.Tensor):
+        """Unit embeddings of both modalities."""
+        return self.ground(ground), self.aerial(aerial)
+
+
+def color_jitter(pixels: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Random photometric change per image: uint8 [B, S, S, 3] -> uint8 [B, S, S, 3].
+
+    Brightness, contrast and saturation factors and a per-channel gain are drawn from
+    ``1 ± strength`` (contrast/saturation), ``1 ± strength / 2`` (gains).
+    """
+    if strength <= 0 or len(pixels) == 0:
+        return pixels
+    batch = len(pixels)
+
+    def factors(spread: float, shape=(1, 1, 1)) -> torch.Tensor:
+        uniform = torch.rand((batch, *shape), generator=generator)
+        return (1.0 + spread * (2.0 * uniform - 1.0)).to(pixels.device)
+
+    x = pixels.float()
+    x = x * factors(strength) * factors(strength / 2, (1, 1, 3))
+    gray = x.mean(dim=3, keepdim=True)
+    x = gray + (x - gray) * factors(strength)  # saturation
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = mean + (x - mean) * factors(strength)  # contrast
+    return x.clamp_(0, 255).to(torch.uint8)
+
+
+def ms_params(cfg: ExperimentConfig) -> MSParams:
+    """Multi-similarity parameters from the loss config."""
+    loss = cfg.loss
+    return MSParams(loss.alpha, loss.beta, loss.base, loss.mining_margin)
+
+
+def compute_losses(
+    model: GeoModel,
+    encoders: nn.Module,
+    batch: dict,
+    cfg: ExperimentConfig,
+    generator: torch.Generator,
+    device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Forward pass and the weighted triangle loss of one batch (``loss`` + each term)."""
+    params = ms_params(cfg)
+    ground = color_jitter(batch["ground"], cfg.data.color_jitter, generator)
+    ground = model.ground.normalize(ground.to(device, non_blocking=True))
+    aerial = model.aerial.normalize(batch["aerial"].to(device, non_blocking=True))
+    autocast = torch.autocast(
+        "cuda", torch.bfloat16, enabled=cfg.train.bf16 and device.type == "cuda"
+    )
+    with autocast:
+        ground_emb, aerial_emb = encoders(ground, aerial)
+    ground_emb, aerial_emb = ground_emb.float(), aerial_emb.float()
+    ground_cells = batch["ground_cells"].to(device)
+    aerial_cells = batch["aerial_cells"].to(device)
+    ground_rows = batch["ground_rows"].to(device)
+    aerial_rows = batch["aerial_rows"].to(device)
+    loss_cfg = cfg.loss
+    rows = candidate_rows(
+        torch.cat([ground_emb, aerial_emb]),
+        torch.cat([ground_rows, aerial_rows]),
+        model.prototypes,
+        params,
+        loss_cfg.all_negatives_max,
+        loss_cfg.random_negatives,
+        loss_cfg.neighbor_rings,
+        loss_cfg.chunk_size,
+        generator,
+    )
+    prototypes = model.prototypes(rows)  # [K, D], sparse gradient in these rows
+    terms = {
+        "loss_ground_aerial": cross_modal_loss(
+            ground_emb, ground_cells, aerial_emb, aerial_cells, params
+        ),
+        "loss_ground_prototype": prototype_loss(ground_emb, ground_rows, prototypes, rows, params),
+        "loss_aerial_prototype": prototype_loss(aerial_emb, aerial_rows, prototypes, rows, params),
+    }
+    terms["loss"] = (
+        loss_cfg.weight_ground_aerial * terms["loss_ground_aerial"]
+        + loss_cfg.weight_ground_prototype * terms["loss_ground_prototype"]
+        + loss_cfg.weight_aerial_prototype * terms["loss_aerial_prototype"]
+    )
+    terms["touched_rows"] = torch.tensor(float(len(rows)))
+    return terms
+
+
+def train_step(
+    model: GeoModel,
+    encoders: nn.Module,
+    optimizers: dict[str, torch.optim.Optimizer],
+    batch: dict,
+    cfg: ExperimentConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    dist_info: DistInfo,
+) -> dict[str, float]:
+    """Losses, backward, gradient sync/clipping and both optimiser steps -> scalar logs."""
+    for optimizer in optimizers.values():
+        optimizer.zero_grad(set_to_none=True)
+    terms = compute_losses(model, encoders, batch, cfg, generator, device)
+    terms["loss"].backward()
+    if dist_info.enabled:
+        all_reduce_sparse_grad(model.prototypes.embedding.weight, dist_info.world_size)
+    if cfg.optim.grad_clip > 0:
+        parameters = [p for p in encoders.parameters() if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(parameters, cfg.optim.grad_clip)
+    for optimizer in optimizers.values():
+        optimizer.step()
+    names = list(terms)
+    values = torch.stack([terms[n].detach().float().to(device) for n in names])
+    values = all_reduce_mean(values, dist_info).cpu()
+    return {name: float(value) for name, value in zip(names, values, strict=True)}

@@ -1,0 +1,190 @@
+"""CellSearcher: exact and IVF-PQ search over float16 aerial/proto codes."""
+
+import numpy as np
+import pytest
+
+from geocells.index.ann import CellSearcher, exact_search, rerank_exact
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_faiss_thread():
+    """One OpenMP thread: spinning OpenMP threads crawl when pytest -n 2 shares two cores."""
+    import faiss
+
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(previous)
+
+
+def structured_codes(num_cells: int, dim: int = 64, seed: int = 0):
+    """Smooth field along a 1-D "space" plus per-cell noise; proto shared by 4 siblings."""
+    rng = np.random.default_rng(seed)
+    position = np.sort(rng.random(num_cells)) * 20.0
+    freqs = rng.normal(size=16) * np.geomspace(1.0, 100.0, 16)
+
+    def field(mix):
+        values = np.cos(position[:, None] * freqs + rng.random(16) * 6.28) @ mix
+        return values / np.linalg.norm(values, axis=1, keepdims=True)
+
+    aerial = field(rng.normal(size=(16, dim))) + 0.1 * rng.normal(size=(num_cells, dim))
+    parent_noise = rng.normal(size=(num_cells // 4 + 1, dim))[np.arange(num_cells) // 4]
+    proto = field(rng.normal(size=(16, dim))) + 0.1 * parent_noise
+    aerial /= np.linalg.norm(aerial, axis=1, keepdims=True)
+    proto /= np.linalg.norm(proto, axis=1, keepdims=True)
+    return aerial.astype(np.float16), proto.astype(np.float16), rng
+
+
+def perturbed_queries(aerial, proto, rng, count: int, noise: float = 0.05):
+    """Queries near the codes of random cells (float32, unit norm)."""
+    targets = rng.choice(len(aerial), count, replace=False)
+    queries = aerial[targets].astype(np.float32) + proto[targets].astype(np.float32)
+    queries += noise * rng.normal(size=queries.shape).astype(np.float32)
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True), targets
+
+
+def brute_force(aerial, proto, kappa, queries, k):
+    scores = aerial.astype(np.float64) @ queries.T + kappa * (proto.astype(np.float64) @ queries.T)
+    rows = np.argsort(-scores.T, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores.T, rows, 1), rows
+
+
+def test_exact_equals_brute_force():
+    aerial, proto, rng = structured_codes(3_000)
+    queries, _ = perturbed_queries(aerial, proto, rng, 40)
+    scores, rows = exact_search(aerial, proto, 0.7, queries, top_k=7, chunk_rows=1_000)
+    ref_scores, ref_rows = brute_force(aerial, proto, 0.7, queries, 7)
+    np.testing.assert_array_equal(rows, ref_rows)
+    np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-5)
+    assert scores.dtype == np.float32 and rows.dtype == np.int64
+
+
+def test_exact_searcher_small_database_and_memmap(tmp_path):
+    aerial, proto, rng = structured_codes(500)
+    path_a, path_p = tmp_path / "aerial.npy", tmp_path / "proto.npy"
+    np.save(path_a, aerial)
+    np.save(path_p, proto)
+    mem_a, mem_p = np.load(path_a, mmap_mode="r"), np.load(path_p, mmap_mode="r")
+    searcher = CellSearcher.build(mem_a, mem_p, kappa=2.0)  # auto -> exact at this size
+    assert searcher.backend == "exact"
+    queries, _ = perturbed_queries(aerial, proto, rng, 10)
+    scores, rows = searcher.search(queries, top_k=600)  # more than the database holds
+    assert rows.shape == (10, 500)
+    _, ref_rows = brute_force(aerial, proto, 2.0, queries, 500)
+    np.testing.assert_array_equal(rows[:, :5], ref_rows[:, :5])
+    assert np.all(np.diff(scores, axis=1) <= 0)
+
+
+@pytest.fixture(scope="module")
+def ivfpq_case():
+    aerial, proto, rng = structured_codes(20_000)
+    searcher = CellSearcher.build(
+        aerial, proto, kappa=0.8, backend="ivfpq", layout="concat", nlist=128
+    )
+    queries, targets = perturbed_queries(aerial, proto, rng, 500)
+    return aerial, proto, searcher, queries, targets
+
+
+def test_ivfpq_top1_agrees_with_exact(ivfpq_case):
+    aerial, proto, searcher, queries, _ = ivfpq_case
+    _, exact_rows = exact_search(aerial, proto, 0.8, queries, top_k=5)
+    scores, rows = searcher.search(queries, top_k=5)
+    agreement = np.mean(rows[:, 0] == exact_rows[:, 0])
+    assert agreement >= 0.99, agreement
+    # Re-ranked scores are the exact scores of the returned rows.
+    ref = aerial[rows[:, 0]].astype(np.float32) @ queries.T
+    ref += 0.8 * (proto[rows[:, 0]].astype(np.float32) @ queries.T)
+    np.testing.assert_allclose(scores[:, 0], np.diag(ref), rtol=1e-4, atol=1e-4)
+    # The compressed index stays well under the float16 database size.
+    assert searcher.memory_bytes() < 0.5 * (aerial.nbytes + proto.nbytes)
+
+
+def test_ivfpq_kappa_changes_without_rebuild(ivfpq_case):
+    aerial, proto, searcher, queries, _ = ivfpq_case
+    searcher.kappa = 3.0
+    try:
+        _, rows = searcher.search(queries[:200], top_k=1)
+    finally:
+        searcher.kappa = 0.8
+    _, exact_rows = exact_search(aerial, proto, 3.0, queries[:200], top_k=1)
+    assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.98
+
+
+def test_save_load_round_trip(ivfpq_case, tmp_path):
+    aerial, proto, searcher, queries, _ = ivfpq_case
+    path = searcher.save(tmp_path / "index.faiss")
+    assert path.is_file() and (tmp_path / "index.faiss.json").is_file()
+    loaded = CellSearcher.load(path, aerial, proto, kappa=0.8)
+    assert loaded.backend == "ivfpq" and loaded.params == searcher.params
+    for got, want in zip(loaded.search(queries[:50], 3), searcher.search(queries[:50], 3)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="built for"):
+        CellSearcher.load(path, aerial[:100], proto[:100], kappa=0.8)
+
+
+def test_exact_save_load(tmp_path):
+    aerial, proto, _ = structured_codes(200)
+    CellSearcher.build(aerial, proto, 1.0, backend="exact").save(tmp_path / "idx")
+    assert CellSearcher.load(tmp_path / "idx", aerial, proto, 1.0).backend == "exact"
+    with pytest.raises(FileNotFoundError):
+        CellSearcher.load(tmp_path / "missing", aerial, proto, 1.0)
+
+
+def test_rerank_handles_missing_candidates():
+    aerial, proto, rng = structured_codes(50)
+    queries, _ = perturbed_queries(aerial, proto, rng, 2)
+    candidates = np.array([[3, -1, 7], [-1, -1, 9]])
+    scores, rows = rerank_exact(aerial, proto, 1.0, queries, candidates, top_k=3)
+    assert set(rows[0]) == {3, 7, -1} and rows[0, 2] == -1 and scores[0, 2] == -np.inf
+    assert rows[1, 0] == 9 and list(rows[1, 1:]) == [-1, -1]
+
+
+def test_bad_inputs_raise():
+    aerial, proto, _ = structured_codes(300)
+    with pytest.raises(ValueError, match="shapes differ"):
+        CellSearcher.build(aerial, proto[:, :32], 1.0)
+    with pytest.raises(ValueError, match="unknown search backend"):
+        CellSearcher.build(aerial, proto, 1.0, backend="annoy")
+    with pytest.raises(ValueError, match="unknown search parameters"):
+        CellSearcher.build(aerial, proto, 1.0, nprob=3)
+    bad = aerial.copy()
+    bad[17, 3] = np.nan
+    with pytest.raises(ValueError, match=r"aerial codes contain NaN.*17"):
+        CellSearcher.build(bad, proto, 1.0, backend="exact")
+    searcher = CellSearcher.build(aerial, proto, 1.0, backend="exact")
+    with pytest.raises(ValueError, match=r"queries must be \[Q, 64\]"):
+        searcher.search(np.zeros((2, 63), np.float32), 1)
+    nan_query = np.ones((3, 64), np.float32)
+    nan_query[1, 0] = np.nan
+    with pytest.raises(ValueError, match=r"NaN.*rows \[1\]"):
+        searcher.search(nan_query, 1)
+    with pytest.raises(ValueError, match="top_k"):
+        searcher.search(np.ones((1, 64), np.float32), 0)
+    with pytest.raises(ValueError, match="kappa"):
+        CellSearcher.build(aerial, proto, float("nan"), backend="exact")
+
+
+def test_sum_layout_is_tied_to_its_kappa(tmp_path):
+    aerial, proto, rng = structured_codes(10_000, seed=1)
+    searcher = CellSearcher.build(aerial, proto, 0.5, backend="ivfpq", nlist=64)
+    assert searcher.params.layout == "sum"  # the default
+    queries, _ = perturbed_queries(aerial, proto, rng, 300)
+    _, exact_rows = exact_search(aerial, proto, 0.5, queries, top_k=1)
+    _, rows = searcher.search(queries, top_k=1)
+    assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.99
+    path = searcher.save(tmp_path / "sum.faiss")
+    with pytest.raises(ValueError, match=r"built for kappa=0\.5"):
+        CellSearcher.load(path, aerial, proto, kappa=2.0)
+    loaded = CellSearcher.load(path, aerial, proto, kappa=0.5)
+    loaded.kappa = 2.0
+    with pytest.raises(ValueError, match=r"built for kappa=0\.5"):
+        loaded.search(queries[:2], top_k=1)
+    with pytest.raises(ValueError, match="unknown index layout"):
+        CellSearcher.build(aerial, proto, 0.5, backend="ivfpq", layout="stacked")
+
+
+def test_rerank_with_no_candidates_at_all():
+    aerial, proto, rng = structured_codes(50)
+    queries, _ = perturbed_queries(aerial, proto, rng, 2)
+    scores, rows = rerank_exact(aerial, proto, 1.0, queries, np.full((2, 4), -1), top_k=3)
+    assert rows.shape == (2, 3) and (rows == -1).all() and np.isneginf(scores).all()

@@ -1,0 +1,70 @@
+"""Method databases, their evaluation, and the colour-histogram baseline on hand-made data."""
+
+import numpy as np
+import pytest
+
+from geocells.eval.histogram import colour_histograms, histogram_scorer
+from geocells.eval.methods import MethodDatabase, cell_code_methods, evaluate_method
+from geocells.geo import cell_to_latlng, haversine_m, latlng_to_cell
+
+
+def _line_database():
+    # Three items 0, 1 km and 2 km north of the equator origin; one-hot embeddings.
+    lat = np.array([0.0, 1000 / 111_195, 2000 / 111_195])
+    lon = np.zeros(3)
+    vectors = np.eye(3, dtype=np.float32)
+    return MethodDatabase("toy", "toy", lat, lon, lambda q: q @ vectors.T, storage_bytes=3)
+
+
+def test_evaluate_method_top_k_errors_and_ranks():
+    method = _line_database()
+    queries = np.array([[0.1, 0.9, 0.0], [1.0, 0.0, 0.5]], dtype=np.float32)
+    query_lat = np.array([1000 / 111_195, 2000 / 111_195])
+    result = evaluate_method(method, queries, query_lat, np.zeros(2), top_k=2)
+    np.testing.assert_array_equal(result.top_index, [[1, 0], [0, 2]])
+    two_km = float(haversine_m(query_lat[1], 0.0, 0.0, 0.0))  # item 0 lies at the origin
+    assert 1980 < two_km < 2020
+    np.testing.assert_allclose(result.errors_m, [0.0, two_km], atol=1e-6)
+    np.testing.assert_allclose(result.topk_errors_m[1], [two_km, 0.0], atol=1e-6)
+    # Query 0 finds its own item first; query 1's only item within 200 m is ranked 2nd.
+    np.testing.assert_array_equal(result.ranks, [1, 2])
+
+
+def test_evaluate_method_rejects_wrong_score_shape():
+    method = _line_database()
+    method.score = lambda q: np.zeros((len(q), 2))
+    with pytest.raises(ValueError, match="scores of shape"):
+        evaluate_method(method, np.zeros((1, 3)), np.zeros(1), np.zeros(1))
+
+
+def test_cell_code_methods_fuse_with_kappa():
+    cells = latlng_to_cell(np.array([48.0, 48.01]), np.array([11.0, 11.0]), 16)
+    aerial = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float16)
+    proto = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float16)
+    lp_cells = np.unique(latlng_to_cell(np.array([48.0, 48.01]), np.array([11.0, 11.0]), 15))
+    lp = np.eye(2, dtype=np.float32)[: len(lp_cells)]
+    methods = {m.name: m for m in cell_code_methods(cells, aerial, proto, 3.0, lp_cells, lp)}
+    assert list(methods) == ["proto_lp", "proto_lc", "aerial", "hybrid_k1", "hybrid"]
+    query = np.array([[0.9, 0.1]], dtype=np.float32)
+    np.testing.assert_allclose(methods["aerial"].score(query), [[0.9, 0.1]], rtol=1e-3)
+    np.testing.assert_allclose(methods["hybrid_k1"].score(query), [[1.0, 1.0]], rtol=1e-3)
+    np.testing.assert_allclose(methods["hybrid"].score(query), [[0.9 + 0.3, 0.1 + 2.7]], rtol=1e-3)
+    lat, _ = cell_to_latlng(cells)
+    np.testing.assert_allclose(methods["hybrid"].lat, lat)
+    assert methods["aerial"].storage_bytes == 2 * (2 * 2 + 8)
+
+
+def test_colour_histograms_match_identical_colours_best():
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 250
+    green = np.zeros((8, 8, 3), np.uint8)
+    green[..., 1] = 250
+    half = red.copy()
+    half[:4] = green[:4]
+    database = colour_histograms([red, green])
+    np.testing.assert_allclose((database**2).sum(axis=1), 1.0, rtol=1e-6)
+    scores = histogram_scorer(database)(colour_histograms([red, half]))
+    np.testing.assert_allclose(scores[0], [1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(scores[1], [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6)
+    with pytest.raises(ValueError, match="image 0"):
+        colour_histograms([np.zeros((4, 4), np.uint8)])

@@ -1,0 +1,134 @@
+"""κ sweep on a constructed case, and the confidence model."""
+
+import numpy as np
+import pytest
+
+from geocells.index.confidence import (
+    ConfidenceModel,
+    cross_fitted_ece,
+    expected_calibration_error,
+)
+from geocells.index.kappa import (
+    kappa_grid,
+    recall_curve,
+    select_kappa,
+    similarity_chunks,
+    sweep_top1,
+)
+
+
+def _constructed_case(best_kappa, n_queries=60, seed=0):
+    """Each query's true cell wins exactly for κ in (lo, hi), an interval around best_kappa.
+
+    Cells 3q, 3q+1, 3q+2: the true cell, an aerial decoy that wins for κ < lo and a
+    prototype decoy that wins for κ > hi. Cells are 1 km apart along a meridian.
+    """
+    rng = np.random.default_rng(seed)
+    lo = best_kappa / rng.uniform(1.05, 1.6, n_queries)
+    hi = best_kappa * rng.uniform(1.05, 1.6, n_queries)
+    n_cells = 3 * n_queries
+    sim_a = np.full((n_queries, n_cells), -1.0)
+    sim_p = np.full((n_queries, n_cells), -1.0)
+    q = np.arange(n_queries)
+    a_true, p_true, step = 0.3, 0.4, 0.1
+    sim_a[q, 3 * q], sim_p[q, 3 * q] = a_true, p_true
+    sim_a[q, 3 * q + 1], sim_p[q, 3 * q + 1] = a_true + step, p_true - step / lo
+    sim_a[q, 3 * q + 2], sim_p[q, 3 * q + 2] = a_true - step, p_true + step / hi
+    cell_lat = 40.0 + np.arange(n_cells) * 0.009
+    cell_lon = np.full(n_cells, 3.0)
+    return sim_a, sim_p, cell_lat, cell_lon, cell_lat[3 * q], cell_lon[3 * q], lo, hi
+
+
+def _chunks(sim_a, sim_p, size):
+    for start in range(0, sim_a.shape[1], size):
+        yield start, sim_a[:, start : start + size], sim_p[:, start : start + size]
+
+
+@pytest.mark.parametrize("best_kappa", [0.2, 3.0])
+def test_sweep_finds_the_known_best_kappa(best_kappa):
+    sim_a, sim_p, cell_lat, cell_lon, q_lat, q_lon, lo, hi = _constructed_case(best_kappa)
+    grid = kappa_grid(0.05, 20, 61)
+    rows, _ = sweep_top1(_chunks(sim_a, sim_p, 7), grid)
+    recall, median = recall_curve(rows, cell_lat, cell_lon, q_lat, q_lon)
+    for k, kappa in enumerate(grid):  # recall is exactly the share of intervals holding κ
+        assert recall[k] == pytest.approx(np.mean((lo < kappa) & (kappa < hi)))
+    chosen = grid[select_kappa(grid, recall, median)]
+    assert lo.max() < chosen < hi.min()
+    assert recall.max() == 1.0 and recall.min() < 0.5
+
+
+def test_sweep_matches_brute_force_across_chunks():
+    rng = np.random.default_rng(3)
+    queries = rng.normal(size=(9, 16)).astype(np.float32)
+    aerial = rng.normal(size=(50, 16)).astype(np.float16)
+    proto = rng.normal(size=(50, 16)).astype(np.float16)
+    grid = np.array([0.1, 1.0, 5.0])
+    rows, scores = sweep_top1(similarity_chunks(queries, aerial, proto, chunk_size=8), grid)
+    for k, kappa in enumerate(grid):
+        full = queries @ aerial.astype(np.float32).T + kappa * queries @ proto.astype(np.float32).T
+        np.testing.assert_array_equal(rows[k], full.argmax(axis=1))
+        np.testing.assert_allclose(scores[k], full.max(axis=1), rtol=1e-5)
+
+
+def test_kappa_grid_is_logarithmic_and_holds_one():
+    grid = kappa_grid(0.05, 20, 41)
+    assert grid[0] == pytest.approx(0.05) and grid[-1] == pytest.approx(20)
+    assert 1.0 in grid
+    with pytest.raises(ValueError, match="bad kappa grid"):
+        kappa_grid(0, 20)
+
+
+def test_ece_on_hand_computed_bins():
+    probability = np.array([0.05, 0.05, 0.95, 0.95])
+    correct = np.array([0, 1, 1, 1])
+    # bin 0: |0.5 - 0.05| = 0.45 (2 items); bin 9: |1 - 0.95| = 0.05 (2 items)
+    assert expected_calibration_error(probability, correct) == pytest.approx(0.25)
+
+
+def _scores_with_known_confidence(n, seed):
+    rng = np.random.default_rng(seed)
+    top = rng.uniform(0.8, 1.2, n)
+    gaps = np.sort(rng.exponential(0.05, (n, 4)), axis=1)
+    scores = np.hstack([top[:, None], top[:, None] - gaps])
+    truth = 1 / (1 + np.exp(-(40 * (scores[:, 0] - scores[:, 1]) - 1.5)))
+    correct = np.zeros(scores.shape, dtype=bool)
+    correct[:, 0] = rng.uniform(size=n) < truth
+    return scores, correct, truth
+
+
+def test_confidence_model_recovers_a_logistic_truth():
+    scores, correct, truth = _scores_with_known_confidence(4000, seed=0)
+    model = ConfidenceModel.fit(scores, correct)
+    top1 = model.predict(scores)[:, 0]
+    assert np.abs(top1 - truth).mean() < 0.04
+    assert expected_calibration_error(top1, correct[:, 0]) < 0.03
+    assert cross_fitted_ece(scores, correct) < 0.04
+    assert np.all(model.predict(scores)[:, 1:].mean(axis=0) < 0.05)  # never right at rank > 1
+    again = ConfidenceModel.from_dict(model.to_dict())
+    np.testing.assert_allclose(again.predict(scores), model.predict(scores))
+
+
+def test_confidence_needs_two_ranked_scores():
+    with pytest.raises(ValueError, match="k>=2"):
+        ConfidenceModel.fit(np.ones((3, 1)), np.ones((3, 1), dtype=bool))
+
+
+def test_calibrate_cli_rewrites_kappa_and_confidence(micro_db, tmp_path, capsys):
+    import json
+    import shutil
+
+    from geocells.cli import main
+
+    db = shutil.copytree(micro_db, tmp_path / "db")
+    meta = json.loads((db / "meta.json").read_text())
+    meta.update(kappa=1.0, kappa_calibrated=False)
+    del meta["confidence"], meta["calibration"]
+    (db / "meta.json").write_text(json.dumps(meta))
+    assert main(["calibrate", str(db), "--max-queries", "10", "--kappa-steps", "5"]) == 0
+    assert "val recall@1 within 100 m" in capsys.readouterr().out
+    meta = json.loads((db / "meta.json").read_text())
+    assert meta["kappa_calibrated"] and meta["calibration"]["queries"] == 10
+    assert meta["kappa"] in kappa_grid(0.05, 20, 5)
+    assert "weights" in meta["confidence"]
+    assert main(["calibrate", str(db), "--split", "nope"]) == 2
+    assert "unknown split 'nope'" in capsys.readouterr().err
