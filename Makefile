@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.geocells-installed
 SOURCES := src tests benchmarks
+# Idle OpenMP threads (torch, faiss) sleep instead of spinning: on 2 cores shared with
+# data-loader workers or xdist workers, spinning threads starve each other.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test lint format demo clean-venv
 
@@ -25,7 +28,6 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix $(SOURCES)
 
 test: lint
-	export OMP_WAIT_POLICY=PASSIVE; \
 	$(PY) -m pytest -q -n 2 --durations=15
 
 demo: $(STAMP)
