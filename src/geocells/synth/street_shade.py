@@ -1,4 +1,8 @@
-"""Shading of street views: sky, walls with windows, crowns, ground, haze and sensor."""
+"""Shading of street views: sky, walls with windows, crowns, ground, haze and sensor.
+
+Everything per pixel is float32; per-renderer constants (row and column tangents, the ground
+distance of every pixel, sky gradient terms) come from ``StreetRenderer.tables``.
+"""
 
 from __future__ import annotations
 
@@ -10,136 +14,171 @@ from geocells.synth.paint import facade_hsv, ground_rgb, tree_rgb, vegetation, w
 from geocells.synth.styles import hsv_to_rgb
 from geocells.synth.world import FOREST
 
+_GLOW_RGB = np.array([1.0, 0.9, 0.7], np.float32)
+_GLASS_RGB = np.array([0.9, 1.0, 1.15], np.float32)
+_BARK_RGB = np.array([0.25, 0.2, 0.15], np.float32)
+
 
 def _per_view(captures, name):
     return np.array([getattr(c, name) for c in captures], np.float64)
 
 
-def _sky(renderer, ray, captures):
-    """Sky colour per pixel: zenith-to-horizon gradient, haze and a glow around the sun."""
-    elev = np.clip(renderer.row_y, 0, None)[None, :, :]  # [1, H, 1]
+def _sky(renderer, ray, captures, rows):
+    """Sky colour of the top ``rows`` rows (zenith-to-horizon gradient, haze, sun glow)
+    and the horizon colour per view: float32 [B, rows, W, 3] and [B, 1, 1, 3]."""
+    t = renderer.tables
     haze = _per_view(captures, "haze")[:, None, None, None]
     zenith = np.array([0.25, 0.45, 0.85]) * (1 - 0.5 * haze)
-    horizon = np.array([0.75, 0.82, 0.92]) * (1 - 0.2 * haze) + 0.15 * haze
-    mix = np.exp(-elev * 3.0)[..., None]
-    sky = zenith * (1 - mix) + horizon * mix  # [B, H, 1, 3]
+    horizon = (np.array([0.75, 0.82, 0.92]) * (1 - 0.2 * haze) + 0.15 * haze).astype(np.float32)
+    mix = t["sky_mix"][:rows]  # [rows, 1, 1]
+    base = (zenith * (1 - mix) + horizon * mix).astype(np.float32)  # [B, rows, 1, 3]
     az = np.arctan2(ray[..., 1], ray[..., 0])  # [B, W]
     sun_az, sun_el = _per_view(captures, "sun_azimuth"), _per_view(captures, "sun_elevation")
-    cos_angle = (
-        np.cos(sun_el)[:, None, None]
-        * np.cos(az - sun_az[:, None])[:, None, :]
-        * np.cos(np.arctan(renderer.row_y))[None]
-        + np.sin(sun_el)[:, None, None] * np.sin(np.arctan(renderer.row_y))[None]
-    )
-    glow = 0.35 * np.clip(cos_angle, 0, 1) ** 12
-    return np.clip(sky + glow[..., None] * np.array([1.0, 0.9, 0.7]), 0, 1), horizon[:, :, :, :]
+    across = (np.cos(sun_el)[:, None] * np.cos(az - sun_az[:, None])).astype(np.float32)
+    up = np.sin(sun_el).astype(np.float32)[:, None, None]
+    cos_angle = across[:, None, :] * t["row_cos"][:rows] + up * t["row_sin"][:rows]
+    c = np.clip(cos_angle, 0, 1)
+    c4 = np.square(np.square(c))
+    glow = 0.35 * (c4 * c4 * c4)  # cos^12
+    return np.clip(base + glow[..., None] * _GLOW_RGB, 0, 1), horizon
 
 
-def _walls(renderer, wall, hz, b, w, captures):
-    """Facade colour with windows (or forest edge foliage) at wall pixels: [B, H, W, 3]."""
+def _walls(renderer, wall, hz, b, w, captures, forest_px):
+    """Facade colour with windows (or forest edge foliage) at wall pixels: [B, H, W, 3]
+    float32, and the diffuse light per column [B, W]."""
     seed = renderer.world.seed
     style, key = wall.style, wall.block_key
     hue, sat, val = facade_hsv(seed, key, style)
     facade = hsv_to_rgb(hue, sat, val).reshape(b, 1, w, 3)
     win = {
-        k: np.broadcast_to(v, key.shape).reshape(b, 1, w)
+        k: np.broadcast_to(v, key.shape).reshape(b, 1, w).astype(np.float32)
         for k, v in window_params(seed, key, style).items()
     }
     s = wall.wall_s.reshape(b, 1, w)
     in_col = np.mod(s / win["spacing"], 1.0) < win["width"]
-    level = np.mod(hz / win["floor"], 1.0)
+    level = np.mod(hz / win["floor"], np.float32(1.0))
     in_row = (level > 0.3) & (level < 0.3 + 0.6 * win["height"]) & (hz > 0.8)
-    glass = (win["glass"][..., None] * np.array([0.9, 1.0, 1.15])) * np.ones((1, 1, 1, 3))
+    glass = win["glass"][..., None] * _GLASS_RGB  # [B, 1, W, 3]
     top = (wall.height.reshape(b, 1, w) - hz) < 0.35  # cornice line
-    rgb = np.where(
-        (in_col & in_row)[..., None], glass, facade * np.where(top, 0.75, 1.0)[..., None]
-    )
+    facade_px = facade * np.where(top, np.float32(0.75), np.float32(1.0))[..., None]
+    rgb = np.where((in_col & in_row)[..., None], glass, facade_px)
     sun_az, sun_el = _per_view(captures, "sun_azimuth"), _per_view(captures, "sun_elevation")
     normal = wall.wall_normal.reshape(b, w)
     diffuse = np.clip(np.cos(normal - sun_az[:, None]), 0, 1) * np.cos(sun_el)[:, None]
-    forest = (wall.ground == FOREST).reshape(b, 1, w)
-    if forest.any():
+    forest = (wall.ground == FOREST).reshape(b, w)
+    if forest_px.size:  # world-anchored leaf texture, only on forest-edge wall pixels
+        bi, ri, ci = np.unravel_index(forest_px, hz.shape)
         hx, hy = renderer._hit_xy
-        along_edge = ((hx + hy) * 0.7071).reshape(b, 1, w)  # world-anchored leaf texture
-        leaves = value_noise(seed, 401, np.broadcast_to(along_edge, hz.shape), hz, 1.6)
-        season = _per_view(captures, "season")[:, None, None]
-        green = vegetation(
-            0.30 + 0.03 * leaves, 0.55, 0.18 + 0.2 * leaves, style.reshape(b, 1, w), season, 0.5
-        )
-        rgb = np.where(forest[..., None], green, rgb)
-        diffuse = np.where(forest[:, 0], 0.4, diffuse)
-    return rgb, diffuse
+        along_edge = (hx + hy)[bi, ci] * 0.7071
+        leaves = value_noise(seed, 401, along_edge, hz[bi, ri, ci], 1.6)
+        season = _per_view(captures, "season")[bi]
+        rgb[bi, ri, ci] = vegetation(
+            0.30 + 0.03 * leaves, 0.55, 0.18 + 0.2 * leaves, style.reshape(b, w)[bi, ci], season,
+            0.5,
+        )  # fmt: skip
+    diffuse = np.where(forest, 0.4, diffuse)
+    return rgb, diffuse.astype(np.float32), forest
+
+
+def _ground(renderer, x, y, ray, is_ground, captures, intensity):
+    """Lit ground colour at half horizontal resolution: [B, H, ceil(W / 2), 3] float32."""
+    b, h, w = is_ground.shape
+    gd = renderer.tables["ground_d"]
+    pairs = is_ground[..., 0::2] | is_ground[..., 1::2]
+    bi, ri, pi = np.nonzero(pairs)
+    ci = 2 * pi
+    gx = x[bi] + ray[bi, ci, 0] * gd[ri, ci]
+    gy = y[bi] + ray[bi, ci, 1] * gd[ri, ci]
+    glay = renderer.world.layout(gx, gy)
+    season = _per_view(captures, "season")
+    sun_el = _per_view(captures, "sun_elevation")
+    ground = ground_rgb(renderer.world.seed, glay, gx, gy, season[bi])
+    view_light = (0.45 + 0.65 * intensity * np.sin(sun_el) ** 0.5).astype(np.float32)
+    shaded = np.zeros((b, h, (w + 1) // 2, 3), np.float32)
+    shaded[bi, ri, pi] = ground * view_light[bi, None]
+    return shaded
+
+
+def _paint_pairs(rgb, shaded, mask):
+    """Write half-resolution ``shaded`` [B, H, ceil(W/2), 3] into ``rgb`` where ``mask``."""
+    b, h, w = mask.shape
+    if w % 2:
+        shaded = np.repeat(shaded, 2, axis=2)[:, :, :w]
+        np.copyto(rgb, shaded, where=mask[..., None])
+        return
+    # Pairs of columns as a trailing axis: the source broadcasts over it without a copy.
+    pairs = rgb.reshape(b, h, w // 2, 2, 3)
+    np.copyto(pairs, shaded[:, :, :, None, :], where=mask.reshape(b, h, w // 2, 2, 1))
+
+
+def _trees(renderer, tree, row_y, col_len, captures, intensity, dist):
+    """Crown and trunk masks and the crown colour: [B, H, W] x2 and [B, H, W, 3] float32."""
+    b, w = tree["dist"].shape
+    td = tree["dist"][:, None, :].astype(np.float32)
+    finite = np.isfinite(td)
+    tz = renderer.cam_h + row_y * np.where(finite, td, np.float32(0.0)) / col_len
+    top = tree["top"][:, None, :].astype(np.float32)
+    bottom = top * np.float32(0.38)
+    profile = tree["profile"][:, None, :].astype(np.float32)
+    centre, half = 0.5 * (top + bottom), 0.5 * (top - bottom) * profile
+    front = finite & (td < dist)
+    crown = front & (np.abs(tz - centre) < half)
+    trunk = front & tree["trunk"][:, None, :] & (tz >= 0) & (tz < bottom)
+    season = _per_view(captures, "season")
+    leaves = tree_rgb(
+        renderer.world.seed, tree["key"].ravel(), tree["style"].ravel(), np.repeat(season, w)
+    )
+    height = np.clip((tz - bottom) / np.maximum(top - bottom, np.float32(1e-3)), 0, 1)
+    shade = 0.7 + 0.35 * profile * (0.6 + 0.4 * height)
+    light = (0.5 + 0.55 * intensity).astype(np.float32)[:, None, None, None]
+    crown_rgb = leaves.reshape(b, 1, w, 3) * light * shade[..., None]
+    return crown, trunk, crown_rgb, td
 
 
 def compose(renderer, x, y, ray, wall_d, wall, tree, captures) -> np.ndarray:
     """Resolve every pixel and shade it: uint8 [B, H, W, 3]."""
     b, w = wall_d.shape
     h = renderer.size
-    row_y = renderer.row_y[None].astype(np.float32)  # [1, H, 1]
-    col_len = renderer.col_len[None, None, :].astype(np.float32)
-    intensity = _per_view(captures, "intensity")[:, None, None, None]
-    sun_el = _per_view(captures, "sun_elevation")
-    rgb, horizon = _sky(renderer, ray, captures)
-    rgb = np.broadcast_to(rgb, (b, h, w, 3)).astype(np.float32)
+    t = renderer.tables
+    row_y, col_len = t["row_y"], t["col_len"]  # [H, 1], [1, W] float32
+    intensity = _per_view(captures, "intensity")
+    # Sky only above the horizon: every pixel below it is ground, wall or far ground.
+    upper = int(np.count_nonzero(renderer.row_y > 0))
+    sky, horizon = _sky(renderer, ray, captures, upper)
+    rgb = np.empty((b, h, w, 3), np.float32)
+    rgb[:, :upper] = sky
+    rgb[:, upper:] = horizon
     dist = np.full((b, h, w), np.inf, np.float32)
     # Walls.
     wd = wall_d[:, None, :].astype(np.float32)
-    hz = renderer.cam_h + row_y * np.where(np.isfinite(wd), wd, 0.0) / col_len
+    hz = renderer.cam_h + row_y * np.where(np.isfinite(wd), wd, np.float32(0.0)) / col_len
     is_wall = np.isfinite(wd) & (hz >= 0) & (hz <= wall.height.reshape(b, 1, w))
-    wall_rgb, diffuse = _walls(renderer, wall, hz, b, w, captures)
-    light = 0.5 + 0.7 * intensity * diffuse[:, None, :, None]
-    np.copyto(rgb, wall_rgb * light, where=is_wall[..., None], casting="unsafe")
-    np.copyto(dist, wd, where=is_wall, casting="unsafe")
-    # Ground.
-    below = row_y < 0
-    gd = np.where(below, renderer.cam_h * col_len / np.maximum(-row_y, 1e-9), np.inf)
-    is_ground = below & (gd < np.minimum(wd, renderer.max_view))
-    # The ground is shaded at half the horizontal resolution (pairs of columns share it).
-    pairs = is_ground[..., 0::2] | is_ground[..., 1::2]
-    bi, ri, pi = np.nonzero(pairs)
-    ci = 2 * pi
-    gx = x[bi] + ray[bi, ci, 0] * gd[0, ri, ci]
-    gy = y[bi] + ray[bi, ci, 1] * gd[0, ri, ci]
-    glay = renderer.world.layout(gx, gy)
-    season = _per_view(captures, "season")
-    ground = ground_rgb(renderer.world.seed, glay, gx, gy, season[bi])
-    ground_light = 0.45 + 0.65 * intensity[bi, 0, 0] * np.sin(sun_el[bi])[:, None] ** 0.5
-    shaded = np.zeros((b, h, (w + 1) // 2, 3))
-    shaded[bi, ri, pi] = ground * ground_light
-    shaded = np.repeat(shaded, 2, axis=2)[:, :, :w]
-    np.copyto(rgb, shaded, where=is_ground[..., None], casting="unsafe")
-    np.copyto(dist, gd, where=is_ground, casting="unsafe")
-    far = below & ~is_ground & ~is_wall
-    np.copyto(rgb, horizon * 0.9, where=far[..., None], casting="unsafe")
+    forest_px = np.flatnonzero(is_wall & (wall.ground == FOREST).reshape(b, 1, w))
+    wall_rgb, diffuse, _ = _walls(renderer, wall, hz, b, w, captures, forest_px)
+    strength = 0.7 * intensity.astype(np.float32)[:, None, None, None]
+    light = 0.5 + strength * diffuse[:, None, :, None]
+    np.copyto(rgb, wall_rgb * light, where=is_wall[..., None])
+    np.copyto(dist, wd, where=is_wall)
+    # Ground (shaded at half the horizontal resolution: pairs of columns share it).
+    gd = t["ground_d"]  # [H, W], inf above the horizon
+    is_ground = gd < np.minimum(wd, np.float32(renderer.max_view))
+    _paint_pairs(rgb, _ground(renderer, x, y, ray, is_ground, captures, intensity), is_ground)
+    np.copyto(dist, gd, where=is_ground)
+    far = t["below"] & ~is_ground & ~is_wall
+    np.copyto(rgb, horizon * np.float32(0.9), where=far[..., None])
     # Tree crowns and trunks in front of everything else.
-    td = tree["dist"][:, None, :].astype(np.float32)
-    tz = renderer.cam_h + row_y * np.where(np.isfinite(td), td, 0.0) / col_len
-    top = tree["top"][:, None, :]
-    bottom = top * 0.38
-    centre, half = 0.5 * (top + bottom), 0.5 * (top - bottom) * tree["profile"][:, None, :]
-    crown = np.isfinite(td) & (np.abs(tz - centre) < half) & (td < dist)
-    trunk = np.isfinite(td) & tree["trunk"][:, None, :] & (tz >= 0) & (tz < bottom) & (td < dist)
-    leaves = tree_rgb(
-        renderer.world.seed, tree["key"].ravel(), tree["style"].ravel(), np.repeat(season, w)
-    )
-    shade = (
-        0.7
-        + 0.35
-        * tree["profile"][:, None, :, None]
-        * (0.6 + 0.4 * np.clip((tz - bottom) / np.maximum(top - bottom, 1e-3), 0, 1))[..., None]
-    )
-    crown_rgb = leaves.reshape(b, 1, w, 3) * shade * (0.5 + 0.55 * intensity)
-    np.copyto(rgb, crown_rgb, where=crown[..., None], casting="unsafe")
-    bark = np.array([0.25, 0.2, 0.15]) * (0.5 + 0.4 * intensity)
-    np.copyto(rgb, bark, where=trunk[..., None], casting="unsafe")
-    np.copyto(dist, td, where=crown | trunk, casting="unsafe")
-    # Distance haze.
-    visibility = 700.0 * (1 - 0.75 * _per_view(captures, "haze"))[:, None, None]
-    fog = (1 - np.exp(-np.minimum(dist, 1e9) / visibility.astype(np.float32)))[..., None]
-    sky_mask = ~np.isfinite(dist)[..., None]
-    np.copyto(rgb, rgb * (1 - fog) + horizon * fog, where=~sky_mask, casting="unsafe")
+    crown, trunk, crown_rgb, td = _trees(renderer, tree, row_y, col_len, captures, intensity, dist)
+    np.copyto(rgb, crown_rgb, where=crown[..., None])
+    bark = _BARK_RGB * (0.5 + 0.4 * intensity).astype(np.float32)[:, None, None, None]
+    np.copyto(rgb, bark, where=trunk[..., None])
+    np.copyto(dist, td, where=crown | trunk)
+    # Distance haze (the sky keeps its colour).
+    visibility = (700.0 * (1 - 0.75 * _per_view(captures, "haze"))).astype(np.float32)
+    solid = np.isfinite(dist)
+    fog = -np.expm1(-np.where(solid, dist, np.float32(0.0)) / visibility[:, None, None])
+    rgb += fog[..., None] * (horizon - rgb)
     out = np.empty((b, h, w, 3), np.uint8)
     for i, cap in enumerate(captures):
         noise = np.random.default_rng(cap.seed).standard_normal((h, w, 3)).astype(np.float32)
-        out[i] = finish(rgb[i].astype(np.float32), cap, noise)
+        out[i] = finish(rgb[i], cap, noise)
     return out
