@@ -188,3 +188,17 @@ def test_rerank_with_no_candidates_at_all():
     queries, _ = perturbed_queries(aerial, proto, rng, 2)
     scores, rows = rerank_exact(aerial, proto, 1.0, queries, np.full((2, 4), -1), top_k=3)
     assert rows.shape == (2, 3) and (rows == -1).all() and np.isneginf(scores).all()
+
+
+def test_exact_search_leaves_float32_inputs_untouched():
+    rng = np.random.default_rng(7)
+    aerial = rng.standard_normal((300, 16)).astype(np.float32)
+    proto = rng.standard_normal((300, 16)).astype(np.float32)
+    queries = rng.standard_normal((4, 16)).astype(np.float32)
+    aerial_before, proto_before = aerial.copy(), proto.copy()
+    first = exact_search(aerial, proto, 2.0, queries, top_k=5)
+    second = exact_search(aerial, proto, 2.0, queries, top_k=5)
+    np.testing.assert_array_equal(aerial, aerial_before)
+    np.testing.assert_array_equal(proto, proto_before)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])

@@ -138,8 +138,9 @@ def exact_search(
     for start in range(0, num_cells, chunk_rows):
         stop = min(start + chunk_rows, num_cells)
         # Fuse the codes first (one matmul instead of two): z = a + kappa p, scores = z q.
-        codes = np.asarray(aerial[start:stop], dtype=np.float32)
-        codes += np.float32(kappa) * np.asarray(proto[start:stop], dtype=np.float32)
+        # astype always copies: the in-place add must never write into the caller's rows.
+        codes = aerial[start:stop].astype(np.float32)
+        codes += np.float32(kappa) * proto[start:stop].astype(np.float32)
         block = codes @ q_t
         if not np.isfinite(block).all():
             _check_finite_rows(np.asarray(aerial[start:stop]), start, "aerial")
