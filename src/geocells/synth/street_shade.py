@@ -44,12 +44,19 @@ def _sky(renderer, ray, captures, rows):
 
 
 def _walls(renderer, wall, hz, b, w, captures, forest_px):
-    """Facade colour with windows (or forest edge foliage) at wall pixels: [B, H, W, 3]
-    float32, and the diffuse light per column [B, W]."""
+    """Lit facade colour with windows (or forest edge foliage) at wall pixels: float32
+    [B, H, W, 3] (meaningful where there is a wall)."""
     seed = renderer.world.seed
     style, key = wall.style, wall.block_key
+    sun_az, sun_el = _per_view(captures, "sun_azimuth"), _per_view(captures, "sun_elevation")
+    normal = wall.wall_normal.reshape(b, w)
+    diffuse = np.clip(np.cos(normal - sun_az[:, None]), 0, 1) * np.cos(sun_el)[:, None]
+    forest = (wall.ground == FOREST).reshape(b, w)
+    diffuse = np.where(forest, 0.4, diffuse)
+    light = (0.5 + 0.7 * _per_view(captures, "intensity")[:, None] * diffuse).astype(np.float32)
+    light = light.reshape(b, 1, w, 1)  # per column, folded into the colours below
     hue, sat, val = facade_hsv(seed, key, style)
-    facade = hsv_to_rgb(hue, sat, val).reshape(b, 1, w, 3)
+    facade = hsv_to_rgb(hue, sat, val).reshape(b, 1, w, 3) * light
     win = {
         k: np.broadcast_to(v, key.shape).reshape(b, 1, w).astype(np.float32)
         for k, v in window_params(seed, key, style).items()
@@ -58,33 +65,30 @@ def _walls(renderer, wall, hz, b, w, captures, forest_px):
     in_col = np.mod(s / win["spacing"], 1.0) < win["width"]
     level = np.mod(hz / win["floor"], np.float32(1.0))
     in_row = (level > 0.3) & (level < 0.3 + 0.6 * win["height"]) & (hz > 0.8)
-    glass = win["glass"][..., None] * _GLASS_RGB  # [B, 1, W, 3]
+    glass = win["glass"][..., None] * _GLASS_RGB * light  # [B, 1, W, 3]
     top = (wall.height.reshape(b, 1, w) - hz) < 0.35  # cornice line
     facade_px = facade * np.where(top, np.float32(0.75), np.float32(1.0))[..., None]
     rgb = np.where((in_col & in_row)[..., None], glass, facade_px)
-    sun_az, sun_el = _per_view(captures, "sun_azimuth"), _per_view(captures, "sun_elevation")
-    normal = wall.wall_normal.reshape(b, w)
-    diffuse = np.clip(np.cos(normal - sun_az[:, None]), 0, 1) * np.cos(sun_el)[:, None]
-    forest = (wall.ground == FOREST).reshape(b, w)
     if forest_px.size:  # world-anchored leaf texture, only on forest-edge wall pixels
         bi, ri, ci = np.unravel_index(forest_px, hz.shape)
         hx, hy = renderer._hit_xy
         along_edge = (hx + hy)[bi, ci] * 0.7071
         leaves = value_noise(seed, 401, along_edge, hz[bi, ri, ci], 1.6)
         season = _per_view(captures, "season")[bi]
-        rgb[bi, ri, ci] = vegetation(
+        green = vegetation(
             0.30 + 0.03 * leaves, 0.55, 0.18 + 0.2 * leaves, style.reshape(b, w)[bi, ci], season,
             0.5,
         )  # fmt: skip
-    diffuse = np.where(forest, 0.4, diffuse)
-    return rgb, diffuse.astype(np.float32), forest
+        rgb[bi, ri, ci] = green * light[bi, 0, ci]
+    return rgb
 
 
 def _ground(renderer, x, y, ray, is_ground, captures, intensity):
     """Lit ground colour at half horizontal resolution: [B, H, ceil(W / 2), 3] float32."""
     b, h, w = is_ground.shape
     gd = renderer.tables["ground_d"]
-    pairs = is_ground[..., 0::2] | is_ground[..., 1::2]
+    pairs = is_ground[..., 0::2].copy()  # an odd last column is its own pair
+    pairs[..., : w // 2] |= is_ground[..., 1::2]
     bi, ri, pi = np.nonzero(pairs)
     ci = 2 * pi
     gx = x[bi] + ray[bi, ci, 0] * gd[ri, ci]
@@ -111,28 +115,34 @@ def _paint_pairs(rgb, shaded, mask):
     np.copyto(pairs, shaded[:, :, :, None, :], where=mask.reshape(b, h, w // 2, 2, 1))
 
 
-def _trees(renderer, tree, row_y, col_len, captures, intensity, dist):
-    """Crown and trunk masks and the crown colour: [B, H, W] x2 and [B, H, W, 3] float32."""
-    b, w = tree["dist"].shape
-    td = tree["dist"][:, None, :].astype(np.float32)
-    finite = np.isfinite(td)
-    tz = renderer.cam_h + row_y * np.where(finite, td, np.float32(0.0)) / col_len
-    top = tree["top"][:, None, :].astype(np.float32)
+def _trees(renderer, tree, captures, intensity, rgb, dist) -> None:
+    """Draw tree crowns and trunks in front of what ``rgb``/``dist`` hold (only the columns
+    that have a tree are touched)."""
+    tb, tc = np.nonzero(np.isfinite(tree["dist"]))
+    if not tb.size:
+        return
+    t = renderer.tables
+    td = tree["dist"][tb, tc].astype(np.float32)[:, None]  # [N, 1]
+    tz = renderer.cam_h + t["row_y"][:, 0] * td / t["col_len"][0, tc][:, None]  # [N, H]
+    top = tree["top"][tb, tc].astype(np.float32)[:, None]
     bottom = top * np.float32(0.38)
-    profile = tree["profile"][:, None, :].astype(np.float32)
+    profile = tree["profile"][tb, tc].astype(np.float32)[:, None]
     centre, half = 0.5 * (top + bottom), 0.5 * (top - bottom) * profile
-    front = finite & (td < dist)
+    behind = dist[tb, :, tc]  # [N, H]
+    front = td < behind
     crown = front & (np.abs(tz - centre) < half)
-    trunk = front & tree["trunk"][:, None, :] & (tz >= 0) & (tz < bottom)
-    season = _per_view(captures, "season")
-    leaves = tree_rgb(
-        renderer.world.seed, tree["key"].ravel(), tree["style"].ravel(), np.repeat(season, w)
-    )
+    trunk = front & tree["trunk"][tb, tc][:, None] & (tz >= 0) & (tz < bottom)
+    season = _per_view(captures, "season")[tb]
+    leaves = tree_rgb(renderer.world.seed, tree["key"][tb, tc], tree["style"][tb, tc], season)
     height = np.clip((tz - bottom) / np.maximum(top - bottom, np.float32(1e-3)), 0, 1)
-    shade = 0.7 + 0.35 * profile * (0.6 + 0.4 * height)
-    light = (0.5 + 0.55 * intensity).astype(np.float32)[:, None, None, None]
-    crown_rgb = leaves.reshape(b, 1, w, 3) * light * shade[..., None]
-    return crown, trunk, crown_rgb, td
+    shade = 0.7 + 0.35 * profile * (0.6 + 0.4 * height)  # [N, H]
+    light = (0.5 + 0.55 * intensity[tb]).astype(np.float32)[:, None]
+    cols = rgb[tb, :, tc]  # [N, H, 3]
+    np.copyto(cols, (leaves * light)[:, None, :] * shade[..., None], where=crown[..., None])
+    bark = _BARK_RGB * (0.5 + 0.4 * intensity[tb]).astype(np.float32)[:, None]
+    np.copyto(cols, bark[:, None, :], where=trunk[..., None])
+    rgb[tb, :, tc] = cols
+    dist[tb, :, tc] = np.where(crown | trunk, td, behind)
 
 
 def compose(renderer, x, y, ray, wall_d, wall, tree, captures) -> np.ndarray:
@@ -154,10 +164,7 @@ def compose(renderer, x, y, ray, wall_d, wall, tree, captures) -> np.ndarray:
     hz = renderer.cam_h + row_y * np.where(np.isfinite(wd), wd, np.float32(0.0)) / col_len
     is_wall = np.isfinite(wd) & (hz >= 0) & (hz <= wall.height.reshape(b, 1, w))
     forest_px = np.flatnonzero(is_wall & (wall.ground == FOREST).reshape(b, 1, w))
-    wall_rgb, diffuse, _ = _walls(renderer, wall, hz, b, w, captures, forest_px)
-    strength = 0.7 * intensity.astype(np.float32)[:, None, None, None]
-    light = 0.5 + strength * diffuse[:, None, :, None]
-    np.copyto(rgb, wall_rgb * light, where=is_wall[..., None])
+    np.copyto(rgb, _walls(renderer, wall, hz, b, w, captures, forest_px), where=is_wall[..., None])
     np.copyto(dist, wd, where=is_wall)
     # Ground (shaded at half the horizontal resolution: pairs of columns share it).
     gd = t["ground_d"]  # [H, W], inf above the horizon
@@ -167,11 +174,7 @@ def compose(renderer, x, y, ray, wall_d, wall, tree, captures) -> np.ndarray:
     far = t["below"] & ~is_ground & ~is_wall
     np.copyto(rgb, horizon * np.float32(0.9), where=far[..., None])
     # Tree crowns and trunks in front of everything else.
-    crown, trunk, crown_rgb, td = _trees(renderer, tree, row_y, col_len, captures, intensity, dist)
-    np.copyto(rgb, crown_rgb, where=crown[..., None])
-    bark = _BARK_RGB * (0.5 + 0.4 * intensity).astype(np.float32)[:, None, None, None]
-    np.copyto(rgb, bark, where=trunk[..., None])
-    np.copyto(dist, td, where=crown | trunk)
+    _trees(renderer, tree, captures, intensity, rgb, dist)
     # Distance haze (the sky keeps its colour).
     visibility = (700.0 * (1 - 0.75 * _per_view(captures, "haze"))).astype(np.float32)
     solid = np.isfinite(dist)

@@ -65,7 +65,6 @@ class World:
         self._to_ll = Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
         self.center_xy = self.to_xy(np.array([cfg.center_lat]), np.array([cfg.center_lon]))
         self._tiles: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
-        self._last_stack: tuple[tuple, dict[str, np.ndarray]] | None = None
         # Enough tiles for the region and its aerial margin, so sampling never thrashes.
         tile_m = TILE_NODES * COARSE_M
         side = (cfg.size_km * 1000.0 + 2 * cfg.margin_m) / tile_m + 2
@@ -169,14 +168,17 @@ class World:
         present[code] = True
         used = np.flatnonzero(present)
         slot = (np.cumsum(present) - 1)[code]
-        stacked = self._stacked(
-            tuple((tx0 + int(c) // span_y, ty0 + int(c) % span_y) for c in used)
-        )
+        stacked = [self._tile(tx0 + int(c) // span_y, ty0 + int(c) % span_y) for c in used]
         side = TILE_NODES + 1
         base = slot * side * side + (ix - tx * TILE_NODES) * side + (iy - ty * TILE_NODES)
         near = base + (fx >= 0.5) * side + (fy >= 0.5)
         out = {}
-        for name, values in stacked.items():
+        for name in stacked[0]:
+            values = (
+                stacked[0][name]
+                if len(stacked) == 1
+                else np.concatenate([t[name] for t in stacked])
+            )
             if name in _CONTINUOUS:
                 v00, v01, v10, v11 = (values[base + off] for off in (0, 1, side, side + 1))
                 top = v00 + (v10 - v00) * fx
@@ -184,19 +186,6 @@ class World:
             else:
                 out[name] = values[near]
         return out
-
-    def _stacked(self, keys: tuple[tuple[int, int], ...]) -> dict[str, np.ndarray]:
-        """Node fields of tiles ``keys`` concatenated in that order (the last set is kept,
-        as consecutive lookups of one batch of views tend to touch the same tiles)."""
-        if self._last_stack is not None and self._last_stack[0] == keys:
-            return self._last_stack[1]
-        tiles = [self._tile(tx, ty) for tx, ty in keys]
-        stacked = {
-            name: tiles[0][name] if len(tiles) == 1 else np.concatenate([t[name] for t in tiles])
-            for name in tiles[0]
-        }
-        self._last_stack = (keys, stacked)
-        return stacked
 
     def _tile(self, tx: int, ty: int) -> dict[str, np.ndarray]:
         """Node fields of one tile (``TILE_NODES + 1`` nodes a side, sharing its far edges)."""
