@@ -202,3 +202,17 @@ def test_exact_search_leaves_float32_inputs_untouched():
     np.testing.assert_array_equal(proto, proto_before)
     np.testing.assert_array_equal(first[0], second[0])
     np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_exact_searcher_cache_follows_kappa_changes():
+    rng = np.random.default_rng(3)
+    aerial = rng.standard_normal((500, 16)).astype(np.float16)
+    proto = rng.standard_normal((500, 16)).astype(np.float16)
+    queries = rng.standard_normal((6, 16)).astype(np.float32)
+    searcher = CellSearcher.build(aerial, proto, kappa=0.5, backend="exact")
+    for kappa in (0.5, 3.0, 0.5):
+        searcher.kappa = kappa
+        scores, rows = searcher.search(queries, top_k=4)
+        expected_scores, expected_rows = exact_search(aerial, proto, kappa, queries, top_k=4)
+        np.testing.assert_array_equal(rows, expected_rows)
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)

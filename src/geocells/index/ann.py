@@ -31,6 +31,8 @@ BACKENDS = ("auto", "exact", "ivfpq")
 LAYOUTS = ("concat", "sum")
 # "auto" uses exact search up to this many cells, the compressed index above.
 AUTO_EXACT_MAX_CELLS = 200_000
+# The exact backend keeps float32 fused codes in memory up to this size (faster queries).
+FUSED_CACHE_MAX_BYTES = 256 * 2**20
 _FORMAT_VERSION = 1
 
 
@@ -129,18 +131,32 @@ def exact_search(
     _check_database(aerial, proto)
     num_cells, dim = aerial.shape
     queries = _check_queries(queries, dim, top_k)
-    k = min(top_k, num_cells)
     # Keep the [chunk, Q] float32 score block near 64 MB whatever the batch size.
     chunk_rows = chunk_rows or int(np.clip(16_000_000 // max(len(queries), 1), 8_192, 262_144))
+    chunks = (
+        (start, _fused_codes(aerial, proto, kappa, start, min(start + chunk_rows, num_cells)))
+        for start in range(0, num_cells, chunk_rows)
+    )
+    return _top_k_over_chunks(chunks, queries, min(top_k, num_cells), aerial, proto)
+
+
+def _fused_codes(
+    aerial: np.ndarray, proto: np.ndarray, kappa: float, start: int, stop: int
+) -> np.ndarray:
+    """Rows start..stop of the cell codes z = a + kappa p as float32 [n, D]."""
+    # astype always copies: the in-place add must never write into the caller's rows.
+    codes = aerial[start:stop].astype(np.float32)
+    codes += np.float32(kappa) * proto[start:stop].astype(np.float32)
+    return codes
+
+
+def _top_k_over_chunks(chunks, queries, k, aerial, proto) -> tuple[np.ndarray, np.ndarray]:
+    """Running top-k of ``queries`` over ``(first_row, codes f32 [n, D])`` chunks, sorted."""
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.zeros((len(queries), 0), dtype=np.int64)
     q_t = queries.T
-    for start in range(0, num_cells, chunk_rows):
-        stop = min(start + chunk_rows, num_cells)
-        # Fuse the codes first (one matmul instead of two): z = a + kappa p, scores = z q.
-        # astype always copies: the in-place add must never write into the caller's rows.
-        codes = aerial[start:stop].astype(np.float32)
-        codes += np.float32(kappa) * proto[start:stop].astype(np.float32)
+    for start, codes in chunks:
+        stop = start + len(codes)
         block = codes @ q_t
         if not np.isfinite(block).all():
             _check_finite_rows(np.asarray(aerial[start:stop]), start, "aerial")
@@ -268,6 +284,7 @@ class CellSearcher:
         if backend == "ivfpq" and index is None:
             raise ValueError("the ivfpq backend needs a faiss index; use CellSearcher.build")
         self.aerial, self.proto = aerial, proto
+        self._fused: tuple[float, np.ndarray] | None = None  # (kappa, float32 codes)
         self.kappa = kappa
         self.backend = backend
         self.index = index
@@ -337,7 +354,15 @@ class CellSearcher:
         """
         queries = _check_queries(queries, self.dim, top_k)
         if self.backend == "exact":
-            return exact_search(self.aerial, self.proto, self.kappa, queries, top_k)
+            if self.num_cells * self.dim * 4 > FUSED_CACHE_MAX_BYTES:
+                return exact_search(self.aerial, self.proto, self.kappa, queries, top_k)
+            # Small database: fuse and convert the codes once per kappa, not on every call
+            # (the float16 -> float32 conversion dominated single-query latency).
+            if self._fused is None or self._fused[0] != self.kappa:
+                codes = _fused_codes(self.aerial, self.proto, self.kappa, 0, self.num_cells)
+                self._fused = (self.kappa, codes)
+            k = min(top_k, self.num_cells)
+            return _top_k_over_chunks([(0, self._fused[1])], queries, k, self.aerial, self.proto)
         layout = self.params.layout
         if layout == "sum" and self.kappa != self.index_kappa:
             raise ValueError(
