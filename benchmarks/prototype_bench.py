@@ -7,8 +7,9 @@ each requested configuration, and writes ``prototypes.json`` + ``prototypes.md``
     OMP_WAIT_POLICY=PASSIVE python benchmarks/prototype_bench.py --out bench/prototypes \
         --runs 15:1000000:ram:sparse_adam 15:0:ram:row_adagrad 16:0:disk:row_adagrad
 
-A run is LEVEL:MAX_PROTOTYPES(0 = whole region):STORAGE(ram|disk):OPTIMIZER. Runs that
-would not fit the RAM available right now are recorded as skipped, not attempted.
+A run is LEVEL:MAX_PROTOTYPES(0 = whole region):STORAGE(ram|disk):OPTIMIZER[:DTYPE], DTYPE
+float32 (default), bfloat16 or float16 for the weights in RAM. Runs that would not fit the
+RAM available right now are recorded as skipped, not attempted.
 """
 
 import argparse
@@ -26,34 +27,42 @@ DEFAULT_RUNS = [
     "15:0:ram:row_adagrad",
     "15:0:ram:sparse_adam",
     "16:0:ram:row_adagrad",
+    "16:0:ram:row_adagrad:bfloat16",
     "16:0:disk:row_adagrad",
 ]
 
 
 def parse_run(text: str, region: str, steps: int):
-    """LEVEL:MAX:STORAGE:OPTIMIZER -> PrototypeBenchConfig."""
+    """LEVEL:MAX:STORAGE:OPTIMIZER[:DTYPE] -> PrototypeBenchConfig."""
     from geocells.bench.prototypes import PrototypeBenchConfig
 
     try:
-        level, cap, storage, optimizer = text.split(":")
+        level, cap, storage, optimizer, *dtype = text.split(":")
+        if len(dtype) > 1:
+            raise ValueError("too many fields")
         return PrototypeBenchConfig(
             region=region, level=int(level), max_prototypes=int(cap), storage=storage,
-            optimizer=optimizer, steps=steps,
+            optimizer=optimizer, dtype=dtype[0] if dtype else "float32", steps=steps,
         )  # fmt: skip
     except ValueError as err:
-        raise SystemExit(f"bad run {text!r} (want LEVEL:MAX:STORAGE:OPTIMIZER): {err}") from None
+        raise SystemExit(
+            f"bad run {text!r} (want LEVEL:MAX:STORAGE:OPTIMIZER[:DTYPE]): {err}"
+        ) from None
 
 
 def markdown(results: list[dict]) -> str:
     """One row per run."""
     lines = [
-        "| level | prototypes | storage | optimizer | step ms (mean / p50) | step CPU ms "
+        "| level | prototypes | storage | optimizer | dtype | step ms (mean / p50) | step CPU ms "
         "| rows/step | peak RSS GiB | peak anon GiB | anon B/prototype |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         cfg = r["config"]
-        head = f"| {cfg['level']} | {r['prototypes']:,} | {cfg['storage']} | {cfg['optimizer']} |"
+        head = (
+            f"| {cfg['level']} | {r['prototypes']:,} | {cfg['storage']} | {cfg['optimizer']} "
+            f"| {cfg.get('dtype', 'float32')} |"
+        )
         if "skipped" in r:
             lines.append(f"{head} skipped: {r['skipped']} | | | | | |")
             continue

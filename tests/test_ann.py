@@ -216,3 +216,74 @@ def test_exact_searcher_cache_follows_kappa_changes():
         expected_scores, expected_rows = exact_search(aerial, proto, kappa, queries, top_k=4)
         np.testing.assert_array_equal(rows, expected_rows)
         np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
+
+
+def test_proportional_shares_split_exactly():
+    from geocells.index.ann import _proportional_shares
+
+    sizes = np.array([0, 1, 5, 100, 1000, 3])
+    for total in (5, 17, 300, 1109):
+        shares = _proportional_shares(sizes, total)
+        assert shares.sum() == total
+        assert np.all(shares <= sizes)
+        assert np.all(shares[sizes > 0] >= 1) and shares[0] == 0
+    assert list(_proportional_shares(np.array([10, 30]), 4)) == [1, 3]
+    with pytest.raises(ValueError, match="cannot split"):
+        _proportional_shares(sizes, 2000)
+
+
+def test_two_level_centroids_cover_the_sample():
+    from geocells.index.ann import two_level_centroids
+
+    aerial, proto, _ = structured_codes(6_000, dim=32)
+    sample = aerial.astype(np.float32) + proto.astype(np.float32)
+    centroids = two_level_centroids(sample, 100, seed=0)
+    assert centroids.shape == (100, 32)
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-5)
+    # Sample vectors lie far closer to their best centroid than to the best of 100 random
+    # unit vectors, and about as close as with flat k-means.
+    import faiss
+
+    unit = sample / np.linalg.norm(sample, axis=1, keepdims=True)
+    fit = np.median((unit @ centroids.T).max(axis=1))
+    random = np.random.default_rng(1).normal(size=(100, 32))
+    random /= np.linalg.norm(random, axis=1, keepdims=True)
+    assert fit > np.median((unit @ random.T).max(axis=1)) + 0.25
+    flat = faiss.Kmeans(32, 100, niter=10, spherical=True, seed=0)
+    flat.train(sample)
+    assert fit > np.median((unit @ flat.centroids.T).max(axis=1)) - 0.05
+    with pytest.raises(ValueError, match="too few"):
+        two_level_centroids(sample[:50], 100)
+
+
+def test_hnsw_coarse_quantiser_search_and_reload(tmp_path):
+    aerial, proto, rng = structured_codes(12_000)
+    searcher = CellSearcher.build(aerial, proto, 1.0, backend="ivfpq", nlist=256, coarse="hnsw")
+    assert searcher.params.coarse == "hnsw" and searcher.params.nprobe == 64  # 2.83 √256 < 64
+    queries, _ = perturbed_queries(aerial, proto, rng, 300)
+    _, exact_rows = exact_search(aerial, proto, 1.0, queries, top_k=1)
+    _, rows = searcher.search(queries, top_k=3)
+    assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.99
+    loaded = CellSearcher.load(searcher.save(tmp_path / "index.faiss"), aerial, proto, 1.0)
+    assert loaded.params == searcher.params
+    np.testing.assert_array_equal(loaded.search(queries[:30], 3)[1], rows[:30])
+
+
+def test_auto_parameters_follow_the_database_size():
+    from geocells.index.ann import IVFPQParams
+
+    small = IVFPQParams().resolved(1_000_000, 256)
+    assert (small.nlist, small.coarse, small.nprobe, small.pq_m) == (2048, "flat", 64, 128)
+    large = IVFPQParams().resolved(24_642_645, 256)
+    assert (large.nlist, large.coarse, large.nprobe) == (65_536, "hnsw", 724)
+    with pytest.raises(ValueError, match="coarse quantiser"):
+        IVFPQParams(coarse="ivf").resolved(1000, 8)
+
+
+def test_ivfpq_searcher_advises_random_access_on_memmaps(tmp_path):
+    from geocells.index.ann import advise_random_access
+
+    aerial, _, _ = structured_codes(200)
+    np.save(tmp_path / "a.npy", aerial)
+    assert advise_random_access(np.load(tmp_path / "a.npy", mmap_mode="r"))
+    assert not advise_random_access(aerial)  # in RAM: nothing to advise

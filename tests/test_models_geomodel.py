@@ -109,3 +109,37 @@ def test_prototype_rows_of_cells():
     with pytest.raises(ValueError, match="sorted and unique"):
         PrototypeTable(CELLS[::-1].copy(), level=15, dim=4)
     torch.testing.assert_close(table.normalized().norm(dim=1), torch.ones(len(CELLS)))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_table_trains_like_float32(dtype):
+    """A bfloat16/float16 table halves the weight memory and follows the float32 updates."""
+    cells = np.arange(1, 201, dtype=np.uint64)
+    torch.manual_seed(0)
+    full = PrototypeTable(cells, level=15, dim=16, init_std=0.2)
+    half = PrototypeTable(cells, level=15, dim=16, init_std=0.2, dtype=dtype)
+    with torch.no_grad():
+        half.embedding.weight.copy_(full.embedding.weight)
+    assert half.embedding.weight.dtype == getattr(torch, dtype)
+    assert half.embedding.weight.element_size() == 2
+    target = torch.nn.functional.normalize(torch.randn(16), dim=0)
+    rows = torch.tensor([5, 9, 120])
+    optimizers = [RowAdagrad([t.embedding.weight], lr=0.05) for t in (full, half)]
+    for _ in range(30):
+        for table, opt in zip((full, half), optimizers, strict=True):
+            opt.zero_grad()
+            (-(table(rows) @ target)).sum().backward()
+            opt.step()
+    got, want = half.normalized(rows), full.normalized(rows)
+    assert got.dtype == torch.float32
+    assert (want @ target).min() > 0.9  # the rows did move towards the target
+    torch.testing.assert_close(got, want, atol=0.03, rtol=0)
+    untouched = torch.tensor([0, 100])
+    torch.testing.assert_close(
+        half.normalized(untouched), full.normalized(untouched), atol=0.01, rtol=0
+    )
+
+
+def test_prototype_table_rejects_unknown_dtype():
+    with pytest.raises(ValueError, match="int8"):
+        PrototypeTable(CELLS, level=15, dim=4, dtype="int8")

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "import": "import_",
     "dataset": "dataset",
     "train": "train",
+    "refit": "refit",
     "index": "index",
     "calibrate": "calibrate",
     "locate": "locate",

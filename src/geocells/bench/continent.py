@@ -48,9 +48,10 @@ class ContinentBenchConfig:
     threads: int = 2
     exact_single: int = 2  # single exact queries timed (each scans the whole database)
     codes: CodeField = field(default_factory=CodeField)
-    nlist: int = 0  # compressed index parameters; 0 = pick from the size
+    nlist: int = 0  # compressed index parameters; 0 / "auto" = pick from the size
     pq_m: int = 0
-    nprobe: int = 64
+    coarse: str = "auto"
+    nprobe: int = 0
     rerank: int = 64
     layout: str = "sum"
     sweep: list[str] = field(default_factory=list)  # extra "NPROBExRERANK" settings
@@ -65,7 +66,8 @@ def _stage_key(cfg: ContinentBenchConfig, stage: str) -> dict:
     codes = {**cells, "codes": dataclasses.asdict(cfg.codes), "generator": CODES_VERSION}
     if stage == "codes":
         return codes
-    return {**codes, **{k: getattr(cfg, k) for k in ("nlist", "pq_m", "layout", "seed")}}
+    index_keys = ("nlist", "pq_m", "coarse", "layout", "seed")
+    return {**codes, **{k: getattr(cfg, k) for k in index_keys}}
 
 
 class _Stages:
@@ -147,7 +149,7 @@ def build_index(cfg: ContinentBenchConfig, out: Path) -> dict:
     with PeakSampler() as sampler:
         searcher = CellSearcher.build(
             aerial, proto, cfg.kappa, backend="ivfpq", progress=True,
-            nlist=cfg.nlist, pq_m=cfg.pq_m, layout=cfg.layout, seed=cfg.seed,
+            nlist=cfg.nlist, pq_m=cfg.pq_m, coarse=cfg.coarse, layout=cfg.layout, seed=cfg.seed,
         )  # fmt: skip
     seconds = time.perf_counter() - start
     searcher.save(out / "index.faiss")
@@ -259,7 +261,8 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
     searcher = CellSearcher.load(out / "index.faiss", aerial, proto, cfg.kappa)
     loaded_anon = memory_status()["RssAnon"] - anon_before
     base_params = searcher.params
-    searcher.params = dataclasses.replace(base_params, nprobe=cfg.nprobe, rerank=cfg.rerank)
+    nprobe = cfg.nprobe or base_params.nprobe  # 0: the index's own default for its size
+    searcher.params = dataclasses.replace(base_params, nprobe=nprobe, rerank=cfg.rerank)
     reset_peak()
     with PeakSampler() as ann_peak:
         ann = _compressed_timing(searcher, queries, cfg.top_k, len(queries))
@@ -279,6 +282,8 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
         sweep.append({"nprobe": nprobe, "rerank": rerank, "top1_agreement": agreement, **timing})
     return {
         "queries": len(queries),
+        "nprobe": nprobe,
+        "rerank": cfg.rerank,
         "index_loaded_anon_bytes": loaded_anon,
         **ann,
         "ann_peak_anon_bytes": ann_peak.peak_anon,

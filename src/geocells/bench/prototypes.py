@@ -39,6 +39,7 @@ class PrototypeBenchConfig:
     dim: int = 256
     storage: str = "ram"  # "ram" or "disk"
     optimizer: str = "row_adagrad"  # or "sparse_adam" (2 float32 moments per weight)
+    dtype: str = "float32"  # weights in RAM: float32, bfloat16 or float16 (ram storage only)
     batch_size: int = 32  # ground/aerial pairs per step
     steps: int = 20
     warmup_steps: int = 3
@@ -57,9 +58,16 @@ def available_memory() -> int:
 
 def expected_bytes(cfg: PrototypeBenchConfig, count: int) -> int:
     """RAM the table and its optimizer state should take (ids + weights + state)."""
-    weights = 0 if cfg.storage == "disk" else 4 * cfg.dim
+    weights = 0 if cfg.storage == "disk" else _weight_bytes(cfg.dtype) * cfg.dim
     state = 8 * cfg.dim if cfg.optimizer == "sparse_adam" else 4
     return count * (8 + weights + state)
+
+
+def _weight_bytes(dtype: str) -> int:
+    """Bytes per weight of a table dtype name (ValueError for unknown names)."""
+    from geocells.models.prototypes import table_dtype
+
+    return table_dtype(dtype).itemsize
 
 
 def region_prototype_cells(cfg: PrototypeBenchConfig) -> np.ndarray:
@@ -84,7 +92,9 @@ def build_table(cfg: PrototypeBenchConfig, cells: np.ndarray, workdir: Path):
     from geocells.models.prototypes import PrototypeTable
 
     if cfg.storage == "ram":
-        return PrototypeTable(cells, cfg.level, cfg.dim)
+        return PrototypeTable(cells, cfg.level, cfg.dim, dtype=cfg.dtype)
+    if cfg.dtype != "float32":
+        raise ValueError(f"disk storage keeps float32 weights; dtype {cfg.dtype!r} is ram-only")
     with torch.device("meta"):  # no P x D allocation; the weights come from the file
         table = PrototypeTable(cells, cfg.level, cfg.dim)
     table.cell_ids = torch.from_numpy(cells.view(np.int64).copy())

@@ -65,8 +65,10 @@ def markdown_table(results: dict) -> str:
     lines = [
         f"# Continent benchmark: {cfg['region']}, level {cfg['level']}",
         "",
-        f"Index: IVF{params['nlist']},PQ{params['pq_m']}x4fs ({params['layout']} layout), "
-        f"nprobe {cfg['nprobe']}, re-rank {cfg['rerank']}; κ = {cfg['kappa']}; "
+        f"Index: IVF{params['nlist']},PQ{params['pq_m']}x4fs ({params['layout']} layout, "
+        f"{params.get('coarse', 'flat')} coarse quantiser), "
+        f"nprobe {search.get('nprobe', cfg['nprobe'])}, re-rank {cfg['rerank']}; "
+        f"κ = {cfg['kappa']}; "
         f"{cfg['threads']} threads; load average {results['load_before'][0]:.1f} before, "
         f"{results['load_after'][0]:.1f} after.",
         "",

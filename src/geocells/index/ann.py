@@ -29,24 +29,37 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "exact", "ivfpq")
 LAYOUTS = ("concat", "sum")
+COARSE = ("auto", "flat", "hnsw")
+# Target inverted-list length of the automatic nlist.
+LIST_SIZE = 512
+# Above this many lists the coarse quantiser is an HNSW graph over two-level k-means
+# centroids: flat k-means and flat assignment cost O(N · nlist) and would dominate.
+FLAT_MAX_LISTS = 4096
+KMEANS_ITERATIONS = 10
+HNSW_LINKS = 32  # graph degree of the HNSW coarse quantiser
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_ADD = 32  # search breadth when assigning database rows to lists (one list each)
+PQ_TRAIN_MAX = 131_072  # vectors used to train the product quantiser
 # "auto" uses exact search up to this many cells, the compressed index above.
 AUTO_EXACT_MAX_CELLS = 200_000
 # The exact backend keeps float32 fused codes in memory up to this size (faster queries).
 FUSED_CACHE_MAX_BYTES = 256 * 2**20
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 
 
 @dataclass
 class IVFPQParams:
-    """Parameters of the compressed backend; 0 means "pick from the database size"."""
+    """Parameters of the compressed backend; 0 / "auto" means "pick from the database size"."""
 
     layout: str = "sum"  # "sum": index aerial + kappa proto; "concat": index [aerial | proto]
-    nlist: int = 0  # inverted lists (coarse cells); 0 -> about sqrt(N)/2, power of two
+    nlist: int = 0  # inverted lists (coarse cells); 0 -> about N / 512, a power of two
     pq_m: int = 0  # 4-bit sub-quantisers; 0 -> D/2 (64 B per cell at D=256)
-    hnsw: bool = False  # HNSW coarse quantiser instead of a flat one (large nlist)
-    nprobe: int = 64  # lists visited per query (docs/scaling.md: 32 misses ~1.5 % at 1-4 M)
+    # Coarse quantiser: "flat" (exact, k-means), "hnsw" (graph over two-level k-means
+    # centroids, for many lists), "auto" = hnsw above FLAT_MAX_LISTS lists.
+    coarse: str = "auto"
+    nprobe: int = 0  # lists visited per query; 0 -> from nlist (docs/scaling.md)
     rerank: int = 64  # candidates re-scored exactly from the float16 rows
-    train_size: int = 0  # vectors sampled for training; 0 -> 64 per list, at most 500k
+    train_size: int = 0  # vectors sampled for training; 0 -> 32-64 per list, at most 2.1 M
     add_chunk: int = 262_144  # rows converted and added per step
     seed: int = 0
 
@@ -54,13 +67,30 @@ class IVFPQParams:
         """Copy with the size-dependent defaults filled in (``dim`` = code dimension D)."""
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown index layout {self.layout!r}; expected one of {LAYOUTS}")
-        # Few, long lists: building (coarse assignment, O(N nlist)) dominates on 2 cores,
-        # while fast-scan makes long lists cheap to search (docs/scaling.md).
-        nlist = self.nlist or _pow2_near(math.sqrt(num_cells) / 2, low=16, high=65_536)
+        if self.coarse not in COARSE:
+            raise ValueError(f"unknown coarse quantiser {self.coarse!r}; expected one of {COARSE}")
+        # Short lists: with noisy queries, the coarse step finds the right list far more
+        # often per code scanned when lists are small (docs/scaling.md, "Coarse lists").
+        nlist = self.nlist or _pow2_near(num_cells / LIST_SIZE, low=16, high=65_536)
         nlist = min(nlist, max(1, num_cells // 39))
+        coarse = self.coarse
+        if coarse == "auto":
+            coarse = "hnsw" if nlist > FLAT_MAX_LISTS else "flat"
+        nprobe = self.nprobe or _default_nprobe(nlist, coarse)
         pq_m = self.pq_m or dim // 2
-        train_size = self.train_size or min(num_cells, max(64 * nlist, 20_000), 500_000)
-        return replace(self, nlist=nlist, pq_m=pq_m, train_size=train_size)
+        per_list = 64 if coarse == "flat" else 32
+        train_size = self.train_size or min(num_cells, max(per_list * nlist, 20_000), 2_200_000)
+        return replace(
+            self, nlist=nlist, pq_m=pq_m, coarse=coarse, nprobe=nprobe, train_size=train_size
+        )
+
+
+def _default_nprobe(nlist: int, coarse: str) -> int:
+    """Lists to visit, from the runs in docs/scaling.md ("Coarse lists"): 64 with a flat
+    quantiser (<= 4,096 lists); ~2.8 sqrt(nlist) with HNSW (256 at 8,192, 724 at 65,536)."""
+    if coarse == "flat":
+        return min(nlist, 64)
+    return min(nlist, max(64, round(2.83 * math.sqrt(nlist))))
 
 
 def _pow2_near(value: float, low: int, high: int) -> int:
@@ -234,8 +264,20 @@ def build_ivfpq_index(
     index_dim = 2 * dim if params.layout == "concat" else dim
     if index_dim % params.pq_m:
         raise ValueError(f"pq_m={params.pq_m} must divide the index dimension {index_dim}")
-    if params.hnsw:
-        quantizer = faiss.IndexHNSWFlat(index_dim, 32, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(params.seed)
+    sample = np.sort(rng.choice(num_cells, size=params.train_size, replace=False))
+    train = _index_vectors(aerial[sample], proto[sample], params.layout, kappa)
+    _check_finite_rows(train, 0, "sampled training")
+    if params.coarse == "hnsw":
+        logger.info(
+            "two-level k-means: %d coarse centroids from %d vectors", params.nlist, len(train)
+        )
+        centroids = two_level_centroids(train, params.nlist, params.seed, progress)
+        quantizer = faiss.IndexHNSWFlat(index_dim, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+        quantizer.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        quantizer.add(centroids)  # trained: the IVF's own training now skips the quantiser
+        quantizer.hnsw.efSearch = HNSW_EF_ADD
+        train = train[rng.choice(len(train), min(len(train), PQ_TRAIN_MAX), replace=False)]
     else:
         quantizer = faiss.IndexFlatIP(index_dim)
     index = faiss.IndexIVFPQFastScan(
@@ -243,10 +285,6 @@ def build_ivfpq_index(
     )
     index.own_fields = True
     quantizer.this.disown()  # the index now owns and frees its quantiser
-    rng = np.random.default_rng(params.seed)
-    sample = np.sort(rng.choice(num_cells, size=params.train_size, replace=False))
-    train = _index_vectors(aerial[sample], proto[sample], params.layout, kappa)
-    _check_finite_rows(train, 0, "sampled training")
     logger.info("training IVF%d,PQ%dx4fs on %d vectors", params.nlist, params.pq_m, len(train))
     index.train(train)
     del train
@@ -258,6 +296,60 @@ def build_ivfpq_index(
         _check_finite_rows(block_p, start, "proto")
         index.add(_index_vectors(block_a, block_p, params.layout, kappa))
     return index
+
+
+def two_level_centroids(
+    sample: np.ndarray, nlist: int, seed: int = 0, progress: bool = False
+) -> np.ndarray:
+    """``nlist`` unit-norm coarse centroids [nlist, D] of ``sample`` by two-level k-means.
+
+    Spherical k-means into ~sqrt(nlist) groups, then each group into a share of the
+    ``nlist`` centroids proportional to its size: O(N · sqrt(nlist)) instead of the
+    O(N · nlist) of flat k-means, which is what makes 65,536 lists trainable on 2 cores.
+    """
+    import faiss
+    from tqdm import tqdm
+
+    if len(sample) < nlist:
+        raise ValueError(f"{len(sample)} training vectors are too few for nlist={nlist}")
+    dim = sample.shape[1]
+    groups = _pow2_near(math.sqrt(nlist), low=1, high=nlist)
+    options = {"niter": KMEANS_ITERATIONS, "spherical": True, "min_points_per_centroid": 1}
+    top = faiss.Kmeans(dim, groups, seed=seed, **options)
+    top.train(sample)
+    _, assignment = top.index.search(sample, 1)
+    assignment = assignment[:, 0]
+    shares = _proportional_shares(np.bincount(assignment, minlength=groups), nlist)
+    parts = []
+    for group in tqdm(range(groups), desc="coarse k-means", unit="group", disable=not progress):
+        members = sample[assignment == group]
+        if shares[group] == len(members):
+            parts.append(members)
+        elif shares[group] > 0:
+            sub = faiss.Kmeans(dim, int(shares[group]), seed=seed + 1 + group, **options)
+            sub.train(members)
+            parts.append(sub.centroids)
+    centroids = np.concatenate(parts).astype(np.float32)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    return centroids
+
+
+def _proportional_shares(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` over groups in proportion to ``sizes``: >= 1 per non-empty group,
+    never more than the group's size, summing exactly to ``total`` (<= sizes.sum())."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if total > sizes.sum():
+        raise ValueError(f"cannot split {total} centroids over {sizes.sum()} vectors")
+    exact = sizes * (total / sizes.sum())
+    shares = np.minimum(np.maximum(np.floor(exact).astype(np.int64), sizes > 0), sizes)
+    while shares.sum() != total:  # a few passes: hand out (or take back) one at a time
+        if shares.sum() < total:
+            room = np.where(shares < sizes, exact - shares, -np.inf)
+            shares[int(np.argmax(room))] += 1
+        else:
+            excess = np.where(shares > 1, shares - exact, -np.inf)
+            shares[int(np.argmax(excess))] -= 1
+    return shares
 
 
 class CellSearcher:
@@ -284,6 +376,9 @@ class CellSearcher:
         if backend == "ivfpq" and index is None:
             raise ValueError("the ivfpq backend needs a faiss index; use CellSearcher.build")
         self.aerial, self.proto = aerial, proto
+        if backend == "ivfpq":  # re-ranking reads a few scattered rows per query
+            advise_random_access(aerial)
+            advise_random_access(proto)
         self._fused: tuple[float, np.ndarray] | None = None  # (kappa, float32 codes)
         self.kappa = kappa
         self.backend = backend
@@ -369,7 +464,7 @@ class CellSearcher:
                 f"this index was built for kappa={self.index_kappa} (layout 'sum'); "
                 f"searching with kappa={self.kappa} needs a rebuild"
             )
-        self.index.nprobe = self.params.nprobe
+        _set_nprobe(self.index, self.params.nprobe)
         shortlist = max(top_k, self.params.rerank)
         all_scores, all_rows = [], []
         for start in range(0, len(queries), batch_size):
@@ -447,6 +542,35 @@ class CellSearcher:
             raise ValueError(f"{path} holds {index.ntotal} vectors, expected {aerial.shape[0]}")
         params = IVFPQParams(**meta["params"])
         return cls(aerial, proto, kappa, "ivfpq", index, params, index_kappa=meta["index_kappa"])
+
+
+def advise_random_access(array: np.ndarray) -> bool:
+    """Tell the kernel a memmap is read at random rows (no read-ahead); True if done.
+
+    Re-ranking reads ~64 rows of 512 B per query; with the default read-ahead each page
+    fault pulls in up to ~128 kB around the row, which dominated query time once the
+    codes no longer fit the page cache (docs/scaling.md). Arrays in RAM are left alone.
+    """
+    import mmap
+
+    handle = getattr(array, "_mmap", None)
+    if handle is None:
+        base = getattr(array, "base", None)
+        handle = getattr(base, "_mmap", None) if base is not None else None
+    if handle is None or not hasattr(handle, "madvise"):
+        return False
+    handle.madvise(mmap.MADV_RANDOM)
+    return True
+
+
+def _set_nprobe(index, nprobe: int) -> None:
+    """Lists to visit; an HNSW coarse quantiser searches a little wider than that."""
+    import faiss
+
+    index.nprobe = nprobe
+    quantizer = faiss.downcast_index(index.quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW):
+        quantizer.hnsw.efSearch = max(HNSW_EF_ADD, nprobe + nprobe // 2)
 
 
 def _meta_path(path: Path) -> Path:

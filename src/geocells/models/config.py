@@ -38,3 +38,6 @@ class ModelConfig:
     dim: int = 256
     # Prototype rows start as N(0, 1) vectors (their direction is what counts).
     prototype_init_std: float = 1.0
+    # Storage of the prototype weights: float32, or bfloat16 / float16 (half the memory,
+    # for tens of millions of prototypes; looked-up rows are converted to float32).
+    prototype_dtype: str = "float32"

@@ -44,6 +44,7 @@ class GeoModel(nn.Module):
             config.data.prototype_level,
             model_cfg.dim,
             model_cfg.prototype_init_std,
+            model_cfg.prototype_dtype,
         )
 
     @property
@@ -116,12 +117,18 @@ def save_model(model: GeoModel, path: Path) -> Path:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A run folder, its ``checkpoints/`` folder or a ``.safetensors`` file -> the file."""
+    """A run folder, its ``checkpoints/`` folder or a ``.safetensors`` file -> the file.
+
+    In a folder, ``refit.safetensors`` (prototype refit, ``geocells refit``) is preferred
+    while it was made from the present ``last.safetensors``; name a file to choose.
+    """
     path = Path(path)
     if path.is_dir():
-        for candidate in (path / "checkpoints" / "last.safetensors", path / "last.safetensors"):
-            if candidate.is_file():
-                return candidate
+        from geocells.train.refit_stage import current_refit
+
+        for folder in (path / "checkpoints", path):
+            if (folder / "last.safetensors").is_file():
+                return current_refit(folder) or folder / "last.safetensors"
         raise FileNotFoundError(f"no checkpoint in {path} (expected checkpoints/last.safetensors)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

@@ -3,8 +3,9 @@
 Rows are an ``nn.Embedding(P, D, sparse=True)``: a step that looks up ``K`` rows produces
 a sparse gradient with those ``K`` rows only, so a sparse optimizer (``SparseAdam``, or
 the leaner ``RowAdagrad`` in ``geocells.train.optim``) touches only them.
-Memory per prototype at D=256: 1,024 B float32 weights + 8 B cell id; training adds
-2,048 B (SparseAdam moments) or 4 B (RowAdagrad) of optimizer state.
+Memory per prototype at D=256: 1,024 B float32 weights (512 B with ``dtype`` bfloat16 or
+float16) + 8 B cell id; training adds 2,048 B (SparseAdam moments) or 4 B (RowAdagrad) of
+optimizer state. Looked-up rows are converted to float32 before any arithmetic.
 """
 
 from __future__ import annotations
@@ -21,8 +22,16 @@ class PrototypeTable(nn.Module):
     forward(rows: int64 [K]) -> [K, D] unit vectors (gradients are sparse in the rows).
     """
 
-    def __init__(self, cells: np.ndarray, level: int, dim: int, init_std: float = 1.0) -> None:
+    def __init__(
+        self,
+        cells: np.ndarray,
+        level: int,
+        dim: int,
+        init_std: float = 1.0,
+        dtype: str | torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
+        dtype = table_dtype(dtype)
         cells = np.asarray(cells)
         if cells.dtype != np.uint64 or cells.ndim != 1:
             raise ValueError(f"prototype cells must be a 1-D uint64 array, got {cells.dtype}")
@@ -31,7 +40,7 @@ class PrototypeTable(nn.Module):
         if np.any(cells[1:] <= cells[:-1]):
             raise ValueError("prototype cells must be sorted and unique")
         self.level = int(level)
-        self.embedding = nn.Embedding(len(cells), dim, sparse=True)
+        self.embedding = nn.Embedding(len(cells), dim, sparse=True, dtype=dtype)
         nn.init.normal_(self.embedding.weight, std=init_std)
         # S2 ids as int64 bits (torch has no uint64 arithmetic); view back with .cells.
         self.register_buffer("cell_ids", torch.from_numpy(cells.view(np.int64).copy()))
@@ -71,10 +80,22 @@ class PrototypeTable(nn.Module):
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         """rows: int64 [K] -> [K, D] unit vectors."""
-        return F.normalize(self.embedding(rows), dim=1)
+        return F.normalize(self.embedding(rows).float(), dim=1)
 
     def normalized(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """All rows (or ``rows``) as unit vectors, ``[P, D]``, without gradients."""
         with torch.no_grad():
             weight = self.embedding.weight if rows is None else self.embedding.weight[rows]
-            return F.normalize(weight, dim=1)
+            return F.normalize(weight.float(), dim=1)
+
+
+TABLE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def table_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """Storage dtype of the prototype weights from its name; ValueError for others."""
+    if isinstance(dtype, torch.dtype) and dtype in TABLE_DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in TABLE_DTYPES:
+        return TABLE_DTYPES[dtype]
+    raise ValueError(f"prototype table dtype {dtype!r}; valid: {', '.join(TABLE_DTYPES)}")

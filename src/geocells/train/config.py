@@ -81,6 +81,32 @@ class TrainConfig:
 
 
 @dataclass
+class RefitConfig:
+    """Prototype refit after training: encoders frozen, the table re-optimised alone.
+
+    See ``geocells.train.refit``. It never changes the training checkpoints; it writes
+    ``checkpoints/refit.safetensors``, which ``load_model(RUN)`` prefers while it matches
+    ``last.safetensors``.
+    """
+
+    enabled: bool = False  # run at the end of `geocells train` (else: `geocells refit RUN`)
+    # Passes over all anchors of the loss-based refit. 0 (default): only the re-seed of
+    # `init`; optimising hurt on the demo's val split (docs/training.md).
+    epochs: int = 0
+    batch_size: int = 4096  # anchors (ground + aerial) per step
+    lr: float = 1e-2  # prototype learning rate (rows are rescaled to unit length first)
+    rows: str = "all"  # optimised: all (any anchor) | covered (ground) | uncovered (aerial only)
+    # Rows without ground images: keep | aerial_mean (their aerial anchors' mean) |
+    # aerial_gap (that mean moved by the average prototype - aerial offset of covered rows)
+    init: str = "aerial_gap"
+    weight_ground_prototype: float = 1.0
+    weight_aerial_prototype: float = 1.0
+    aerial_per_row: int = 4  # aerial anchors per prototype row: tiles of level-Lc descendants
+    max_ground: int = 0  # ground anchors: at most this many train images (0: all)
+    encode_batch_size: int = 128  # images per encoder call while embedding anchors
+
+
+@dataclass
 class ExperimentConfig:
     """Everything a training run and the model it produces depend on."""
 
@@ -89,6 +115,11 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    refit: RefitConfig = field(default_factory=RefitConfig)
+
+
+REFIT_ROWS = ("all", "covered", "uncovered")
+REFIT_INITS = ("keep", "aerial_mean", "aerial_gap")
 
 
 def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -110,6 +141,12 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"optim.schedule {cfg.optim.schedule!r}; valid: cosine, constant")
     if cfg.train.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"train.device {cfg.train.device!r}; valid: auto, cpu, cuda")
+    if cfg.refit.rows not in REFIT_ROWS:
+        raise ConfigError(f"refit.rows {cfg.refit.rows!r}; valid: {', '.join(REFIT_ROWS)}")
+    if cfg.refit.init not in REFIT_INITS:
+        raise ConfigError(f"refit.init {cfg.refit.init!r}; valid: {', '.join(REFIT_INITS)}")
+    if cfg.refit.epochs < 0 or cfg.refit.batch_size < 2 or cfg.refit.aerial_per_row < 0:
+        raise ConfigError("refit.epochs >= 0, refit.batch_size >= 2, refit.aerial_per_row >= 0")
     if cfg.train.batch_size < 2:
         raise ConfigError("train.batch_size must be >= 2 (the loss needs negatives)")
     return cfg

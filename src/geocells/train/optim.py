@@ -15,6 +15,8 @@ class RowAdagrad(torch.optim.Optimizer):
 
     For each touched row r with gradient g_r: ``G_r += mean(g_r**2)``,
     ``w_r -= lr * g_r / (sqrt(G_r) + eps)``. Untouched rows and their state are not read.
+    The state and the update are float32 whatever the table's dtype (bfloat16 tables
+    receive the rounded update).
     """
 
     def __init__(self, params, lr: float = 1e-2, eps: float = 1e-8) -> None:
@@ -33,13 +35,13 @@ class RowAdagrad(torch.optim.Optimizer):
                         "RowAdagrad needs sparse gradients (nn.Embedding(sparse=True))"
                     )
                 grad = grad.coalesce()
-                rows, values = grad.indices()[0], grad.values()
+                rows, values = grad.indices()[0], grad.values().float()
                 state = self.state[param]
                 if "sum" not in state:
                     state["sum"] = torch.zeros(param.shape[0], device=param.device)
                 state["sum"].index_add_(0, rows, values.pow(2).mean(dim=1))
                 scale = group["lr"] / (state["sum"][rows].sqrt() + group["eps"])
-                param.index_add_(0, rows, -values * scale[:, None])
+                param.index_add_(0, rows, (-values * scale[:, None]).to(param.dtype))
         return None
 
 

@@ -63,7 +63,7 @@ def _prepare_run_dir(
         changed = [
             f"{group}.{key}"
             for group, values in config_to_dict(cfg).items()
-            if group != "train"
+            if group not in ("train", "refit")
             for key, value in values.items()
             if config_to_dict(saved)[group][key] != value
         ]
@@ -136,7 +136,12 @@ def run(
         cells = region_cells(dataset.region, cfg.data.prototype_level, land_only=cfg.data.land_only)
         logger.info("%d prototype cells at level %d", len(cells), cfg.data.prototype_level)
         model = build_model(cfg, cells).to(device)
-        return _train(cfg, dataset, model, out, resume, device, info, progress)
+        _train(cfg, dataset, model, out, resume, device, info, progress)
+        if cfg.refit.enabled and info.is_main:
+            from geocells.train import refit_stage
+
+            refit_stage.run(out, dataset_root, cfg.refit, progress=progress)
+        return out
     finally:
         shutdown_distributed(info)
 

@@ -1,0 +1,215 @@
+"""``geocells refit``: the prototype refit stage over a run folder (maths in ``refit``).
+
+run(run_dir) loads ``checkpoints/last.safetensors``, embeds the anchors (train ground
+images, aerial tiles of level-Lc descendants of every prototype cell), refits the table
+and writes ``checkpoints/refit.safetensors`` + ``refit.json``. It is skipped when a refit
+of the same ``last.safetensors`` with the same settings is already there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geocells.config import config_to_dict
+from geocells.models.geomodel import GeoModel
+from geocells.train.config import RefitConfig
+from geocells.train.refit import REFIT_INFO, REFIT_WEIGHTS, SOURCE, Anchors, refit_table
+
+logger = logging.getLogger(__name__)
+
+
+def current_refit(folder: Path) -> Path | None:
+    """``folder/refit.safetensors`` when it was made from the present ``last.safetensors``.
+
+    A refit of an older ``last`` (training went on afterwards) is stale: it is ignored with
+    a warning, so a database is never built from prototypes that do not fit its encoders.
+    """
+    from geocells.index.provenance import sha256_file
+
+    weights, info = folder / REFIT_WEIGHTS, folder / REFIT_INFO
+    if not (weights.is_file() and info.is_file() and (folder / SOURCE).is_file()):
+        return None
+    recorded = json.loads(info.read_text()).get("source_sha256")
+    if recorded != sha256_file(folder / SOURCE):
+        logger.warning(
+            "%s was made from another %s (training went on since); using %s. "
+            "Run `geocells refit` again to refresh it.",
+            weights,
+            SOURCE,
+            SOURCE,
+        )
+        return None
+    return weights
+
+
+def ground_anchors(
+    model: GeoModel, dataset, cfg: RefitConfig, seed: int, embed: bool, progress: bool
+) -> Anchors:
+    """Train ground images in the table (at most ``cfg.max_ground``, drawn from ``seed``).
+
+    ``embed=False`` returns only their rows (zero vectors): enough to tell covered rows.
+    """
+    from tqdm import tqdm
+
+    from geocells.data.images import ImageLoadError, load_image
+    from geocells.geo import latlng_to_cell
+
+    table = model.prototypes
+    manifest = dataset.manifest.split("train")
+    rows, found = table.find_rows(latlng_to_cell(manifest.lat, manifest.lon, table.level))
+    keep = np.flatnonzero(found)
+    if 0 < cfg.max_ground < len(keep):
+        keep = np.sort(np.random.default_rng(seed).choice(keep, cfg.max_ground, replace=False))
+    if not embed:
+        return Anchors(torch.zeros(len(keep), table.dim), torch.from_numpy(rows[keep]))
+    vectors, kept = [], []
+    bar = tqdm(total=len(keep), desc="refit: embed ground", unit="img", disable=not progress)
+    for start in range(0, len(keep), cfg.encode_batch_size):
+        images, batch = [], []
+        for i in keep[start : start + cfg.encode_batch_size]:
+            try:
+                images.append(np.asarray(load_image(manifest.path[i])))
+                batch.append(i)
+            except ImageLoadError as err:
+                logger.warning("refit: skipping %s", err)
+        if images:
+            vectors.append(model.ground.encode(images, batch_size=len(images)))
+            kept.extend(batch)
+        bar.update(min(cfg.encode_batch_size, len(keep) - start))
+    bar.close()
+    if not kept:
+        return Anchors.empty(table.dim)
+    return Anchors(torch.from_numpy(np.concatenate(vectors)), torch.from_numpy(rows[kept]))
+
+
+def aerial_cells(table, cell_level: int, per_row: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(level-Lc cells uint64 [N], their prototype rows int64 [N]): ``per_row`` descendants
+    of every prototype cell, all of them when there are no more than that."""
+    from geocells.geo import cell_children
+
+    if per_row == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    rng = np.random.default_rng(seed)
+    cells, rows = [], []
+    for start in range(0, len(table), 65_536):
+        block = np.arange(start, min(start + 65_536, len(table)))
+        children = cell_children(table.cells[block], cell_level)  # [B, 4**k]
+        if children.shape[1] > per_row:
+            pick = np.argsort(rng.random(children.shape), axis=1)[:, :per_row]
+            children = np.take_along_axis(children, pick, axis=1)
+        cells.append(children.ravel())
+        rows.append(np.repeat(block, children.shape[1]))
+    return np.concatenate(cells), np.concatenate(rows).astype(np.int64)
+
+
+def aerial_anchors(model: GeoModel, dataset, cfg: RefitConfig, seed: int, progress: bool):
+    """North-up tiles (the database's view) of level-Lc cells of every prototype row."""
+    from tqdm import tqdm
+
+    from geocells.data.aerial import OutOfCoverageError
+    from geocells.geo import cell_to_latlng
+
+    cells, rows = aerial_cells(model.prototypes, model.cell_level, cfg.aerial_per_row, seed)
+    lat, lon = cell_to_latlng(cells)
+    vectors, kept = [], []
+    bar = tqdm(total=len(cells), desc="refit: embed aerial", unit="tile", disable=not progress)
+    for start in range(0, len(cells), cfg.encode_batch_size):
+        tiles, batch = [], []
+        for i in range(start, min(start + cfg.encode_batch_size, len(cells))):
+            try:
+                tile = dataset.aerial.crop(lat[i], lon[i], model.aerial_tile_m, model.aerial_px)
+                tiles.append(tile)
+                batch.append(i)
+            except OutOfCoverageError:
+                continue
+        if tiles:
+            vectors.append(model.aerial.encode(tiles, batch_size=len(tiles)))
+            kept.extend(batch)
+        bar.update(min(cfg.encode_batch_size, len(cells) - start))
+    bar.close()
+    if not kept:
+        return Anchors.empty(model.dim)
+    return Anchors(torch.from_numpy(np.concatenate(vectors)), torch.from_numpy(rows[kept]))
+
+
+def _settings(model: GeoModel, cfg: RefitConfig) -> dict:
+    """What a refit depends on besides the source checkpoint (the skip check compares it)."""
+    settings = {k: v for k, v in config_to_dict(cfg).items() if k != "enabled"}
+    return {"refit": settings, "loss": config_to_dict(model.config.loss)}
+
+
+def run(
+    run_dir: str | Path,
+    dataset: str | Path | None = None,
+    cfg: RefitConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Refit the prototypes of ``run_dir``'s last checkpoint; returns the refit file."""
+    from geocells.data.dataset import Dataset
+    from geocells.index.provenance import dataset_of_run, sha256_file
+    from geocells.models import load_model
+    from geocells.models.geomodel import save_model
+    from geocells.train.step import ms_params
+
+    folder = Path(run_dir) / "checkpoints"
+    source = folder / SOURCE
+    if not source.is_file():
+        raise FileNotFoundError(f"no checkpoint to refit: {source} not found")
+    model = load_model(source)
+    cfg = cfg or model.config.refit
+    source_sha = sha256_file(source)
+    info_path, target = folder / REFIT_INFO, folder / REFIT_WEIGHTS
+    settings = _settings(model, cfg)
+    if info_path.is_file() and target.is_file() and not overwrite:
+        info = json.loads(info_path.read_text())
+        if info.get("source_sha256") == source_sha and info.get("settings") == settings:
+            logger.info("refit: %s is up to date; skipping (use --overwrite)", target)
+            return target
+    data = Dataset.open(Path(dataset) if dataset is not None else dataset_of_run(Path(run_dir)))
+    seed = model.config.train.seed
+    tick = time.monotonic()
+    # Without optimisation (or ground term) ground images only mark the covered rows.
+    embed_ground = cfg.epochs > 0 and cfg.weight_ground_prototype > 0
+    ground = ground_anchors(model, data, cfg, seed, embed_ground, progress)
+    aerial = aerial_anchors(model, data, cfg, seed, progress)
+    stats = refit_table(
+        model.prototypes,
+        ground,
+        aerial,
+        cfg,
+        ms_params(model.config),
+        model.config.loss,
+        model.config.optim.prototype_optimizer,
+        seed,
+        progress,
+    )
+    partial = folder / f".{REFIT_WEIGHTS}.tmp"
+    save_model(model, partial)
+    os.replace(partial, target)
+    info = {
+        "source": SOURCE,
+        "source_sha256": source_sha,
+        "settings": settings,
+        "seconds": round(time.monotonic() - tick, 1),
+        **stats,
+    }
+    info_path.write_text(json.dumps(info, indent=1) + "\n")
+    logger.info(
+        "refit: %d of %d rows re-seeded (%s), %d refitted (loss %s -> %s); wrote %s",
+        stats["rows_reseeded"],
+        stats["rows_total"],
+        cfg.init,
+        stats["rows_refitted"],
+        stats["loss_before"],
+        stats["loss_after"],
+        target,
+    )
+    return target
