@@ -99,6 +99,28 @@ def test_eval_cli_resumes_and_handles_no_training_images(micro_db, tmp_path, cap
     assert cli_main(["eval", str(micro_db), "--out", str(out), "--split", "nope"]) == 2
 
 
+def test_eval_agrees_with_calibrate_and_flags_another_dataset(
+    micro_db, micro_dataset, tmp_path, caplog
+):
+    calibration = json.loads((micro_db / "meta.json").read_text())["calibration"]
+    options = EvalOptions(progress=False, interactive_map=False, colour_histogram=False)
+    # Same dataset and split as calibrate: the calibrated hybrid scores what calibrate said.
+    same = json.loads((run(micro_db, None, "val", tmp_path / "same", options=options)
+                       / "metrics.json").read_text())  # fmt: skip
+    assert same["calibration"]["same_dataset"] and same["calibration"]["split"] == "val"
+    hybrid = same["methods"]["hybrid"]["metrics"]
+    assert hybrid["queries"] == calibration["queries"]
+    assert hybrid["R@1@100m"] == pytest.approx(calibration["recall"])
+    assert "another dataset" not in caplog.text
+    # Another dataset (here: another world.json) is said so, in the log and in metrics.json.
+    other = shutil.copytree(micro_dataset, tmp_path / "other")
+    (other / "world.json").write_text('{"seed": 1}')
+    out = run(micro_db, other, "val", tmp_path / "other-report", options=options)
+    assert not json.loads((out / "metrics.json").read_text())["calibration"]["same_dataset"]
+    assert "calibrated on the val split of another dataset" in caplog.text
+    assert "ANOTHER dataset" in (out / "report.html").read_text(encoding="utf-8")
+
+
 @pytest.mark.slow
 def test_demo_resumes_every_stage(tiny_dataset, tiny_run, tmp_path, capsys):
     out = tmp_path / "demo"

@@ -128,6 +128,7 @@ def test_calibrate_cli_rewrites_kappa_and_confidence(micro_db, tmp_path, capsys)
     assert "val recall@1 within 100 m" in capsys.readouterr().out
     meta = json.loads((db / "meta.json").read_text())
     assert meta["kappa_calibrated"] and meta["calibration"]["queries"] == 10
+    assert meta["calibration"]["dataset_sha256"] == meta["dataset_sha256"]  # the build's
     assert meta["kappa"] in kappa_grid(0.05, 20, 5)
     assert "weights" in meta["confidence"]
     assert main(["calibrate", str(db), "--split", "nope"]) == 2

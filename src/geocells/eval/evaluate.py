@@ -151,6 +151,27 @@ def _strata(queries: QuerySet, train: QuerySet, levels: dict[str, int], options:
     return strata, definitions
 
 
+def calibration_source(meta: dict, dataset_root: Path) -> dict | None:
+    """Split and dataset κ was calibrated on, and whether that is ``dataset_root``.
+
+    None for an uncalibrated database. Databases calibrated before ``calibrate`` recorded
+    its dataset fall back to the build dataset (``calibrate``'s default).
+    """
+    from geocells.index.provenance import dataset_fingerprint
+
+    if not meta.get("kappa_calibrated", False):
+        return None
+    report = meta.get("calibration", {})
+    fingerprint = report.get("dataset_sha256", meta.get("dataset_sha256"))
+    return {
+        "split": report.get("split", "val"),
+        "dataset": report.get("dataset", meta.get("dataset")),
+        "dataset_sha256": fingerprint,
+        "recall_100m": report.get("recall"),
+        "same_dataset": fingerprint == dataset_fingerprint(Path(dataset_root)),
+    }
+
+
 def summarise_methods(
     methods: list[MethodDatabase],
     results: dict[str, MethodResult],
@@ -218,6 +239,13 @@ def run(
     if not database.meta.get("kappa_calibrated", False):
         logger.warning("eval: κ of %s is not calibrated (run `geocells calibrate`)", db)
     summary, results, queries = evaluate_all(database, data, split, out / "cache", options)
+    source = summary["calibration"]
+    if source is not None and not source["same_dataset"]:
+        logger.warning(
+            "eval: κ = %.3g was calibrated on the %s split of another dataset (%s), not on %s: "
+            "the calibration recall in %s/meta.json is not comparable with this report",
+            database.kappa, source["split"], source["dataset"], data.root, database.path,
+        )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_FILE).write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
     build_report(out / REPORT_FILE, summary, results, queries, data, database, options)
@@ -257,6 +285,7 @@ def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
         levels=levels,
         kappa=database.kappa,
         kappa_calibrated=bool(database.meta.get("kappa_calibrated", False)),
+        calibration=calibration_source(database.meta, Path(data.root)),
         queries=len(queries.lat),
         train_images=len(train.lat),
         options=asdict(options),

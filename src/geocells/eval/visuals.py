@@ -163,13 +163,19 @@ def build_report(path: Path, summary, results, queries, data, database, options)
     map_html = None
     if options.interactive_map:
         map_html = interactive_map(mosaic, lat0, lon0, side, queries, hybrid)
+    source = summary.get("calibration")
+    if source is None:
+        calibrated = " (NOT calibrated)"
+    elif source["same_dataset"]:
+        calibrated = f" (calibrated on {source['split']} of this dataset)"
+    else:
+        calibrated = f" (calibrated on {source['split']} of ANOTHER dataset: {source['dataset']})"
     facts = {
         "split": f"{summary['split']} ({summary['queries']} queries)",
         "region": f"{summary['region_area_km2']:,.1f} km²",
         "database cells": f"{len(database):,} at level {summary['levels']['cell']}",
         "prototypes": f"level {summary['levels']['proto']}",
-        "κ": f"{summary['kappa']:.3g}"
-        + (" (calibrated on val)" if summary.get("kappa_calibrated") else " (NOT calibrated)"),
+        "κ": f"{summary['kappa']:.3g}{calibrated}",
         "training ground images": f"{summary['train_images']:,}",
         "database": summary["database"],
         "dataset": summary["dataset"],

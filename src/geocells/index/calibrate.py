@@ -181,6 +181,7 @@ def run(
 ) -> Path:
     """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from)."""
     from geocells.data.dataset import Dataset
+    from geocells.index.provenance import dataset_fingerprint
     from geocells.models import load_model
 
     cfg = cfg or CalibrateConfig()
@@ -198,6 +199,9 @@ def run(
     at_one = int(np.flatnonzero(result.kappas == 1.0)[0])
     calibration = {
         "split": split,
+        # Which queries the recall below was measured on: eval warns when it differs.
+        "dataset": str(Path(data.root).resolve()),
+        "dataset_sha256": dataset_fingerprint(Path(data.root)),
         "queries": len(kept),
         "radius_m": cfg.radius_m,
         "recall": float(result.recall[result.best]),
@@ -214,10 +218,12 @@ def run(
     )
     write_search_index(database.path, cfg.ann, rebuild=True)
     log.info(
-        "calibrate: κ = %.3g, %s recall@1 ≤ %.0f m %.1f%% (κ = 1: %.1f%%), confidence ECE %.3f",
+        "calibrate: κ = %.3g, %s recall@1 ≤ %.0f m on %s: %.1f%% (κ = 1: %.1f%%), "
+        "confidence ECE %.3f",
         result.kappa,
         split,
         cfg.radius_m,
+        calibration["dataset"],
         100 * calibration["recall"],
         100 * calibration["recall_kappa_1"],
         report["ece"],
