@@ -259,7 +259,7 @@ def test_two_level_centroids_cover_the_sample():
 def test_hnsw_coarse_quantiser_search_and_reload(tmp_path):
     aerial, proto, rng = structured_codes(12_000)
     searcher = CellSearcher.build(aerial, proto, 1.0, backend="ivfpq", nlist=256, coarse="hnsw")
-    assert searcher.params.coarse == "hnsw" and searcher.params.nprobe == 64  # 2.83 √256 < 64
+    assert searcher.params.coarse == "hnsw" and searcher.params.nprobe == 64  # 2 √256 < 64
     queries, _ = perturbed_queries(aerial, proto, rng, 300)
     _, exact_rows = exact_search(aerial, proto, 1.0, queries, top_k=1)
     _, rows = searcher.search(queries, top_k=3)
@@ -275,7 +275,7 @@ def test_auto_parameters_follow_the_database_size():
     small = IVFPQParams().resolved(1_000_000, 256)
     assert (small.nlist, small.coarse, small.nprobe, small.pq_m) == (2048, "flat", 64, 128)
     large = IVFPQParams().resolved(24_642_645, 256)
-    assert (large.nlist, large.coarse, large.nprobe) == (65_536, "hnsw", 724)
+    assert (large.nlist, large.coarse, large.nprobe) == (65_536, "hnsw", 512)
     with pytest.raises(ValueError, match="coarse quantiser"):
         IVFPQParams(coarse="ivf").resolved(1000, 8)
 
@@ -287,3 +287,21 @@ def test_ivfpq_searcher_advises_random_access_on_memmaps(tmp_path):
     np.save(tmp_path / "a.npy", aerial)
     assert advise_random_access(np.load(tmp_path / "a.npy", mmap_mode="r"))
     assert not advise_random_access(aerial)  # in RAM: nothing to advise
+
+
+def test_prefetch_rows_and_rerank_from_memmaps(tmp_path, ivfpq_case):
+    from geocells.index.ann import prefetch_rows
+
+    aerial, proto, searcher, queries, _ = ivfpq_case
+    np.save(tmp_path / "a.npy", aerial)
+    np.save(tmp_path / "p.npy", proto)
+    mem_a, mem_p = (
+        np.load(tmp_path / "a.npy", mmap_mode="r"),
+        np.load(tmp_path / "p.npy", mmap_mode="r"),
+    )
+    last = len(aerial) - 1
+    assert prefetch_rows(mem_a, np.array([0, 7, last])) == 3  # the last row ends the file
+    assert prefetch_rows(aerial, np.array([0])) == 0  # in RAM: nothing to prefetch
+    on_disk = CellSearcher(mem_a, mem_p, 0.8, "ivfpq", searcher.index, searcher.params)
+    for got, want in zip(on_disk.search(queries[:40], 3), searcher.search(queries[:40], 3)):
+        np.testing.assert_array_equal(got, want)

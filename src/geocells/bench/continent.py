@@ -66,8 +66,10 @@ def _stage_key(cfg: ContinentBenchConfig, stage: str) -> dict:
     codes = {**cells, "codes": dataclasses.asdict(cfg.codes), "generator": CODES_VERSION}
     if stage == "codes":
         return codes
+    from geocells.index.ann import BUILD_VERSION
+
     index_keys = ("nlist", "pq_m", "coarse", "layout", "seed")
-    return {**codes, **{k: getattr(cfg, k) for k in index_keys}}
+    return {**codes, **{k: getattr(cfg, k) for k in index_keys}, "build": BUILD_VERSION}
 
 
 class _Stages:
