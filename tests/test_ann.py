@@ -260,12 +260,13 @@ def test_hnsw_coarse_quantiser_search_and_reload(tmp_path):
     aerial, proto, rng = structured_codes(12_000)
     searcher = CellSearcher.build(aerial, proto, 1.0, backend="ivfpq", nlist=256, coarse="hnsw")
     assert searcher.params.coarse == "hnsw" and searcher.params.nprobe == 64  # 2 √256 < 64
+    assert searcher._coarse is not None and searcher._coarse.ntotal == 256  # lists finder
     queries, _ = perturbed_queries(aerial, proto, rng, 300)
     _, exact_rows = exact_search(aerial, proto, 1.0, queries, top_k=1)
     _, rows = searcher.search(queries, top_k=3)
     assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.99
     loaded = CellSearcher.load(searcher.save(tmp_path / "index.faiss"), aerial, proto, 1.0)
-    assert loaded.params == searcher.params
+    assert loaded.params == searcher.params and loaded._coarse is not None
     np.testing.assert_array_equal(loaded.search(queries[:30], 3)[1], rows[:30])
 
 

@@ -276,12 +276,12 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
     batch_rows = ann.pop("batch_rows")
     sweep = []
     for setting in cfg.sweep:
-        nprobe, rerank = (int(part) for part in str(setting).split("x"))
-        searcher.params = dataclasses.replace(base_params, nprobe=nprobe, rerank=rerank)
+        probes, rerank = (int(part) for part in str(setting).split("x"))
+        searcher.params = dataclasses.replace(base_params, nprobe=probes, rerank=rerank)
         timing = _compressed_timing(searcher, queries, cfg.top_k, min(200, len(queries)))
         agreement = float(np.mean(timing.pop("batch_rows")[:, 0] == exact_rows[:, 0]))
         timing.pop("rows")
-        sweep.append({"nprobe": nprobe, "rerank": rerank, "top1_agreement": agreement, **timing})
+        sweep.append({"nprobe": probes, "rerank": rerank, "top1_agreement": agreement, **timing})
     return {
         "queries": len(queries),
         "nprobe": nprobe,
