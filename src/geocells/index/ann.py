@@ -42,7 +42,6 @@ HNSW_EF_CONSTRUCTION = 80
 # the rows in a list other than their nearest centroid's, where queries never look (top-1
 # agreement stalled at 0.99); 128 misplaces 0.01 % at ~3x the assignment time.
 HNSW_EF_ADD = 128
-HNSW_EF_SEARCH_MIN = 32
 PQ_TRAIN_MAX = 131_072  # vectors used to train the product quantiser
 # "auto" uses exact search up to this many cells, the compressed index above.
 AUTO_EXACT_MAX_CELLS = 200_000
@@ -67,7 +66,7 @@ class IVFPQParams:
     # HNSW indexes: groups of lists scanned to find the nprobe lists; 0 -> a quarter.
     group_probe: int = 0
     rerank: int = 64  # candidates re-scored exactly from the float16 rows
-    train_size: int = 0  # vectors sampled for training; 0 -> 32-64 per list, at most 2.1 M
+    train_size: int = 0  # vectors sampled for training; 0 -> 32-64 per list, at most 2.2 M
     add_chunk: int = 262_144  # rows converted and added per step
     seed: int = 0
 
@@ -476,7 +475,7 @@ class CellSearcher:
                 f"this index was built for kappa={self.index_kappa} (layout 'sum'); "
                 f"searching with kappa={self.kappa} needs a rebuild"
             )
-        _set_nprobe(self.index, self.params.nprobe)
+        self.index.nprobe = self.params.nprobe
         if self._coarse is not None:
             self._coarse.nprobe = self.params.group_probe or self._coarse.nlist // 4
         shortlist = max(top_k, self.params.rerank)
@@ -644,16 +643,6 @@ def coarse_index(index):
     finder.train(centroids)
     finder.add(centroids)  # ids = list numbers
     return finder
-
-
-def _set_nprobe(index, nprobe: int) -> None:
-    """Lists to visit (an HNSW coarse quantiser searches at least that wide)."""
-    import faiss
-
-    index.nprobe = nprobe
-    quantizer = faiss.downcast_index(index.quantizer)
-    if isinstance(quantizer, faiss.IndexHNSW):
-        quantizer.hnsw.efSearch = max(HNSW_EF_SEARCH_MIN, nprobe)
 
 
 def _meta_path(path: Path) -> Path:
