@@ -56,8 +56,6 @@ def ground_anchors(
 
     ``embed=False`` returns only their rows (zero vectors): enough to tell covered rows.
     """
-    from tqdm import tqdm
-
     from geocells.data.images import ImageLoadError, load_image
     from geocells.geo import latlng_to_cell
 
@@ -69,24 +67,20 @@ def ground_anchors(
         keep = np.sort(np.random.default_rng(seed).choice(keep, cfg.max_ground, replace=False))
     if not embed:
         return Anchors(torch.zeros(len(keep), table.dim), torch.from_numpy(rows[keep]))
-    vectors, kept = [], []
-    bar = tqdm(total=len(keep), desc="refit: embed ground", unit="img", disable=not progress)
-    for start in range(0, len(keep), cfg.encode_batch_size):
-        images, batch = [], []
-        for i in keep[start : start + cfg.encode_batch_size]:
-            try:
-                images.append(np.asarray(load_image(manifest.path[i])))
-                batch.append(i)
-            except ImageLoadError as err:
-                logger.warning("refit: skipping %s", err)
-        if images:
-            vectors.append(model.ground.encode(images, batch_size=len(images)))
-            kept.extend(batch)
-        bar.update(min(cfg.encode_batch_size, len(keep) - start))
-    bar.close()
+
+    def load(i):
+        try:
+            return np.asarray(load_image(manifest.path[i]))
+        except ImageLoadError as err:
+            logger.warning("refit: skipping %s", err)
+            return None
+
+    vectors, kept = _embed_in_batches(
+        keep, load, model.ground.encode, cfg.encode_batch_size, "ground", "img", progress
+    )
     if not kept:
         return Anchors.empty(table.dim)
-    return Anchors(torch.from_numpy(np.concatenate(vectors)), torch.from_numpy(rows[kept]))
+    return Anchors(torch.from_numpy(vectors), torch.from_numpy(rows[kept]))
 
 
 def aerial_cells(table, cell_level: int, per_row: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -111,32 +105,52 @@ def aerial_cells(table, cell_level: int, per_row: int, seed: int) -> tuple[np.nd
 
 def aerial_anchors(model: GeoModel, dataset, cfg: RefitConfig, seed: int, progress: bool):
     """North-up tiles (the database's view) of level-Lc cells of every prototype row."""
-    from tqdm import tqdm
-
     from geocells.data.aerial import OutOfCoverageError
     from geocells.geo import cell_to_latlng
 
     cells, rows = aerial_cells(model.prototypes, model.cell_level, cfg.aerial_per_row, seed)
     lat, lon = cell_to_latlng(cells)
-    vectors, kept = [], []
-    bar = tqdm(total=len(cells), desc="refit: embed aerial", unit="tile", disable=not progress)
-    for start in range(0, len(cells), cfg.encode_batch_size):
-        tiles, batch = [], []
-        for i in range(start, min(start + cfg.encode_batch_size, len(cells))):
-            try:
-                tile = dataset.aerial.crop(lat[i], lon[i], model.aerial_tile_m, model.aerial_px)
-                tiles.append(tile)
-                batch.append(i)
-            except OutOfCoverageError:
-                continue
-        if tiles:
-            vectors.append(model.aerial.encode(tiles, batch_size=len(tiles)))
-            kept.extend(batch)
-        bar.update(min(cfg.encode_batch_size, len(cells) - start))
-    bar.close()
+
+    def load(i):
+        try:
+            return dataset.aerial.crop(lat[i], lon[i], model.aerial_tile_m, model.aerial_px)
+        except OutOfCoverageError:
+            return None
+
+    vectors, kept = _embed_in_batches(
+        np.arange(len(cells)),
+        load,
+        model.aerial.encode,
+        cfg.encode_batch_size,
+        "aerial",
+        "tile",
+        progress,
+    )
     if not kept:
         return Anchors.empty(model.dim)
-    return Anchors(torch.from_numpy(np.concatenate(vectors)), torch.from_numpy(rows[kept]))
+    return Anchors(torch.from_numpy(vectors), torch.from_numpy(rows[kept]))
+
+
+def _embed_in_batches(items, load, encode, batch_size: int, what: str, unit: str, progress):
+    """Embed ``load(item)`` of every item, ``batch_size`` at a time -> (float32 [K, D] or
+    None, the K items kept); ``load`` returns None for an item to skip."""
+    from tqdm import tqdm
+
+    vectors, kept = [], []
+    bar = tqdm(total=len(items), desc=f"refit: embed {what}", unit=unit, disable=not progress)
+    for start in range(0, len(items), batch_size):
+        inputs, batch = [], []
+        for item in items[start : start + batch_size]:
+            loaded = load(item)
+            if loaded is not None:
+                inputs.append(loaded)
+                batch.append(item)
+        if inputs:
+            vectors.append(encode(inputs, batch_size=len(inputs)))
+            kept.extend(batch)
+        bar.update(min(batch_size, len(items) - start))
+    bar.close()
+    return (np.concatenate(vectors) if vectors else None), kept
 
 
 def _settings(model: GeoModel, cfg: RefitConfig) -> dict:
