@@ -7,7 +7,13 @@ import numpy as np
 
 from geocells.eval import metrics, plots
 from geocells.eval.report import Example, ReportData, render_html, write_report
-from geocells.eval.table import ablation_checks, results_table_text, strata_table_text
+from geocells.eval.table import (
+    ablation_checks,
+    format_bytes,
+    format_metric,
+    results_table_text,
+    strata_table_text,
+)
 from geocells.eval.visuals import read_kappa_curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -107,3 +113,15 @@ def test_ablation_checks_compare_hybrid_with_the_rest():
     # hybrid 75 % within 100 m, aerial 50 %; uncovered queries: hybrid 100 %, aerial 100 %.
     assert lines[0] == "hybrid calibrated ≥ aerial label: 75.0 % vs 50.0 % (R@1@100m)"
     assert lines[1].startswith("uncovered level-16 cells (n=2): hybrid does not beat")
+
+
+def test_table_cells_format_recall_errors_ranks_and_sizes():
+    assert format_metric("R@1@100m", 0.0355) == "3.5 %"
+    assert format_metric("R@1@100m", 0.0355, percent="") == "3.5"
+    assert format_metric("median_error_m", 3878.36) == "3,878 m"
+    assert format_metric("median_rank", 25.0) == "25"
+    assert format_metric("median_rank", float("nan")) == "–"
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(955_240) == "955.2 kB"
+    assert format_bytes(3_726_840) == "3.7 MB"
+    assert format_bytes(2.5e15) == "2,500.0 TB"

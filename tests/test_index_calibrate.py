@@ -10,6 +10,8 @@ from geocells.index.confidence import (
 )
 from geocells.index.kappa import (
     kappa_grid,
+    guard_kappa,
+    paired_gain,
     recall_curve,
     select_kappa,
     similarity_chunks,
@@ -55,6 +57,30 @@ def test_sweep_finds_the_known_best_kappa(best_kappa):
     chosen = grid[select_kappa(grid, recall, median)]
     assert lo.max() < chosen < hi.min()
     assert recall.max() == 1.0 and recall.min() < 0.5
+
+
+def test_paired_gain_on_hand_counted_queries():
+    better = np.array([1, 1, 0, 1, 0, 0, 1, 0], bool)
+    reference = np.array([1, 0, 0, 0, 1, 0, 1, 0], bool)
+    gain, z = paired_gain(better, reference)
+    diff = np.array([0, 1, 0, 1, -1, 0, 0, 0], float)  # mean 1/8, population std sqrt(3/8 - 1/64)
+    assert gain == pytest.approx(1 / 8)
+    assert z == pytest.approx((1 / 8) / (np.sqrt(3 / 8 - 1 / 64) / np.sqrt(8)))
+    assert paired_gain(better, better) == (0.0, 0.0)
+
+
+def test_guard_keeps_kappa_one_on_noise_and_moves_on_a_real_gain():
+    grid = kappa_grid(0.05, 20, 41)
+    one = int(np.flatnonzero(grid == 1.0)[0])
+    rng = np.random.default_rng(0)
+    noise = rng.random((len(grid), 2000)) < 0.04  # every κ the same 4 %: a flat, noisy curve
+    best = int(noise.mean(axis=1).argmax())
+    assert best != one
+    assert guard_kappa(grid, noise, best, min_gain_z=2.0) == one
+    assert guard_kappa(grid, noise, best, min_gain_z=0.0) == best
+    real = noise.copy()
+    real[best] |= rng.random(2000) < 0.05  # about 5 points more hits at this κ, same queries
+    assert guard_kappa(grid, real, best, min_gain_z=2.0) == best
 
 
 def test_sweep_matches_brute_force_across_chunks():

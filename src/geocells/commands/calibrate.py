@@ -15,6 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kappa-min", type=float, default=0.05)
     parser.add_argument("--kappa-max", type=float, default=20.0)
     parser.add_argument("--kappa-steps", type=int, default=41, help="log-spaced grid points")
+    parser.add_argument(
+        "--min-gain-z", type=float, default=2.0,
+        help="keep kappa = 1 unless the best kappa beats it by this many standard errors "
+        "on the val queries (0: always the best of the grid)",
+    )  # fmt: skip
     parser.add_argument("--max-queries", type=int, default=0, help="use at most N images (0: all)")
     parser.add_argument(
         "--ann", default="auto", choices=("auto", "exact", "ivfpq"),
@@ -37,6 +42,7 @@ def main(args: argparse.Namespace) -> int:
         kappa_max=args.kappa_max,
         kappa_steps=args.kappa_steps,
         max_queries=args.max_queries,
+        min_gain_z=args.min_gain_z,
         ann=args.ann,
     )
     path = run(args.db, args.dataset, args.split, cfg)

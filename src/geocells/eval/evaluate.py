@@ -169,6 +169,12 @@ def calibration_source(meta: dict, dataset_root: Path) -> dict | None:
         "dataset_sha256": fingerprint,
         "recall_100m": report.get("recall"),
         "same_dataset": fingerprint == dataset_fingerprint(Path(dataset_root)),
+        # The best κ of the grid and its val gain over κ = 1 (z in standard errors): when z
+        # fell short of min_gain_z, calibrate kept κ = 1 (docs/database.md).
+        "kappa_max_recall": report.get("kappa_max_recall"),
+        "max_gain_z": report.get("max_gain_z"),
+        "kept_kappa_1": report.get("max_gain_z") is not None
+        and report.get("max_gain_z", 0.0) < report.get("min_gain_z", 0.0),
     }
 
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from geocells.eval.table import format_bytes, format_metric
+
 logger = logging.getLogger(__name__)
 
 TABLE_COLUMNS = (
@@ -62,23 +64,7 @@ def _img(data: bytes, alt: str, mime: str = "image/png", css: str = "") -> str:
 
 
 def _format(key: str, value) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "–"
-    if key.startswith("R@"):
-        return f"{100 * value:.1f}"
-    if key.endswith("_m"):
-        return f"{value:,.0f} m"
-    if key == "median_rank":
-        return f"{value:,.0f}"
-    return html.escape(str(value))
-
-
-def _bytes(value: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:,.1f} {unit}" if unit != "B" else f"{value:,.0f} B"
-        value /= 1000
-    return ""
+    return html.escape(format_metric(key, value, percent=""))
 
 
 def results_table(methods: Mapping[str, Mapping], highlight: str = "hybrid") -> str:
@@ -89,7 +75,9 @@ def results_table(methods: Mapping[str, Mapping], highlight: str = "hybrid") -> 
         cells = "".join(
             f"<td>{_format(key, info['metrics'].get(key))}</td>" for key, _ in TABLE_COLUMNS
         )
-        size = f"<td>{_bytes(info['storage_bytes'])}</td><td>{_bytes(info['bytes_per_km2'])}</td>"
+        size = "".join(
+            f"<td>{format_bytes(info[key])}</td>" for key in ("storage_bytes", "bytes_per_km2")
+        )
         css = ' class="highlight"' if name == highlight else ""
         rows.append(f"<tr{css}><th>{html.escape(info['label'])}</th>{cells}{size}</tr>")
     return (

@@ -15,20 +15,24 @@ COLUMNS = (
 )
 
 
-def _cell(key: str, value) -> str:
+def format_metric(key: str, value, percent: str = " %") -> str:
+    """One metric as text: recalls in percent (suffix ``percent``), errors in m, counts."""
     if value is None or (isinstance(value, float) and value != value):
         return "–"
     if key.startswith("R@"):
-        return f"{100 * value:.1f} %"
+        return f"{100 * value:.1f}{percent}"
     if key.endswith("_m"):
         return f"{value:,.0f} m"
+    if isinstance(value, str):
+        return value
     return f"{value:,.0f}"
 
 
-def _size(num_bytes: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if num_bytes < 1000 or unit == "GB":
-            return f"{num_bytes:,.1f} {unit}"
+def format_bytes(num_bytes: float) -> str:
+    """A byte count with a decimal unit (B, kB, MB, GB, TB)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if num_bytes < 1000 or unit == "TB":
+            return f"{num_bytes:,.0f} B" if unit == "B" else f"{num_bytes:,.1f} {unit}"
         num_bytes /= 1000
     return ""
 
@@ -45,8 +49,8 @@ def results_table_text(metrics_json: Path | dict, stratum: str | None = None) ->
     header = "| method | " + " | ".join(label for _, label in COLUMNS) + " | database | per km² |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 3)]
     for info in summary["methods"].values():
-        values = " | ".join(_cell(key, info["metrics"].get(key)) for key, _ in COLUMNS)
-        size = f"{_size(info['storage_bytes'])} | {_size(info['bytes_per_km2'])}"
+        values = " | ".join(format_metric(key, info["metrics"].get(key)) for key, _ in COLUMNS)
+        size = f"{format_bytes(info['storage_bytes'])} | {format_bytes(info['bytes_per_km2'])}"
         lines.append(f"| {info['label']} | {values} | {size} |")
     return "\n".join(lines)
 
@@ -62,7 +66,7 @@ def strata_table_text(metrics_json: Path | dict, key: str = "R@1@100m") -> str:
     ]
     for name in summary["methods"]:
         values = " | ".join(
-            _cell(key, summary["strata"][kind][label].get(name, {}).get(key))
+            format_metric(key, summary["strata"][kind][label].get(name, {}).get(key))
             for kind, label in columns
         )
         lines.append(f"| {labels[name]} | {values} |")
@@ -77,13 +81,21 @@ def ablation_checks(metrics_json: Path | dict, key: str = "R@1@100m") -> list[st
         return []
     hybrid = methods["hybrid"]["metrics"][key]
     lines = []
+    calibration = summary.get("calibration") or {}
     for name in ("proto_lp", "proto_lc", "aerial", "hybrid_k1"):
         if name in methods:
             other = methods[name]["metrics"][key]
             verdict = "≥" if hybrid >= other else "<"
+            note = ""
+            if name == "hybrid_k1" and calibration.get("kept_kappa_1"):
+                note = (
+                    f"; calibration kept κ = 1: the best κ on val "
+                    f"({calibration['kappa_max_recall']:.3g}) was within noise "
+                    f"(z = {calibration['max_gain_z']:.1f})"
+                )
             lines.append(
                 f"hybrid calibrated {verdict} {methods[name]['label']}: "
-                f"{100 * hybrid:.1f} % vs {100 * other:.1f} % ({key})"
+                f"{100 * hybrid:.1f} % vs {100 * other:.1f} % ({key}){note}"
             )
     for kind, by_label in summary["strata"].items():
         uncovered = by_label.get("uncovered")

@@ -170,6 +170,11 @@ def build_report(path: Path, summary, results, queries, data, database, options)
         calibrated = f" (calibrated on {source['split']} of this dataset)"
     else:
         calibrated = f" (calibrated on {source['split']} of ANOTHER dataset: {source['dataset']})"
+    if source is not None and source.get("kept_kappa_1"):
+        calibrated += (
+            f"; κ = 1 kept: the best κ on {source['split']}, {source['kappa_max_recall']:.3g}, "
+            f"beat it by only z = {source['max_gain_z']:.1f} standard errors"
+        )
     facts = {
         "split": f"{summary['split']} ({summary['queries']} queries)",
         "region": f"{summary['region_area_km2']:,.1f} km²",

@@ -18,11 +18,13 @@ import numpy as np
 
 from geocells.index.confidence import ConfidenceModel, cross_fitted_ece, expected_calibration_error
 from geocells.index.kappa import (
+    guard_kappa,
     kappa_grid,
-    recall_curve,
+    paired_gain,
     select_kappa,
     similarity_chunks,
     sweep_top1,
+    top1_errors,
 )
 from geocells.index.search_index import write_search_index
 from geocells.index.store import Database, exact_search
@@ -41,6 +43,9 @@ class CalibrateConfig:
     kappa_max: float = 20.0
     kappa_steps: int = 41
     radius_m: float = 100.0
+    # Keep κ = 1 unless the best κ beats it on the val queries by this many standard errors
+    # (paired, per query); 0 = always the grid's maximum.
+    min_gain_z: float = 2.0
     top_k: int = 5  # candidates per query the confidence model is fitted on
     max_queries: int = 0  # > 0: use at most this many val images (first ones)
     chunk_size: int = 65536  # cells per similarity chunk
@@ -56,7 +61,10 @@ class Sweep:
     kappas: np.ndarray
     recall: np.ndarray
     median_error_m: np.ndarray
-    best: int
+    best: int  # the chosen κ's index (the maximum, or κ = 1 when the guard keeps it)
+    maximum: int  # index of the grid's best recall
+    gain: float = 0.0  # recall of the maximum minus that of κ = 1, same queries
+    gain_z: float = 0.0  # that gain in standard errors of the paired differences
 
     @property
     def kappa(self) -> float:
@@ -75,10 +83,13 @@ def sweep(
     rows, _ = sweep_top1(chunks, kappas)
     used, inverse = np.unique(rows, return_inverse=True)
     cell_lat, cell_lon = cell_to_latlng(np.asarray(database.cells)[used])
-    recall, median = recall_curve(
-        inverse.reshape(rows.shape), cell_lat, cell_lon, lat, lon, cfg.radius_m
-    )
-    return Sweep(kappas, recall, median, select_kappa(kappas, recall, median))
+    errors = top1_errors(inverse.reshape(rows.shape), cell_lat, cell_lon, lat, lon)
+    hits = errors <= cfg.radius_m
+    recall, median = hits.mean(axis=1), np.median(errors, axis=1)
+    maximum = select_kappa(kappas, recall, median)
+    gain, z = paired_gain(hits[maximum], hits[int(np.flatnonzero(kappas == 1.0)[0])])
+    best = guard_kappa(kappas, hits, maximum, cfg.min_gain_z)
+    return Sweep(kappas, recall, median, best, maximum, gain, z)
 
 
 def fit_confidence(
@@ -132,6 +143,12 @@ def write_curve(out: Path, result: Sweep, split: str) -> None:
         result.kappa, color="tab:red", linestyle="--", label=f"chosen κ = {result.kappa:.3g}"
     )
     axis.axvline(1.0, color="grey", linestyle=":", label="κ = 1")
+    if result.maximum != result.best:
+        axis.plot(
+            result.kappas[result.maximum], 100 * result.recall[result.maximum], "o",
+            color="tab:orange", label=f"maximum κ = {result.kappas[result.maximum]:.3g} "
+            f"(+{100 * result.gain:.2f} points, z = {result.gain_z:.1f}: noise)",
+        )  # fmt: skip
     axis.set_xlabel("κ (weight of the prototype similarity)")
     axis.set_ylabel("recall@1 within 100 m (%)")
     axis.grid(True, which="both", alpha=0.3)
@@ -208,6 +225,10 @@ def run(
         "recall_kappa_1": float(result.recall[at_one]),
         "median_error_m": float(result.median_error_m[result.best]),
         "grid": [cfg.kappa_min, cfg.kappa_max, cfg.kappa_steps],
+        "kappa_max_recall": float(result.kappas[result.maximum]),
+        "max_gain_over_kappa_1": result.gain,
+        "max_gain_z": result.gain_z,
+        "min_gain_z": cfg.min_gain_z,
         **report,
     }
     database.update_meta(
@@ -217,6 +238,13 @@ def run(
         calibration=calibration,
     )
     write_search_index(database.path, cfg.ann, rebuild=True)
+    if result.best != result.maximum:
+        log.warning(
+            "calibrate: the best κ on %s (%.3g) beats κ = 1 by %+.2f points on %d queries, "
+            "z = %.1f < %.1f: within noise, so κ = 1 is kept (min_gain_z = 0 takes the maximum)",
+            split, calibration["kappa_max_recall"], 100 * result.gain, len(kept), result.gain_z,
+            cfg.min_gain_z,
+        )  # fmt: skip
     log.info(
         "calibrate: κ = %.3g, %s recall@1 ≤ %.0f m on %s: %.1f%% (κ = 1: %.1f%%), "
         "confidence ECE %.3f",

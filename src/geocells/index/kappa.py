@@ -55,6 +55,24 @@ def sweep_top1(
     return best_rows, best_scores
 
 
+def top1_errors(
+    best_rows: np.ndarray,
+    cell_lat: np.ndarray,
+    cell_lon: np.ndarray,
+    query_lat: np.ndarray,
+    query_lon: np.ndarray,
+) -> np.ndarray:
+    """Distance (m) from each query to its top-1 cell, per κ: ``-> float [K, Q]``."""
+    from geocells.geo import haversine_m
+
+    return haversine_m(
+        cell_lat[best_rows].reshape(-1),
+        cell_lon[best_rows].reshape(-1),
+        np.broadcast_to(query_lat, best_rows.shape).reshape(-1),
+        np.broadcast_to(query_lon, best_rows.shape).reshape(-1),
+    ).reshape(best_rows.shape)
+
+
 def recall_curve(
     best_rows: np.ndarray,
     cell_lat: np.ndarray,
@@ -64,15 +82,19 @@ def recall_curve(
     radius_m: float = 100.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Recall@1 within ``radius_m`` and median error (m) per κ: ``-> ([K], [K])``."""
-    from geocells.geo import haversine_m
-
-    errors = haversine_m(
-        cell_lat[best_rows].reshape(-1),
-        cell_lon[best_rows].reshape(-1),
-        np.broadcast_to(query_lat, best_rows.shape).reshape(-1),
-        np.broadcast_to(query_lon, best_rows.shape).reshape(-1),
-    ).reshape(best_rows.shape)
+    errors = top1_errors(best_rows, cell_lat, cell_lon, query_lat, query_lon)
     return (errors <= radius_m).mean(axis=1), np.median(errors, axis=1)
+
+
+def paired_gain(hits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Mean gain in recall of ``hits`` over ``reference`` (bool [Q] each, same queries) and its
+    z-score (gain / standard error of the per-query differences); z is 0 without differences."""
+    diff = np.asarray(hits, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
+    gain = float(diff.mean()) if len(diff) else 0.0
+    spread = float(diff.std()) if len(diff) else 0.0
+    if spread == 0.0:
+        return gain, 0.0
+    return gain, gain / (spread / np.sqrt(len(diff)))
 
 
 def select_kappa(kappas: np.ndarray, recall: np.ndarray, median_error: np.ndarray) -> int:
@@ -80,3 +102,17 @@ def select_kappa(kappas: np.ndarray, recall: np.ndarray, median_error: np.ndarra
     best = np.flatnonzero(recall >= recall.max() - 1e-12)
     best = best[median_error[best] <= median_error[best].min() + 1e-9]
     return int(best[len(best) // 2])
+
+
+def guard_kappa(kappas: np.ndarray, hits: np.ndarray, best: int, min_gain_z: float) -> int:
+    """``best`` if its recall beats κ = 1 on the same queries by ``min_gain_z`` standard errors
+    or more, else the index of κ = 1 (``hits``: bool [K, Q]; ``min_gain_z`` <= 0: ``best``).
+
+    On a flat, noisy curve the maximum of the grid is mostly noise and loses to κ = 1 on
+    other queries; the guard keeps κ = 1 there (docs/database.md, "Calibration").
+    """
+    one = np.flatnonzero(kappas == 1.0)
+    if min_gain_z <= 0 or len(one) == 0:
+        return best
+    _, z = paired_gain(hits[best], hits[one[0]])
+    return best if z >= min_gain_z else int(one[0])
