@@ -115,6 +115,19 @@ def test_ablation_checks_compare_hybrid_with_the_rest():
     assert lines[1].startswith("uncovered level-16 cells (n=2): hybrid does not beat")
 
 
+def test_ablation_says_when_calibration_kept_kappa_one():
+    summary, _ = _summary()
+    summary["methods"]["hybrid_k1"] = dict(summary["methods"]["hybrid"], label="hybrid κ = 1")
+    summary["calibration"] = {"kept_kappa_1": True, "kappa_max_recall": 1.57, "max_gain_z": 1.53}
+    line = next(x for x in ablation_checks(summary) if "hybrid κ = 1" in x)
+    assert line.startswith("hybrid calibrated ≥ hybrid κ = 1: 75.0 % vs 75.0 %")
+    assert line.endswith(
+        "calibration kept κ = 1: the best κ on val (1.57) was within noise (z = 1.5)"
+    )
+    summary["calibration"]["kept_kappa_1"] = False
+    assert "kept" not in next(x for x in ablation_checks(summary) if "hybrid κ = 1" in x)
+
+
 def test_table_cells_format_recall_errors_ranks_and_sizes():
     assert format_metric("R@1@100m", 0.0355) == "3.5 %"
     assert format_metric("R@1@100m", 0.0355, percent="") == "3.5"

@@ -9,8 +9,8 @@ from geocells.index.confidence import (
     expected_calibration_error,
 )
 from geocells.index.kappa import (
-    kappa_grid,
     guard_kappa,
+    kappa_grid,
     paired_gain,
     recall_curve,
     select_kappa,
@@ -63,7 +63,7 @@ def test_paired_gain_on_hand_counted_queries():
     better = np.array([1, 1, 0, 1, 0, 0, 1, 0], bool)
     reference = np.array([1, 0, 0, 0, 1, 0, 1, 0], bool)
     gain, z = paired_gain(better, reference)
-    diff = np.array([0, 1, 0, 1, -1, 0, 0, 0], float)  # mean 1/8, population std sqrt(3/8 - 1/64)
+    # differences 0, 1, 0, 1, -1, 0, 0, 0: mean 1/8, population std sqrt(3/8 - 1/64)
     assert gain == pytest.approx(1 / 8)
     assert z == pytest.approx((1 / 8) / (np.sqrt(3 / 8 - 1 / 64) / np.sqrt(8)))
     assert paired_gain(better, better) == (0.0, 0.0)
