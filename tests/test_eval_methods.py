@@ -68,3 +68,17 @@ def test_colour_histograms_match_identical_colours_best():
     np.testing.assert_allclose(scores[1], [np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6)
     with pytest.raises(ValueError, match="image 0"):
         colour_histograms([np.zeros((4, 4), np.uint8)])
+
+
+@pytest.mark.parametrize(
+    ("kappa", "maximum", "kept"), [(1.0, 1.57, True), (1.0, 1.0, False), (1.57, 1.57, False)]
+)
+def test_calibration_source_says_when_the_guard_kept_kappa_one(tmp_path, kappa, maximum, kept):
+    from geocells.eval.evaluate import calibration_source
+
+    (tmp_path / "region.geojson").write_text("{}")
+    report = {"split": "val", "kappa_max_recall": maximum, "max_gain_z": 1.2, "min_gain_z": 2.0}
+    meta = {"kappa": kappa, "kappa_calibrated": True, "calibration": report}
+    source = calibration_source(meta, tmp_path)
+    assert source["kept_kappa_1"] is kept
+    assert source["kappa_max_recall"] == maximum

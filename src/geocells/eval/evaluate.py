@@ -173,8 +173,7 @@ def calibration_source(meta: dict, dataset_root: Path) -> dict | None:
         # fell short of min_gain_z, calibrate kept κ = 1 (docs/database.md).
         "kappa_max_recall": report.get("kappa_max_recall"),
         "max_gain_z": report.get("max_gain_z"),
-        "kept_kappa_1": report.get("max_gain_z") is not None
-        and report.get("max_gain_z", 0.0) < report.get("min_gain_z", 0.0),
+        "kept_kappa_1": report.get("kappa_max_recall", 1.0) != 1.0 and meta.get("kappa") == 1.0,
     }
 
 
