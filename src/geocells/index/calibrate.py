@@ -1,8 +1,9 @@
 """``geocells calibrate``: choose κ on a validation split and fit the confidence model.
 
 Similarities of the val queries against every cell are computed once, in chunks; the κ
-of the grid with the best recall@1 within 100 m is written to ``meta.json``, the whole
-curve to ``calibration.csv`` and ``calibration.png``. At that κ a logistic confidence
+of the grid with the best recall@1 within 100 m is written to ``meta.json`` (κ = 1 when
+that best κ beats it by fewer than ``min_gain_z`` standard errors), the whole curve to
+``calibration.csv`` and ``calibration.png``. At that κ a logistic confidence
 model is fitted on the val top-k and stored in ``meta.json`` with its calibration error.
 """
 
