@@ -14,16 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from geocells.data.dataset import Dataset
-from geocells.geo import cell_to_latlng
-from geocells.index.calibrate import CalibrateConfig, embed_queries
-from geocells.index.kappa import (
-    guard_kappa,
-    kappa_grid,
-    select_kappa,
-    similarity_chunks,
-    sweep_top1,
-    top1_errors,
-)
+from geocells.index.calibrate import CalibrateConfig, embed_queries, top1_errors_by_kappa
+from geocells.index.kappa import guard_kappa, select_kappa
 from geocells.index.store import Database
 from geocells.models import load_model
 
@@ -34,11 +26,10 @@ def val_hits(db: Path, dataset: Path | None, radius_m: float) -> tuple[np.ndarra
     root = dataset if dataset is not None else Path(database.meta["dataset"])
     manifest = Dataset.open(root).manifest.split("val")
     model = load_model(database.path / database.meta["model"]["file"])
-    queries, kept = embed_queries(model, manifest, CalibrateConfig(progress=False))
-    kappas = kappa_grid()
-    rows, _ = sweep_top1(similarity_chunks(queries, database.aerial, database.proto), kappas)
-    cell_lat, cell_lon = cell_to_latlng(np.asarray(database.cells))
-    errors = top1_errors(rows, cell_lat, cell_lon, manifest.lat[kept], manifest.lon[kept])
+    cfg = CalibrateConfig(radius_m=radius_m, progress=False)
+    queries, kept = embed_queries(model, manifest, cfg)
+    lat, lon = manifest.lat[kept], manifest.lon[kept]
+    kappas, errors = top1_errors_by_kappa(database, queries, lat, lon, cfg)
     return kappas, errors <= radius_m
 
 
@@ -54,7 +45,7 @@ def held_out_gain(kappas, hits, min_gain_z: float, splits: int, seed: int = 0) -
         part = hits[:, choose]
         recall = part.mean(axis=1)
         best = select_kappa(kappas, recall, np.zeros_like(recall))  # ties: their middle
-        best = guard_kappa(kappas, part, best, min_gain_z)
+        best, _, _ = guard_kappa(kappas, part, best, min_gain_z)
         moved += best != one
         gains.append(hits[best, score].mean() - hits[one, score].mean())
     gains = np.asarray(gains)

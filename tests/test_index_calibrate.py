@@ -76,11 +76,11 @@ def test_guard_keeps_kappa_one_on_noise_and_moves_on_a_real_gain():
     noise = rng.random((len(grid), 2000)) < 0.04  # every κ the same 4 %: a flat, noisy curve
     best = int(noise.mean(axis=1).argmax())
     assert best != one
-    assert guard_kappa(grid, noise, best, min_gain_z=2.0) == one
-    assert guard_kappa(grid, noise, best, min_gain_z=0.0) == best
+    assert guard_kappa(grid, noise, best, min_gain_z=2.0)[0] == one
+    assert guard_kappa(grid, noise, best, min_gain_z=0.0)[0] == best
     real = noise.copy()
     real[best] |= rng.random(2000) < 0.05  # about 5 points more hits at this κ, same queries
-    assert guard_kappa(grid, real, best, min_gain_z=2.0) == best
+    assert guard_kappa(grid, real, best, min_gain_z=2.0)[0] == best
 
 
 def test_sweep_matches_brute_force_across_chunks():

@@ -21,7 +21,6 @@ from geocells.index.confidence import ConfidenceModel, cross_fitted_ece, expecte
 from geocells.index.kappa import (
     guard_kappa,
     kappa_grid,
-    paired_gain,
     select_kappa,
     similarity_chunks,
     sweep_top1,
@@ -73,10 +72,10 @@ class Sweep:
         return float(self.kappas[self.best])
 
 
-def sweep(
+def top1_errors_by_kappa(
     database: Database, queries: np.ndarray, lat: np.ndarray, lon: np.ndarray, cfg: CalibrateConfig
-) -> Sweep:
-    """Recall@1 within ``cfg.radius_m`` for every κ of the grid, and the best κ."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The κ grid and the distance (m) of every query's top-1 cell at each κ: ``[K], [K, Q]``."""
     from geocells.geo import cell_to_latlng
 
     kappas = kappa_grid(cfg.kappa_min, cfg.kappa_max, cfg.kappa_steps)
@@ -84,12 +83,18 @@ def sweep(
     rows, _ = sweep_top1(chunks, kappas)
     used, inverse = np.unique(rows, return_inverse=True)
     cell_lat, cell_lon = cell_to_latlng(np.asarray(database.cells)[used])
-    errors = top1_errors(inverse.reshape(rows.shape), cell_lat, cell_lon, lat, lon)
+    return kappas, top1_errors(inverse.reshape(rows.shape), cell_lat, cell_lon, lat, lon)
+
+
+def sweep(
+    database: Database, queries: np.ndarray, lat: np.ndarray, lon: np.ndarray, cfg: CalibrateConfig
+) -> Sweep:
+    """Recall@1 within ``cfg.radius_m`` for every κ of the grid, and the best κ."""
+    kappas, errors = top1_errors_by_kappa(database, queries, lat, lon, cfg)
     hits = errors <= cfg.radius_m
     recall, median = hits.mean(axis=1), np.median(errors, axis=1)
     maximum = select_kappa(kappas, recall, median)
-    gain, z = paired_gain(hits[maximum], hits[int(np.flatnonzero(kappas == 1.0)[0])])
-    best = guard_kappa(kappas, hits, maximum, cfg.min_gain_z)
+    best, gain, z = guard_kappa(kappas, hits, maximum, cfg.min_gain_z)
     return Sweep(kappas, recall, median, best, maximum, gain, z)
 
 

@@ -104,15 +104,20 @@ def select_kappa(kappas: np.ndarray, recall: np.ndarray, median_error: np.ndarra
     return int(best[len(best) // 2])
 
 
-def guard_kappa(kappas: np.ndarray, hits: np.ndarray, best: int, min_gain_z: float) -> int:
-    """``best`` if its recall beats κ = 1 on the same queries by ``min_gain_z`` standard errors
-    or more, else the index of κ = 1 (``hits``: bool [K, Q]; ``min_gain_z`` <= 0: ``best``).
+def guard_kappa(
+    kappas: np.ndarray, hits: np.ndarray, best: int, min_gain_z: float
+) -> tuple[int, float, float]:
+    """``(chosen index, gain, z)``: ``best`` if its recall beats κ = 1 on the same queries by
+    ``min_gain_z`` standard errors or more, else the index of κ = 1; ``gain`` and ``z`` are
+    ``paired_gain`` of ``best`` over κ = 1 (``hits``: bool [K, Q]; ``min_gain_z`` <= 0 or no
+    κ = 1 in the grid: always ``best``).
 
     On a flat, noisy curve the maximum of the grid is mostly noise and loses to κ = 1 on
     other queries; the guard keeps κ = 1 there (docs/database.md, "Calibration").
     """
     one = np.flatnonzero(kappas == 1.0)
-    if min_gain_z <= 0 or len(one) == 0:
-        return best
-    _, z = paired_gain(hits[best], hits[one[0]])
-    return best if z >= min_gain_z else int(one[0])
+    if len(one) == 0:
+        return best, 0.0, 0.0
+    gain, z = paired_gain(hits[best], hits[one[0]])
+    keep_best = min_gain_z <= 0 or z >= min_gain_z
+    return (best if keep_best else int(one[0])), gain, z
