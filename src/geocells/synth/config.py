@@ -60,6 +60,14 @@ class SynthConfig:
         )
     )  # fmt: skip
     # Coverage and splits.
+    # Training campaign: "panorama" (Street View-like drives: an equirectangular panorama,
+    # panorama_height x 2 panorama_height, every capture_spacing_m on town roads and every
+    # rural_capture_spacing_m on rural roads; n_train > 0 caps their number) or
+    # "perspective" (n_train single views at random road points, random headings).
+    train_capture: str = "perspective"
+    panorama_height: int = 128
+    capture_spacing_m: float = 10.0
+    rural_capture_spacing_m: float = 40.0
     n_train: int = 12000
     n_val: int = 1000
     n_test: int = 2000

@@ -28,6 +28,7 @@ FORMAT_VERSION = 1
 AERIAL_FILE = "aerial/orthophoto.tif"
 BATCH = 16
 DATASET_ENTRIES = ("world.json", "region.geojson", "ground", "aerial")
+TRAIN_CAPTURES = ("perspective", "panorama")
 
 _worker_state: dict = {}
 
@@ -162,15 +163,17 @@ def _render_ground_batch(args) -> int:
 
     from geocells.synth.street import StreetRenderer
 
-    paths, x, y, heading, captures = args
+    paths, x, y, heading, captures, panorama = args
     world = _worker_state["world"]
     cfg = world.cfg
-    renderer = _worker_state.get("street")
+    key = "panorama" if panorama else "street"
+    renderer = _worker_state.get(key)
     if renderer is None:
+        size = cfg.panorama_height if panorama else cfg.image_size
         renderer = StreetRenderer(
-            world, cfg.image_size, cfg.fov_deg, cfg.camera_height_m, cfg.max_view_m
+            world, size, cfg.fov_deg, cfg.camera_height_m, cfg.max_view_m, panorama=panorama
         )
-        _worker_state["street"] = renderer
+        _worker_state[key] = renderer
     images = renderer.render(x, y, heading, captures)
     for path, image in zip(paths, images):
         part = Path(path + ".part")
@@ -184,10 +187,13 @@ def plan_ground(world: World) -> dict[str, list | np.ndarray]:
     cfg = world.cfg
     positions = capture_positions(world)
     plan: dict[str, list] = {
-        k: [] for k in ("image_id", "path", "x", "y", "heading", "capture", "captured_at", "split")
+        k: []
+        for k in ("image_id", "path", "x", "y", "heading", "fov", "capture", "captured_at", "split")
     }
     for split, pos in positions.items():
         campaign = cfg.train_campaign if split == "train" else cfg.test_campaign
+        panorama = split == "train" and cfg.train_capture == "panorama"
+        plan["fov"].extend([360.0 if panorama else cfg.fov_deg] * len(pos.x))
         rng = np.random.default_rng([cfg.seed, 701, SPLIT_IDS[split]])
         for i in range(len(pos.x)):
             capture = sample_capture(campaign, rng)
@@ -212,13 +218,20 @@ def write_ground(world: World, ground_dir: Path, plan: dict, pool) -> None:
     if not todo:
         return
     # Neighbouring views share world lookups, so batch them by position.
-    todo = sorted(todo, key=lambda i: (int(x[i] // 400.0), int(y[i] // 400.0), i))
+    # Panoramas and perspective views are rendered by different cameras: never mixed.
+    panorama = np.asarray(plan["fov"]) == 360.0
+    todo = sorted(
+        todo, key=lambda i: (bool(panorama[i]), int(x[i] // 400.0), int(y[i] // 400.0), i)
+    )
     tasks = []
-    for start in range(0, len(todo), BATCH):
-        rows = todo[start : start + BATCH]
+    start = 0
+    while start < len(todo):
+        kind = bool(panorama[todo[start]])
+        rows = [i for i in todo[start : start + BATCH] if bool(panorama[i]) == kind]
+        start += len(rows)
         caps: list[Capture] = [plan["capture"][i] for i in rows]
         tasks.append(([str(ground_dir / plan["path"][i]) for i in rows], x[rows], y[rows],
-                      np.asarray(plan["heading"])[rows], caps))  # fmt: skip
+                      np.asarray(plan["heading"])[rows], caps, kind))  # fmt: skip
     with tqdm(total=len(todo), desc="ground", unit="img") as bar:
         for done in pool.map(_render_ground_batch, tasks):
             bar.update(done)
@@ -232,7 +245,7 @@ def write_manifest(world: World, ground_dir: Path, plan: dict) -> Path:
     manifest = GroundManifest.from_columns(
         ground_dir, strict=True, check_files=False,
         image_id=plan["image_id"], path=plan["path"], lat=np.round(lat, 8), lon=np.round(lon, 8),
-        heading=plan["heading"], fov=np.full(len(lat), world.cfg.fov_deg),
+        heading=plan["heading"], fov=np.asarray(plan["fov"], np.float64),
         captured_at=plan["captured_at"], split=plan["split"],
     )  # fmt: skip
     path = ground_dir / "manifest.parquet"
@@ -251,20 +264,29 @@ def validate(cfg: SynthConfig) -> None:
         "workers": cfg.workers >= 1,
         "aerial_chunk_px": cfg.aerial_chunk_px >= 64,
         "gap_share": 0 <= cfg.gap_share < 1,
-        "n_train/n_val/n_test": min(cfg.n_train, cfg.n_val, cfg.n_test) >= 0,
-        "country_km/town_spacing_km": cfg.country_km > 0 and cfg.town_spacing_km > 0,
+        "n_train": cfg.n_train >= 0,
+        "n_val": cfg.n_val >= 0,
+        "n_test": cfg.n_test >= 0,
+        "country_km": cfg.country_km > 0,
+        "town_spacing_km": cfg.town_spacing_km > 0,
+        "train_capture": cfg.train_capture in TRAIN_CAPTURES,
+        "panorama_height": 16 <= cfg.panorama_height <= 1024,
+        "capture_spacing_m": cfg.capture_spacing_m >= 1,
+        "rural_capture_spacing_m": cfg.rural_capture_spacing_m >= 1,
     }
-    bad = [name for name, ok in checks.items() if not ok]
+    bad = [f"{name}={getattr(cfg, name)!r}" for name, ok in checks.items() if not ok]
     if bad:
-        values = ", ".join(f"{n}={getattr(cfg, n, '...')}" for n in bad if hasattr(cfg, n))
-        raise ValueError(f"bad synth config value(s): {', '.join(bad)} ({values})")
+        raise ValueError(
+            f"bad synth config value(s): {', '.join(bad)} (train_capture is one of "
+            f"{', '.join(TRAIN_CAPTURES)}; counts are >= 0; sizes and spacings > 0)"
+        )
 
 
 def run(cfg: SynthConfig, out: Path, overwrite: bool = False) -> Path:
     """Write the synthetic dataset for ``cfg`` into ``out`` (resuming finished stages)."""
     out = Path(out)
-    world = World(cfg)
     validate(cfg)
+    world = World(cfg)
     _prepare(cfg, out, overwrite)
     if not (out / "region.geojson").is_file():
         write_region(world, out / "region.geojson")

@@ -23,19 +23,32 @@ NEAR_M = 0.8
 
 
 class StreetRenderer:
-    """Renders ``size x size`` views with a pinhole camera ``camera_height`` above the ground."""
+    """Renders views ``camera_height`` above the ground: ``size x size`` pinhole views, or
+    with ``panorama=True`` equirectangular panoramas of ``size x 2 size`` (360° x 180°,
+    the centre column at the given heading, azimuth growing clockwise to the right)."""
 
     def __init__(
-        self, world: World, size: int, fov_deg: float, camera_height: float, max_view_m: float
-    ):
-        if not 10.0 <= fov_deg <= 150.0:
+        self, world: World, size: int, fov_deg: float, camera_height: float, max_view_m: float,
+        panorama: bool = False,
+    ):  # fmt: skip
+        if not panorama and not 10.0 <= fov_deg <= 150.0:
             raise ValueError(f"fov_deg={fov_deg} must be within [10, 150]")
-        self.world, self.size, self.cam_h, self.max_view = world, size, camera_height, max_view_m
-        half = np.tan(np.deg2rad(fov_deg) / 2)
-        grid = (2 * (np.arange(size) + 0.5) / size - 1) * half
-        self.col_x = grid.astype(np.float64)  # horizontal tangent per column
-        self.row_y = -grid[:, None].astype(np.float64)  # vertical tangent per row (up > 0)
-        self.col_len = np.sqrt(1 + self.col_x**2)  # horizontal length of the ray per unit depth
+        self.world, self.cam_h, self.max_view = world, camera_height, max_view_m
+        self.panorama = panorama
+        self.height, self.width = size, 2 * size if panorama else size
+        if panorama:
+            # Column azimuths relative to the centre column; rows spread evenly over
+            # elevation, so the "tangent" of a row is tan(elevation) and rays have unit length.
+            self.col_azimuth = ((np.arange(self.width) + 0.5) / self.width - 0.5) * 2 * np.pi
+            elevation = (0.5 - (np.arange(size) + 0.5) / size) * np.pi
+            self.row_y = np.tan(elevation)[:, None]
+            self.col_len = np.ones(self.width)
+        else:
+            half = np.tan(np.deg2rad(fov_deg) / 2)
+            grid = (2 * (np.arange(size) + 0.5) / size - 1) * half
+            self.col_x = grid.astype(np.float64)  # horizontal tangent per column
+            self.row_y = -grid[:, None].astype(np.float64)  # vertical tangent per row (up > 0)
+            self.col_len = np.sqrt(1 + self.col_x**2)  # horizontal ray length per unit depth
         self.dists = NEAR_M * (max_view_m / NEAR_M) ** (np.arange(MARCH_STEPS) / (MARCH_STEPS - 1))
         self.tables = self._tables()
 
@@ -59,13 +72,18 @@ class StreetRenderer:
     def render(
         self, x: np.ndarray, y: np.ndarray, heading_deg: np.ndarray, captures: list[Capture]
     ) -> np.ndarray:
-        """Views at world (x, y) looking at compass ``heading_deg``: uint8 [B, size, size, 3]."""
+        """Views at world (x, y) looking at compass ``heading_deg`` (a panorama's centre
+        column): uint8 [B, height, width, 3]."""
         x, y = np.atleast_1d(x).astype(float), np.atleast_1d(y).astype(float)
         hd = np.deg2rad(np.atleast_1d(heading_deg).astype(float))
-        fwd = np.stack([np.sin(hd), np.cos(hd)], -1)  # (east, north)
-        right = np.stack([np.cos(hd), -np.sin(hd)], -1)
-        ray = fwd[:, None, :] + self.col_x[None, :, None] * right[:, None, :]
-        ray /= self.col_len[None, :, None]  # unit horizontal direction, [B, W, 2]
+        if self.panorama:
+            azimuth = hd[:, None] + self.col_azimuth[None, :]  # compass, [B, W]
+            ray = np.stack([np.sin(azimuth), np.cos(azimuth)], -1)  # (east, north), unit
+        else:
+            fwd = np.stack([np.sin(hd), np.cos(hd)], -1)  # (east, north)
+            right = np.stack([np.cos(hd), -np.sin(hd)], -1)
+            ray = fwd[:, None, :] + self.col_x[None, :, None] * right[:, None, :]
+            ray /= self.col_len[None, :, None]  # unit horizontal direction, [B, W, 2]
         wall_d, wall = self._march_walls(x, y, ray)
         tree = self._first_tree(x, y, ray, wall_d)
         return self._compose(x, y, ray, wall_d, wall, tree, captures)

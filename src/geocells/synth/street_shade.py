@@ -148,7 +148,7 @@ def _trees(renderer, tree, captures, intensity, rgb, dist) -> None:
 def compose(renderer, x, y, ray, wall_d, wall, tree, captures) -> np.ndarray:
     """Resolve every pixel and shade it: uint8 [B, H, W, 3]."""
     b, w = wall_d.shape
-    h = renderer.size
+    h = renderer.height
     t = renderer.tables
     row_y, col_len = t["row_y"], t["col_len"]  # [H, 1], [1, W] float32
     intensity = _per_view(captures, "intensity")

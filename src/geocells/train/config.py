@@ -28,6 +28,10 @@ class DataConfig:
     # Ground images: random brightness/contrast/saturation/colour-balance of this strength
     # (queries come from other captures: season, sun, camera); 0 = off.
     color_jitter: float = 0.0
+    # Panoramas (fov = 360) train on a fresh perspective crop per sample: heading uniform,
+    # field of view uniform in this range (degrees, around the query FOV), pitch within ±.
+    pano_fov_deg: tuple[float, float] = (80.0, 100.0)
+    pano_pitch_deg: float = 5.0
     workers: int = 1  # DataLoader worker processes (0 = in the main process)
 
 
@@ -147,6 +151,12 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"refit.init {cfg.refit.init!r}; valid: {', '.join(REFIT_INITS)}")
     if cfg.refit.epochs < 0 or cfg.refit.batch_size < 2 or cfg.refit.aerial_per_row < 0:
         raise ConfigError("refit.epochs >= 0, refit.batch_size >= 2, refit.aerial_per_row >= 0")
+    low, high = cfg.data.pano_fov_deg
+    if not 10.0 <= low <= high <= 150.0 or not 0.0 <= cfg.data.pano_pitch_deg <= 45.0:
+        raise ConfigError(
+            f"data.pano_fov_deg {list(cfg.data.pano_fov_deg)} must be [low, high] within "
+            f"10..150 and data.pano_pitch_deg {cfg.data.pano_pitch_deg} within 0..45"
+        )
     if cfg.train.batch_size < 2:
         raise ConfigError("train.batch_size must be >= 2 (the loss needs negatives)")
     return cfg

@@ -16,6 +16,7 @@ import torch
 
 from geocells.data.aerial import OutOfCoverageError
 from geocells.data.images import ImageLoadError, load_image
+from geocells.data.panorama import is_panorama, load_panorama, perspective_crop
 from geocells.geo import cell_children, cell_to_latlng, latlng_to_cell, local_m_to_latlng
 from geocells.models.prototypes import PrototypeTable
 from geocells.train.config import ExperimentConfig
@@ -33,6 +34,8 @@ class TrainPool:
     cells: np.ndarray  # uint64 [G] level-Lc cell of each image
     rows: np.ndarray  # int64 [G] prototype row of each image
     region_rows: np.ndarray  # int64 [R] prototype rows whose centre has aerial imagery
+    panorama: np.ndarray  # bool [G] equirectangular panorama (fov = 360): train on crops
+    heading: np.ndarray  # float64 [G] compass heading of a panorama's centre column
 
     @classmethod
     def build(cls, dataset, table: PrototypeTable, cfg: ExperimentConfig) -> TrainPool:
@@ -60,6 +63,8 @@ class TrainPool:
             cells=latlng_to_cell(lat[found], lon[found], cfg.data.cell_level),
             rows=rows[found],
             region_rows=np.flatnonzero(covered).astype(np.int64),
+            panorama=is_panorama(manifest.fov[found]),
+            heading=np.nan_to_num(manifest.heading[found], nan=0.0),
         )
 
     def __len__(self) -> int:
@@ -114,16 +119,29 @@ def plan_epoch(pool: TrainPool, table: PrototypeTable, cfg: ExperimentConfig, ep
         found_rows, found = table.find_rows(latlng_to_cell(extra_lat, extra_lon, table.level))
         size = len(indices) + len(extra_rows)
         rotation = rng.random(size) * 360.0 if data.rotate else np.zeros(size)
-        plan.append(
-            {
-                "ground": indices,
-                "aerial_lat": np.concatenate([aerial_lat, extra_lat]),
-                "aerial_lon": np.concatenate([aerial_lon, extra_lon]),
-                "rotation": rotation,
-                "extra_rows": np.where(found, found_rows, extra_rows),
-            }
-        )
+        batch = {
+            "ground": indices,
+            "aerial_lat": np.concatenate([aerial_lat, extra_lat]),
+            "aerial_lon": np.concatenate([aerial_lon, extra_lon]),
+            "rotation": rotation,
+            "extra_rows": np.where(found, found_rows, extra_rows),
+        }
+        if pool.panorama.any():  # perspective-only datasets keep their random stream
+            batch.update(_crop_params(len(indices), data, rng))
+        plan.append(batch)
     return plan
+
+
+def _crop_params(n: int, data, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random perspective crops of panoramas: compass heading uniform in 0-360°, field of
+    view uniform in ``data.pano_fov_deg``, pitch uniform in ±``data.pano_pitch_deg``."""
+    low, high = data.pano_fov_deg
+    return {
+        "crop_heading": rng.random(n) * 360.0,
+        # Whole degrees: crops of one FOV share a cached ray grid.
+        "crop_fov": np.round(rng.uniform(low, high, n)),
+        "crop_pitch": rng.uniform(-data.pano_pitch_deg, data.pano_pitch_deg, n),
+    }
 
 
 class BatchLoader(torch.utils.data.Dataset):
@@ -144,9 +162,17 @@ class BatchLoader(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.plan)
 
-    def _ground(self, index: int) -> np.ndarray | None:
+    def _ground(self, index: int, spec: dict, k: int) -> np.ndarray | None:
+        """The ground image of sample ``k`` of a batch: resized, or a random perspective
+        crop when it is a panorama."""
+        path = self.pool.paths[index]
         try:
-            image = load_image(self.pool.paths[index])
+            if self.pool.panorama[index]:
+                return perspective_crop(
+                    load_panorama(path), spec["crop_heading"][k], spec["crop_fov"][k],
+                    spec["crop_pitch"][k], self.ground_size, self.pool.heading[index],
+                )  # fmt: skip
+            image = load_image(path)
         except ImageLoadError as err:
             logger.warning("skipping ground image: %s", err)
             return None
@@ -168,7 +194,7 @@ class BatchLoader(torch.utils.data.Dataset):
             crop = self._aerial(spec["aerial_lat"][k], spec["aerial_lon"][k], spec["rotation"][k])
             if k < n_ground:
                 index = int(spec["ground"][k])
-                image = self._ground(index) if crop is not None else None
+                image = self._ground(index, spec, k) if crop is not None else None
                 if image is None or crop is None:
                     continue
                 ground.append(image)
