@@ -109,7 +109,7 @@ def perspective_crop(
     panoramas: uint8 [B, H, 2H, 3] (or one [H, 2H, 3]); heading, fov, pitch, pano_heading:
     degrees, scalars or [B] -> uint8 [B, size, size, 3] (or [size, size, 3] for one).
     """
-    pixels = torch.as_tensor(np.asarray(panoramas))
+    pixels = torch.from_numpy(np.array(panoramas, dtype=np.uint8))  # a writable copy
     single = pixels.ndim == 3
     if single:
         pixels = pixels[None]

@@ -80,7 +80,7 @@ class TrainConfig:
     val_max_cells: int = 50_000  # aerial gallery cap (beyond: the true cells + a random sample)
     threads: int = 0  # torch CPU threads; 0 = leave torch's default
     device: str = "auto"  # auto | cpu | cuda
-    bf16: bool = False  # autocast bf16 on CUDA
+    bf16: bool = False  # autocast bf16 (CUDA, or CPUs with native bf16)
     log_every: int = 10
 
 

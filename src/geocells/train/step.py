@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from functools import lru_cache
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -10,6 +14,8 @@ from geocells.train.config import ExperimentConfig
 from geocells.train.distributed import DistInfo, all_reduce_mean, all_reduce_sparse_grad
 from geocells.train.loss import MSParams, cross_modal_loss, prototype_loss
 from geocells.train.negatives import candidate_rows
+
+logger = logging.getLogger(__name__)
 
 
 class Encoders(nn.Module):
@@ -51,6 +57,21 @@ def color_jitter(pixels: torch.Tensor, strength: float, generator: torch.Generat
     return x.clamp_(0, 255).to(torch.uint8)
 
 
+@lru_cache(maxsize=1)
+def _warn_if_bf16_is_emulated() -> None:
+    """Log once when bf16 autocast runs on a CPU without native bf16 instructions (it
+    works, but more slowly than float32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return  # not Linux: cannot tell
+    if not any(flag in flags for flag in ("avx512_bf16", "amx_bf16")):
+        logger.warning(
+            "train.bf16=true on a CPU without avx512_bf16/amx_bf16: bf16 is emulated and "
+            "slower than float32; set train.bf16=false"
+        )
+
+
 def ms_params(cfg: ExperimentConfig) -> MSParams:
     """Multi-similarity parameters from the loss config."""
     loss = cfg.loss
@@ -70,9 +91,11 @@ def compute_losses(
     ground = color_jitter(batch["ground"], cfg.data.color_jitter, generator)
     ground = model.ground.normalize(ground.to(device, non_blocking=True))
     aerial = model.aerial.normalize(batch["aerial"].to(device, non_blocking=True))
-    autocast = torch.autocast(
-        "cuda", torch.bfloat16, enabled=cfg.train.bf16 and device.type == "cuda"
-    )
+    # bf16 autocast on CUDA, and on CPUs (oneDNN bf16 kernels; worth it only where the
+    # CPU has native bf16, e.g. AVX-512 BF16 or AMX: benchmarks/train_bench.py).
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.train.bf16)
+    if cfg.train.bf16 and device.type == "cpu":
+        _warn_if_bf16_is_emulated()
     with autocast:
         ground_emb, aerial_emb = encoders(ground, aerial)
     ground_emb, aerial_emb = ground_emb.float(), aerial_emb.float()
