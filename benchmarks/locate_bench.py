@@ -47,7 +47,7 @@ def _test_split(localizer, n: int):
 def compare_ann(localizer, queries: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> None:
     """Recall@1 within 100 m of exact search and of an IVF-PQ index built for the DB's κ."""
     from geocells.geo import cell_to_latlng, haversine_m
-    from geocells.index.ann import CellSearcher
+    from geocells.search.ivfpq import CellSearcher
 
     database = localizer.database
     for backend in ("exact", "ivfpq"):

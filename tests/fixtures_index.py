@@ -75,8 +75,9 @@ def _write_micro_run(run: Path, dataset: Path) -> Path:
 
 def build_micro_db(root: Path) -> Path:
     """Dataset, untrained run and calibrated database under ``root`` (reused if finished)."""
-    from geocells.index import build, calibrate
-    from geocells.index.store import Database
+    from geocells.calibrate import stage as calibrate
+    from geocells.db import build
+    from geocells.db.store import Database
 
     out = root / "db"
     if (out / "meta.json").is_file() and Database.open(out).meta["kappa_calibrated"]:
@@ -111,7 +112,8 @@ def micro_dataset(micro_db) -> Path:
 @pytest.fixture(scope="session")
 def tiny_db(tiny_run, tiny_dataset, tmp_path_factory) -> Path:
     """The database of ``tiny_run`` over ``tiny_dataset``, calibrated on its val split."""
-    from geocells.index import build, calibrate
+    from geocells.calibrate import stage as calibrate
+    from geocells.db import build
 
     out = tmp_path_factory.mktemp("tiny_db") / "db"
     build.run(

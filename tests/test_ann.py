@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from geocells.index.ann import CellSearcher, exact_search, rerank_exact
+from geocells.search.ivfpq import CellSearcher, exact_search, rerank_exact
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -219,7 +219,7 @@ def test_exact_searcher_cache_follows_kappa_changes():
 
 
 def test_proportional_shares_split_exactly():
-    from geocells.index.ann import _proportional_shares
+    from geocells.search.ivfpq import _proportional_shares
 
     sizes = np.array([0, 1, 5, 100, 1000, 3])
     for total in (5, 17, 300, 1109):
@@ -233,7 +233,7 @@ def test_proportional_shares_split_exactly():
 
 
 def test_two_level_centroids_cover_the_sample():
-    from geocells.index.ann import two_level_centroids
+    from geocells.search.ivfpq import two_level_centroids
 
     aerial, proto, _ = structured_codes(6_000, dim=32)
     sample = aerial.astype(np.float32) + proto.astype(np.float32)
@@ -271,7 +271,7 @@ def test_hnsw_coarse_quantiser_search_and_reload(tmp_path):
 
 
 def test_auto_parameters_follow_the_database_size():
-    from geocells.index.ann import IVFPQParams
+    from geocells.search.ivfpq import IVFPQParams
 
     small = IVFPQParams().resolved(1_000_000, 256)
     assert (small.nlist, small.coarse, small.nprobe, small.pq_m) == (2048, "flat", 64, 128)
@@ -282,7 +282,7 @@ def test_auto_parameters_follow_the_database_size():
 
 
 def test_ivfpq_searcher_advises_random_access_on_memmaps(tmp_path):
-    from geocells.index.ann import advise_random_access
+    from geocells.search.ivfpq import advise_random_access
 
     aerial, _, _ = structured_codes(200)
     np.save(tmp_path / "a.npy", aerial)
@@ -291,7 +291,7 @@ def test_ivfpq_searcher_advises_random_access_on_memmaps(tmp_path):
 
 
 def test_prefetch_rows_and_rerank_from_memmaps(tmp_path, ivfpq_case):
-    from geocells.index.ann import prefetch_rows
+    from geocells.search.ivfpq import prefetch_rows
 
     aerial, proto, searcher, queries, _ = ivfpq_case
     np.save(tmp_path / "a.npy", aerial)

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from geocells.geo import cell_parent, latlng_to_cell
-from geocells.index.build import (
+from geocells.db.build import (
     CellSources,
     IndexConfig,
     build_cells,
@@ -12,8 +11,9 @@ from geocells.index.build import (
     parse_shard,
     shard_range,
 )
-from geocells.index.merge import merge
-from geocells.index.store import Database
+from geocells.db.merge import merge
+from geocells.db.store import Database
+from geocells.geo import cell_parent, latlng_to_cell
 
 DIM = 8
 PX = 6

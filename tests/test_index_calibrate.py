@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from geocells.index.confidence import (
+from geocells.calibrate.confidence import (
     ConfidenceModel,
     cross_fitted_ece,
     expected_calibration_error,
 )
-from geocells.index.kappa import (
+from geocells.calibrate.kappa import (
     guard_kappa,
     kappa_grid,
     paired_gain,

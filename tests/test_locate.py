@@ -9,8 +9,8 @@ from PIL import Image
 
 from geocells.cli import main
 from geocells.data import GroundManifest
+from geocells.db.store import Database
 from geocells.geo import cell_to_latlng, token_to_cell
-from geocells.index.store import Database
 from geocells.locate import Localizer, Prediction
 
 
@@ -130,7 +130,7 @@ def test_bad_arguments_raise_clear_errors(localizer, tmp_path):
 def test_stored_compressed_index_is_used_and_agrees(micro_db, image_paths, tmp_path):
     import shutil
 
-    from geocells.index.search_index import write_search_index
+    from geocells.search.index_file import write_search_index
 
     db = shutil.copytree(micro_db, tmp_path / "db")
     assert write_search_index(db, "auto") is None  # small: exact search, no file

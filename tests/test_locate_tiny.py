@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 
+from geocells.calibrate.kappa import kappa_grid
 from geocells.cli import main
 from geocells.data.dataset import Dataset
+from geocells.db.store import Database
 from geocells.geo import region_cells
-from geocells.index.kappa import kappa_grid
-from geocells.index.store import Database
 from geocells.locate import Localizer
 
 

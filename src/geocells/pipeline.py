@@ -96,9 +96,10 @@ def run(
     train_preset: str = TRAIN_PRESET,
 ) -> Path:
     """Run (or resume) the whole pipeline in ``out``; returns the report folder."""
+    from geocells.calibrate import stage as calibrate
     from geocells.config import load_preset, resolve_config
+    from geocells.db import build
     from geocells.eval import evaluate
-    from geocells.index import build, calibrate
     from geocells.synth import SynthConfig
     from geocells.synth import run as synth_run
     from geocells.train.config import experiment_config

@@ -66,7 +66,7 @@ def _stage_key(cfg: ContinentBenchConfig, stage: str) -> dict:
     codes = {**cells, "codes": dataclasses.asdict(cfg.codes), "generator": CODES_VERSION}
     if stage == "codes":
         return codes
-    from geocells.index.ann import BUILD_VERSION
+    from geocells.search.ivfpq import BUILD_VERSION
 
     index_keys = ("nlist", "pq_m", "coarse", "layout", "seed")
     return {**codes, **{k: getattr(cfg, k) for k in index_keys}, "build": BUILD_VERSION}
@@ -141,7 +141,7 @@ def build_codes(cfg: ContinentBenchConfig, out: Path) -> dict:
 
 def build_index(cfg: ContinentBenchConfig, out: Path) -> dict:
     """Build the compressed index over the memmaps and save it as ``out/index.faiss``."""
-    from geocells.index.ann import CellSearcher
+    from geocells.search.ivfpq import CellSearcher
 
     aerial, proto = _open_codes(out)
     gc.collect()
@@ -195,7 +195,7 @@ def measure_exact(cfg: ContinentBenchConfig, out: Path, queries: np.ndarray) -> 
     The result only depends on the database and the queries, so a rerun with other
     compressed-search settings reuses ``exact.json`` + ``exact_rows.npy``.
     """
-    from geocells.index.ann import exact_search
+    from geocells.search.ivfpq import exact_search
 
     aerial, proto = _open_codes(out)
     key = {**_stage_key(cfg, "codes"), "kappa": cfg.kappa, "top_k": cfg.top_k,
@@ -254,7 +254,7 @@ def _compressed_timing(searcher, queries: np.ndarray, top_k: int, single_count: 
 
 def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
     """Compressed and exact search on the same queries: speed, memory, agreement."""
-    from geocells.index.ann import CellSearcher
+    from geocells.search.ivfpq import CellSearcher
 
     aerial, proto = _open_codes(out)
     queries, targets = make_queries(aerial, proto, cfg.queries, cfg.query_noise, cfg.seed + 1)

@@ -17,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from geocells.index.confidence import ConfidenceModel, cross_fitted_ece, expected_calibration_error
-from geocells.index.kappa import (
+from geocells.calibrate.confidence import (
+    ConfidenceModel,
+    cross_fitted_ece,
+    expected_calibration_error,
+)
+from geocells.calibrate.kappa import (
     guard_kappa,
     kappa_grid,
     select_kappa,
@@ -26,8 +30,8 @@ from geocells.index.kappa import (
     sweep_top1,
     top1_errors,
 )
-from geocells.index.search_index import write_search_index
-from geocells.index.store import Database, exact_search
+from geocells.db.store import Database, exact_search
+from geocells.search.index_file import write_search_index
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +208,7 @@ def run(
 ) -> Path:
     """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from)."""
     from geocells.data.dataset import Dataset
-    from geocells.index.provenance import dataset_fingerprint
+    from geocells.io import dataset_fingerprint
     from geocells.models import load_model
 
     cfg = cfg or CalibrateConfig()

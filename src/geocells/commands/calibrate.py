@@ -32,8 +32,8 @@ def main(args: argparse.Namespace) -> int:
     """Calibrate and print the chosen κ."""
     import torch
 
-    from geocells.index.calibrate import CalibrateConfig, run
-    from geocells.index.store import Database
+    from geocells.calibrate.stage import CalibrateConfig, run
+    from geocells.db.store import Database
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

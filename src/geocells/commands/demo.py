@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run or resume the demo, then print the results table and the report path."""
-    from geocells.eval.demo import run
     from geocells.eval.table import ablation_checks, results_table_text, strata_table_text
+    from geocells.pipeline import run
 
     report = run(args.out, args.overrides, overwrite=args.overwrite)
     print(results_table_text(report / "metrics.json"))

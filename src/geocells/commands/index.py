@@ -50,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if args.target[0] == "merge":
-        from geocells.index.merge import merge
+        from geocells.db.merge import merge
 
         print(merge([Path(p) for p in args.target[1:]], Path(args.out), args.overwrite))
         return 0
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"geocells index takes one run folder, got {len(args.target)} paths")
     import torch
 
-    from geocells.index.build import IndexConfig, parse_shard, run
+    from geocells.db.build import IndexConfig, parse_shard, run
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -1,1 +1,1 @@
-"""geocells.index."""
+"""geocells.db: the cell-code database: store, build, merge, prototype upsampling."""

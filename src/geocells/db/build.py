@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from geocells.index.store import (
+from geocells.db.store import (
     FORMAT_VERSION,
     assemble,
     save_chunk,
     write_json_atomic,
 )
-from geocells.index.upsample import METHODS, upsample_prototypes
+from geocells.db.upsample import METHODS, upsample_prototypes
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ def run(
     from geocells.data.aerial import OutOfCoverageError
     from geocells.data.dataset import Dataset
     from geocells.geo import count_cells, cover_region
-    from geocells.index.provenance import (
+    from geocells.io import (
         copy_model,
         dataset_fingerprint,
         dataset_of_run,

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from geocells.index.store import Database, copy_arrays, write_json_atomic
+from geocells.db.store import Database, copy_arrays, write_json_atomic
 
 log = logging.getLogger(__name__)
 

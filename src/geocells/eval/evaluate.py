@@ -157,7 +157,7 @@ def calibration_source(meta: dict, dataset_root: Path) -> dict | None:
     None for an uncalibrated database. Databases calibrated before ``calibrate`` recorded
     its dataset fall back to the build dataset (``calibrate``'s default).
     """
-    from geocells.index.provenance import dataset_fingerprint
+    from geocells.io import dataset_fingerprint
 
     if not meta.get("kappa_calibrated", False):
         return None
@@ -222,8 +222,8 @@ def run(
     """Evaluate every method on ``split`` and write ``out/metrics.json`` + ``out/report.html``."""
     from geocells.data.dataset import Dataset
     from geocells.data.manifest import SPLITS
+    from geocells.db.store import Database
     from geocells.eval.visuals import build_report
-    from geocells.index.store import Database
 
     options = options or EvalOptions()
     out = Path(out)

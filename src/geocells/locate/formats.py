@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from geocells.locate import Localizer, Prediction
+    from geocells.locate.localizer import Localizer, Prediction
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geocells.index.confidence import ConfidenceModel
-from geocells.index.search_index import INDEX_FILE
-from geocells.index.store import Database
+from geocells.calibrate.confidence import ConfidenceModel
+from geocells.db.store import Database
+from geocells.search.index_file import INDEX_FILE
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from geocells.index.ann import CellSearcher
     from geocells.models import GeoModel
+    from geocells.search.ivfpq import CellSearcher
 
     ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -80,9 +80,9 @@ class Localizer:
         cls, db: str | Path, backend: str = "auto", device: str = "cpu", batch_size: int = 32
     ) -> Localizer:
         """Open database ``db`` with its own model; ``backend``: auto | exact | ivfpq."""
-        from geocells.index.ann import CellSearcher
-        from geocells.index.provenance import sha256_file
+        from geocells.io import sha256_file
         from geocells.models import load_model
+        from geocells.search.ivfpq import CellSearcher
 
         database = Database.open(db)
         checkpoint = database.path / database.meta["model"]["file"]

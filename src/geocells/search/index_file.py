@@ -1,6 +1,6 @@
 """The compressed search index stored with a database (``DB/index.faiss`` + ``.json``).
 
-The IVF-PQ index of ``geocells.index.ann`` indexes ``aerial + κ · proto`` by default, so
+The IVF-PQ index of ``geocells.search.ivfpq`` indexes ``aerial + κ · proto`` by default, so
 it is tied to the κ it was built with: ``geocells calibrate`` (re)builds it after choosing
 κ. Small databases use exact search and need no file.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from geocells.index.store import Database
+from geocells.db.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def index_files(db: Path) -> list[Path]:
 def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = False) -> Path | None:
     """Build and save the IVF-PQ index for the database's current κ when ``backend``
     resolves to it; ``None`` for exact search. ``rebuild`` replaces an existing index."""
-    from geocells.index.ann import AUTO_EXACT_MAX_CELLS, CellSearcher
+    from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
 
     database = Database.open(db)
     path = database.path / INDEX_FILE

@@ -31,7 +31,7 @@ def current_refit(folder: Path) -> Path | None:
     A refit of an older ``last`` (training went on afterwards) is stale: it is ignored with
     a warning, so a database is never built from prototypes that do not fit its encoders.
     """
-    from geocells.index.provenance import sha256_file
+    from geocells.io import sha256_file
 
     weights, info = folder / REFIT_WEIGHTS, folder / REFIT_INFO
     if not (weights.is_file() and info.is_file() and (folder / SOURCE).is_file()):
@@ -168,7 +168,7 @@ def run(
 ) -> Path:
     """Refit the prototypes of ``run_dir``'s last checkpoint; returns the refit file."""
     from geocells.data.dataset import Dataset
-    from geocells.index.provenance import dataset_of_run, sha256_file
+    from geocells.io import dataset_of_run, sha256_file
     from geocells.models import load_model
     from geocells.models.geomodel import save_model
     from geocells.train.step import ms_params
