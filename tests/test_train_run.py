@@ -81,7 +81,7 @@ def test_cli_rejects_unknown_keys_and_trains(tiny_dataset, tmp_path, capsys):
         "train.max_steps=2",
     ]
     assert main(args) == 0
-    assert load_model(out).config.train.max_steps == 2
+    assert load_model(out).card.experiment["train"]["max_steps"] == 2
 
 
 @pytest.mark.slow

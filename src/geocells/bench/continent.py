@@ -9,7 +9,6 @@ index) are kept and reused when the same config is run again.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import json
 import logging
@@ -195,7 +194,7 @@ def measure_exact(cfg: ContinentBenchConfig, out: Path, queries: np.ndarray) -> 
     The result only depends on the database and the queries, so a rerun with other
     compressed-search settings reuses ``exact.json`` + ``exact_rows.npy``.
     """
-    from geocells.search.ivfpq import exact_search
+    from geocells.search.exact import exact_search
 
     aerial, proto = _open_codes(out)
     key = {**_stage_key(cfg, "codes"), "kappa": cfg.kappa, "top_k": cfg.top_k,
@@ -210,10 +209,15 @@ def measure_exact(cfg: ContinentBenchConfig, out: Path, queries: np.ndarray) -> 
     reset_peak()
     with PeakSampler() as peak:
         start, cpu_start = time.perf_counter(), time.process_time()
-        _, rows = exact_search(aerial, proto, cfg.kappa, queries, cfg.top_k)
+        _, rows = exact_search(
+            queries, aerial=aerial, proto=proto, kappa=cfg.kappa, top_k=cfg.top_k
+        )
         batch_ms = 1000 * (time.perf_counter() - start) / len(queries)
         batch_cpu_ms = 1000 * (time.process_time() - cpu_start) / len(queries)
-        single = functools.partial(exact_search, aerial, proto, cfg.kappa)
+
+        def single(batch, top_k):
+            return exact_search(batch, aerial=aerial, proto=proto, kappa=cfg.kappa, top_k=top_k)
+
         _, single_ms, _ = _timed_single(single, queries[: cfg.exact_single], cfg.top_k)
     results = {
         "exact_ms_batch_all": batch_ms,

@@ -47,9 +47,9 @@ def main(args: argparse.Namespace) -> int:
     )
     path = run(args.db, args.dataset, args.split, cfg)
     meta = Database.open(path).meta
-    report = meta["calibration"]
+    report = meta.calibration
     print(
-        f"kappa = {meta['kappa']:.4g}; {report['split']} recall@1 within "
+        f"kappa = {meta.kappa:.4g}; {report['split']} recall@1 within "
         f"{report['radius_m']:.0f} m ({report['queries']} queries of {report['dataset']}): "
         f"{100 * report['recall']:.1f}% (kappa = 1: {100 * report['recall_kappa_1']:.1f}%); "
         f"confidence ECE {report['ece']:.3f}"

@@ -14,10 +14,9 @@ from geocells.eval.methods import (
     ground_retrieval_method,
     histogram_method,
 )
+from geocells.io import atomic_write
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TILE_M = 154.0
 
 
 def prototype_matrix(model) -> tuple[np.ndarray, np.ndarray]:
@@ -27,16 +26,6 @@ def prototype_matrix(model) -> tuple[np.ndarray, np.ndarray]:
     if hasattr(vectors, "detach"):
         vectors = vectors.detach().cpu().numpy()
     return np.asarray(table.cells, dtype=np.uint64), np.asarray(vectors, dtype=np.float32)
-
-
-def tile_size_m(database) -> float:
-    """Footprint of the aerial tile per cell, as recorded by the index build."""
-    for key in ("tile_m", "tile_size_m", "aerial_tile_m"):
-        value = database.meta.get(key) or database.meta.get("aerial", {}).get(key)
-        if value:
-            return float(value)
-    logger.info("database meta names no aerial tile size; using %.0f m", DEFAULT_TILE_M)
-    return DEFAULT_TILE_M
 
 
 def cell_histograms(database, data, cache: Path, px: int, progress: bool) -> np.ndarray:
@@ -50,12 +39,10 @@ def cell_histograms(database, data, cache: Path, px: int, progress: bool) -> np.
             return histograms
     lat, lon = cell_to_latlng(np.asarray(database.cells, dtype=np.uint64))
     histograms = aerial_cell_histograms(
-        data.aerial, lat, lon, tile_size_m(database), px, progress=progress
+        data.aerial, lat, lon, database.meta.tile_size_m, px, progress=progress
     )
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = cache / f".cell_histograms_{px}px.tmp.npy"
-    np.save(partial, histograms)
-    partial.replace(path)
+    with atomic_write(path) as partial:
+        np.save(partial, histograms)
     return histograms
 
 

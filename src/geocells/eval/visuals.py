@@ -141,8 +141,6 @@ def interactive_map(mosaic, lat0, lon0, side_m, queries, result) -> str | None:
 
 def build_report(path: Path, summary, results, queries, data, database, options) -> Path:
     """Render every figure and write the HTML page to ``path``."""
-    from geocells.eval.build_methods import tile_size_m
-
     labels = {name: info["label"] for name, info in summary["methods"].items()}
     figures = {
         "recall": plots.recall_curves_png({n: r.errors_m for n, r in results.items()}, labels)
@@ -192,7 +190,7 @@ def build_report(path: Path, summary, results, queries, data, database, options)
         strata=summary["strata"],
         figures=figures,
         examples=make_examples(
-            hybrid, queries, data, tile_size_m(database), options.examples_per_kind
+            hybrid, queries, data, database.meta.tile_size_m, options.examples_per_kind
         ),
         interactive_map_html=map_html,
         strata_definitions=summary.get("strata_definitions", {}),

@@ -85,10 +85,10 @@ class Localizer:
         from geocells.search.ivfpq import CellSearcher
 
         database = Database.open(db)
-        checkpoint = database.path / database.meta["model"]["file"]
+        checkpoint = database.model_path
         if not checkpoint.is_file():
             raise OSError(f"database {database.path} lacks its model copy {checkpoint}")
-        if sha256_file(checkpoint) != database.meta["model"]["sha256"]:
+        if sha256_file(checkpoint) != database.meta.model_sha256:
             raise ValueError(f"{checkpoint} does not match the model the database was built with")
         model = load_model(checkpoint, device=device)
         index_path = database.path / INDEX_FILE
@@ -99,8 +99,8 @@ class Localizer:
         else:
             searcher = CellSearcher.build(database.aerial, database.proto, database.kappa, backend)
         confidence = None
-        if "confidence" in database.meta:
-            confidence = ConfidenceModel.from_dict(database.meta["confidence"])
+        if database.meta.confidence is not None:
+            confidence = ConfidenceModel.from_dict(database.meta.confidence)
         else:
             log.warning("database %s is not calibrated: confidence is NaN", database.path)
         return cls(database, model, searcher, confidence, batch_size)
@@ -144,10 +144,11 @@ class Localizer:
         tokens = cell_to_token(cells.reshape(-1))
         shape = rows.shape
         lat, lon, tokens = lat.reshape(shape), lon.reshape(shape), tokens.reshape(shape)
-        if self.confidence is not None and shape[1] >= 2 and found[:, 1].all():
-            confidence = self.confidence.predict(scores)
-        else:
-            confidence = np.full(shape, np.nan)
+        confidence = np.full(shape, np.nan)
+        # Per query: one with fewer than two hits has no margin, the others still do.
+        scored = found[:, 1] if shape[1] >= 2 else np.zeros(shape[0], bool)
+        if self.confidence is not None and scored.any():
+            confidence[scored] = self.confidence.predict(scores[scored])
         return [
             [
                 Prediction(

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from geocells.config import config_to_dict
 from geocells.models.geomodel import GeoModel, save_model
 
 logger = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ def save_checkpoint(
     meta = {
         **position,
         "weights": weights.name,
-        "config": config_to_dict(model.config),
+        "config": model.card.experiment,
         "optimizers": optim_meta,
         "rng": rng_meta,
     }

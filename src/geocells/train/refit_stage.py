@@ -19,34 +19,10 @@ import torch
 
 from geocells.config import config_to_dict
 from geocells.models.geomodel import GeoModel
-from geocells.train.config import RefitConfig
+from geocells.train.config import ExperimentConfig, RefitConfig, experiment_from_card
 from geocells.train.refit import REFIT_INFO, REFIT_WEIGHTS, SOURCE, Anchors, refit_table
 
 logger = logging.getLogger(__name__)
-
-
-def current_refit(folder: Path) -> Path | None:
-    """``folder/refit.safetensors`` when it was made from the present ``last.safetensors``.
-
-    A refit of an older ``last`` (training went on afterwards) is stale: it is ignored with
-    a warning, so a database is never built from prototypes that do not fit its encoders.
-    """
-    from geocells.io import sha256_file
-
-    weights, info = folder / REFIT_WEIGHTS, folder / REFIT_INFO
-    if not (weights.is_file() and info.is_file() and (folder / SOURCE).is_file()):
-        return None
-    recorded = json.loads(info.read_text()).get("source_sha256")
-    if recorded != sha256_file(folder / SOURCE):
-        logger.warning(
-            "%s was made from another %s (training went on since); using %s. "
-            "Run `geocells refit` again to refresh it.",
-            weights,
-            SOURCE,
-            SOURCE,
-        )
-        return None
-    return weights
 
 
 def ground_anchors(
@@ -69,14 +45,10 @@ def ground_anchors(
         return Anchors(torch.zeros(len(keep), table.dim), torch.from_numpy(rows[keep]))
 
     def load(i):
-        try:
-            return np.asarray(load_image(manifest.path[i]))
-        except ImageLoadError as err:
-            logger.warning("refit: skipping %s", err)
-            return None
+        return np.asarray(load_image(manifest.path[i]))
 
     vectors, kept = _embed_in_batches(
-        keep, load, model.ground.encode, cfg.encode_batch_size, "ground", "img", progress
+        keep, load, model.ground, cfg.encode_batch_size, "ground", (ImageLoadError,), progress
     )
     if not kept:
         return Anchors.empty(table.dim)
@@ -112,18 +84,15 @@ def aerial_anchors(model: GeoModel, dataset, cfg: RefitConfig, seed: int, progre
     lat, lon = cell_to_latlng(cells)
 
     def load(i):
-        try:
-            return dataset.aerial.crop(lat[i], lon[i], model.aerial_tile_m, model.aerial_px)
-        except OutOfCoverageError:
-            return None
+        return dataset.aerial.crop(lat[i], lon[i], model.aerial_tile_m, model.aerial_px)
 
     vectors, kept = _embed_in_batches(
         np.arange(len(cells)),
         load,
-        model.aerial.encode,
+        model.aerial,
         cfg.encode_batch_size,
         "aerial",
-        "tile",
+        (OutOfCoverageError,),
         progress,
     )
     if not kept:
@@ -131,32 +100,29 @@ def aerial_anchors(model: GeoModel, dataset, cfg: RefitConfig, seed: int, progre
     return Anchors(torch.from_numpy(vectors), torch.from_numpy(rows[kept]))
 
 
-def _embed_in_batches(items, load, encode, batch_size: int, what: str, unit: str, progress):
-    """Embed ``load(item)`` of every item, ``batch_size`` at a time -> (float32 [K, D] or
-    None, the K items kept); ``load`` returns None for an item to skip."""
-    from tqdm import tqdm
+def _embed_in_batches(items, load, encoder, batch_size: int, what: str, skip, progress):
+    """Embed ``load(item)`` of every item -> (float32 [K, D] or None, the K items kept);
+    items whose ``load`` raises one of ``skip`` are left out."""
+    from geocells.models.embed import embed_items
 
-    vectors, kept = [], []
-    bar = tqdm(total=len(items), desc=f"refit: embed {what}", unit=unit, disable=not progress)
-    for start in range(0, len(items), batch_size):
-        inputs, batch = [], []
-        for item in items[start : start + batch_size]:
-            loaded = load(item)
-            if loaded is not None:
-                inputs.append(loaded)
-                batch.append(item)
-        if inputs:
-            vectors.append(encode(inputs, batch_size=len(inputs)))
-            kept.extend(batch)
-        bar.update(min(batch_size, len(items) - start))
-    bar.close()
-    return (np.concatenate(vectors) if vectors else None), kept
+    embedded = embed_items(
+        encoder.encode,
+        items,
+        load,
+        encoder.dim,
+        batch_size,
+        skip=skip,
+        progress=progress,
+        desc=f"refit: embed {what}",
+    )
+    kept = [items[i] for i in embedded.kept]
+    return (embedded.embeddings if kept else None), kept
 
 
-def _settings(model: GeoModel, cfg: RefitConfig) -> dict:
+def _settings(experiment: ExperimentConfig, cfg: RefitConfig) -> dict:
     """What a refit depends on besides the source checkpoint (the skip check compares it)."""
     settings = {k: v for k, v in config_to_dict(cfg).items() if k != "enabled"}
-    return {"refit": settings, "loss": config_to_dict(model.config.loss)}
+    return {"refit": settings, "loss": config_to_dict(experiment.loss)}
 
 
 def run(
@@ -178,17 +144,18 @@ def run(
     if not source.is_file():
         raise FileNotFoundError(f"no checkpoint to refit: {source} not found")
     model = load_model(source)
-    cfg = cfg or model.config.refit
+    experiment = experiment_from_card(model.card)
+    cfg = cfg or experiment.refit
     source_sha = sha256_file(source)
     info_path, target = folder / REFIT_INFO, folder / REFIT_WEIGHTS
-    settings = _settings(model, cfg)
+    settings = _settings(experiment, cfg)
     if info_path.is_file() and target.is_file() and not overwrite:
         info = json.loads(info_path.read_text())
         if info.get("source_sha256") == source_sha and info.get("settings") == settings:
             logger.info("refit: %s is up to date; skipping (use --overwrite)", target)
             return target
     data = Dataset.open(Path(dataset) if dataset is not None else dataset_of_run(Path(run_dir)))
-    seed = model.config.train.seed
+    seed = experiment.train.seed
     tick = time.monotonic()
     # Without optimisation (or ground term) ground images only mark the covered rows.
     embed_ground = cfg.epochs > 0 and cfg.weight_ground_prototype > 0
@@ -199,9 +166,9 @@ def run(
         ground,
         aerial,
         cfg,
-        ms_params(model.config),
-        model.config.loss,
-        model.config.optim.prototype_optimizer,
+        ms_params(experiment),
+        experiment.loss,
+        experiment.optim.prototype_optimizer,
         seed,
         progress,
     )

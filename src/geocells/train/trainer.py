@@ -8,7 +8,6 @@ and on Ctrl-C, and resumes exactly from ``checkpoints/last.*``.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 
 from geocells.config import ConfigError, config_to_dict, load_config, save_config
+from geocells.io import RunInfo, dataset_fingerprint
 from geocells.models.geomodel import GeoModel, build_model
 from geocells.train.checkpoint import load_checkpoint, save_checkpoint
 from geocells.train.config import ExperimentConfig, check_config
@@ -125,8 +125,8 @@ def run(
         if info.is_main:
             cfg = _prepare_run_dir(out, cfg, resume, overwrite)
             save_config(cfg, out / "config.yaml")
-            run_info = {"dataset": str(Path(dataset_root).expanduser().resolve())}
-            (out / "run.json").write_text(json.dumps(run_info, indent=1))
+            root = Path(dataset_root).expanduser().resolve()
+            RunInfo(dataset=str(root), dataset_sha256=dataset_fingerprint(root)).save(out)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
