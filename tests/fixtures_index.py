@@ -80,7 +80,7 @@ def build_micro_db(root: Path) -> Path:
     from geocells.db.store import Database
 
     out = root / "db"
-    if (out / "meta.json").is_file() and Database.open(out).meta["kappa_calibrated"]:
+    if (out / "meta.json").is_file() and Database.open(out).meta.kappa_calibrated:
         return out
     shutil.rmtree(root, ignore_errors=True)
     dataset = _write_micro_dataset(root / "dataset")
@@ -93,7 +93,8 @@ def build_micro_db(root: Path) -> Path:
 def micro_db(tmp_path_factory) -> Path:
     """A calibrated database (about 40 level-16 cells) of an untrained tiny model over a
     hand-made dataset (``micro_db.parent / "dataset"``); built once per session, read-only."""
-    shared = tmp_path_factory.getbasetemp().parent / "geocells-index"
+    # Named by the database format: worktrees of other versions share /tmp/pytest-of-USER.
+    shared = tmp_path_factory.getbasetemp().parent / "geocells-index-v2"
     shared.mkdir(parents=True, exist_ok=True)
     with open(shared / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -62,7 +62,13 @@ def _sources(cells, fail_after=None):
 
 
 CFG = IndexConfig(chunk_size=50, batch_size=16, tile_size_m=154.0, rotations=4, progress=False)
-IDENTITY = {"levels": {"cell": 16, "proto": 15}, "model": {"sha256": "x"}}
+IDENTITY = {
+    "cell_level": 16,
+    "proto_level": 15,
+    "tile_size_m": 154.0,
+    "tile_px": 16,
+    "model_sha256": "x",
+}
 
 
 def _build(out, cells, shard=(0, 1), fail_after=None, cfg=CFG):
@@ -101,13 +107,14 @@ def test_build_writes_a_consistent_database(tmp_path):
     np.testing.assert_array_equal(database.cells, cells)
     assert database.aerial.dtype == np.float16 and database.aerial.shape == (len(cells), DIM)
     covered = database.aerial.any(axis=1)
-    assert 0 < database.meta["cells_without_aerial"] == np.count_nonzero(~covered)
+    assert 0 < database.meta.cells_without_aerial == np.count_nonzero(~covered)
     np.testing.assert_allclose(
         np.linalg.norm(database.aerial[covered].astype(float), axis=1), 1, atol=2e-3
     )
     np.testing.assert_allclose(np.linalg.norm(database.proto.astype(float), axis=1), 1, atol=2e-3)
     assert not (out / "chunks").exists() and not (out / "build.json").exists()
-    assert database.meta["levels"] == {"cell": 16, "proto": 15} and database.kappa == 1.0
+    assert (database.meta.cell_level, database.meta.proto_level) == (16, 15)
+    assert database.kappa == 1.0 and database.meta.format_version == 2
 
 
 def test_killed_build_resumes_to_the_identical_database(tmp_path):

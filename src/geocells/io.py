@@ -238,7 +238,7 @@ def dataset_of_run(run_dir: str | Path, override: str | Path | None = None) -> P
     if override is not None:
         return Path(override)
     run_dir = Path(run_dir)
-    if run_dir.is_file():  # a checkpoint file: its run folder is above checkpoints/
+    if run_dir.suffix == ".safetensors":  # a checkpoint: its run folder is above checkpoints/
         parent = run_dir.parent
         run_dir = parent.parent if parent.name == "checkpoints" else parent
     if not (run_dir / RunInfo.FILE).is_file():
