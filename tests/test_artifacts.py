@@ -11,7 +11,6 @@ from safetensors.torch import save_file
 from geocells.db.store import Database
 from geocells.io import (
     ArtifactError,
-    DatabaseMeta,
     RunInfo,
     atomic_write,
     dataset_of_run,
@@ -68,11 +67,11 @@ def test_v2_card_round_trip_and_refusals(tmp_path):
     bad_model = {**card.to_dict(), "model": {**card.to_dict()["model"], "depth_new": 3}}
     with pytest.raises(ArtifactError, match="depth_new"):
         ModelCard.from_dict(bad_model, "x.safetensors")
-    with pytest.raises(ArtifactError, match="format_version 9.*geocells train"):
+    with pytest.raises(ArtifactError, match=r"format_version 9.*geocells train"):
         ModelCard.from_dict({**card.to_dict(), "format_version": 9}, "x.safetensors")
     path = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(1)}, str(path), metadata={"geocells_format": "other-v7"})
-    with pytest.raises(ValueError, match="other-v7.*geocells-model-v2"):
+    with pytest.raises(ValueError, match=r"other-v7.*geocells-model-v2"):
         load_model(path)
 
 
@@ -115,7 +114,7 @@ def test_database_of_version_1_loads_and_a_newer_one_is_refused(tmp_path):
             meta["format_version"] = version
         write_json(db / "meta.json", meta)
         found = "no format_version" if version is None else "format_version 3"
-        with pytest.raises(ArtifactError, match=f"{found}.*reads version 2.*geocells index"):
+        with pytest.raises(ArtifactError, match=rf"{found}.*reads version 2.*geocells index"):
             Database.open(db)
 
 
@@ -125,7 +124,7 @@ def test_version_1_database_without_levels_is_refused_with_the_rebuild_command(t
     meta = _v1_meta(2, 4)
     del meta["levels"]
     write_json(db / "meta.json", meta)
-    with pytest.raises(ArtifactError, match="without levels/model.*geocells index RUN"):
+    with pytest.raises(ArtifactError, match=r"without levels/model.*geocells index RUN"):
         Database.open(db)
 
 
