@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from geocells.eval import demo
+from geocells import pipeline as demo
 
 
 def test_split_overrides_by_group():

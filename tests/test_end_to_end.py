@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from geocells import pipeline as demo
 from geocells.cli import main as cli_main
-from geocells.eval import demo
 from geocells.eval.evaluate import EvalOptions, run
 
 CELL_METHODS = {"proto_lp", "proto_lc", "aerial", "hybrid_k1", "hybrid"}

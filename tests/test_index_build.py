@@ -193,10 +193,11 @@ def test_cli_shards_and_merge_reproduce_the_micro_database(micro_db, tmp_path, c
     from geocells.cli import main
 
     run, dataset = micro_db.parent / "run", micro_db.parent / "dataset"
-    common = ["--dataset", str(dataset), "--chunk-size", "16", "--no-progress"]
-    for i in range(2):
-        argv = ["index", str(run), "--out", str(tmp_path / f"part{i}"), "--shard", f"{i}/2"]
-        assert main(argv + common) == 0
+    common = ["--dataset", str(dataset), "--no-progress"]
+    for i in range(2):  # key=value in any order with the options (here: before and after)
+        argv = ["index", "chunk_size=16", str(run), "--out", str(tmp_path / f"part{i}")]
+        assert main([*argv, "--shard", f"{i}/2", *common, "upsample=bilinear"]) == 0
+    assert Database.open(tmp_path / "part0").meta.index["chunk_size"] == 16
     parts = [str(tmp_path / "part0"), str(tmp_path / "part1")]
     assert main(["index", "merge", *parts, "--out", str(tmp_path / "merged")]) == 0
     merged, reference = Database.open(tmp_path / "merged"), Database.open(micro_db)
@@ -205,3 +206,20 @@ def test_cli_shards_and_merge_reproduce_the_micro_database(micro_db, tmp_path, c
     assert (tmp_path / "merged" / "model" / "last.safetensors").is_file()
     assert main(["index", str(run), "--out", str(tmp_path / "x"), "--shard", "2/2"]) == 2
     assert "--shard 2/2: need 0 <= i < n" in capsys.readouterr().err
+
+
+def test_cli_index_takes_a_preset_and_key_value_overrides(micro_db, tmp_path, capsys):
+    from geocells.cli import main
+
+    run, dataset = micro_db.parent / "run", micro_db.parent / "dataset"
+    out = tmp_path / "db"
+    argv = ["index", str(run), "--out", str(out), "--dataset", str(dataset), "--no-progress"]
+    assert main([*argv, "--config", "default", "upsample=parent", "chunk_size=16"]) == 0
+    settings = Database.open(out).meta.index
+    assert settings["upsample"] == "parent" and settings["chunk_size"] == 16
+    assert settings["rotations"] == 1  # from the preset
+    assert main([*argv, "--overwrite", "upsampel=parent"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'upsampel'" in err and "upsample" in err
+    assert main([*argv, "--config", "nope"]) == 2
+    assert "unknown preset 'nope'; valid presets: default, rotations4" in capsys.readouterr().err
