@@ -125,10 +125,7 @@ def _candidates(
         anchor_rows,
         table,
         params,
-        loss_cfg.all_negatives_max,
-        loss_cfg.random_negatives,
-        loss_cfg.neighbor_rings,
-        loss_cfg.chunk_size,
+        loss_cfg,
         generator,
     )
     learn = trainable[rows]
