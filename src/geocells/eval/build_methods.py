@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +48,20 @@ def cell_histograms(database, data, cache: Path, px: int, progress: bool) -> np.
 
 
 def build_methods(database, model, data, train, options, cache: Path) -> list[MethodDatabase]:
-    """Prototype-only (Lp, Lc), aerial-only, hybrid κ=1, hybrid κ, and the two baselines."""
+    """Prototype-only (Lp, Lc), aerial-only, hybrid κ=1, hybrid κ, and the two baselines.
+
+    The hybrid answers through the searcher ``geocells locate`` uses (``options.search``:
+    auto = the database's IVF-PQ index when it has one); the others are exact.
+    """
+    from geocells.search.index_file import open_searcher
+
     proto_cells, proto_vectors = prototype_matrix(model)
+    searcher = open_searcher(database, options.search)
+    logger.info("eval: the hybrid answers through the %s searcher", searcher.backend)
     methods = cell_code_methods(
-        database.cells, database.aerial, database.proto, database.kappa, proto_cells, proto_vectors
-    )
+        database.cells, database.aerial, database.proto, database.kappa, proto_cells,
+        proto_vectors, search=searcher.search,
+    )  # fmt: skip
     if options.ground_retrieval and len(train.lat) == 0:
         logger.warning("no training ground images: leaving out the ground-retrieval baseline")
     elif options.ground_retrieval:
@@ -60,3 +70,52 @@ def build_methods(database, model, data, train, options, cache: Path) -> list[Me
         histograms = cell_histograms(database, data, cache, options.histogram_px, options.progress)
         methods.append(histogram_method(database.cells, histograms, histogram_scorer(histograms)))
     return methods
+
+
+def search_comparison(database, result, queries, options) -> dict:
+    """R@1 within 100 m of the hybrid through its deployed searcher, exactly, and through a
+    fresh IVF-PQ index over the same codes (``options.compare_ivfpq``), with top-1 agreement."""
+    from geocells.geo import haversine_m
+    from geocells.search.ivfpq import CellSearcher
+
+    cells = np.asarray(database.cells, dtype=np.uint64)
+
+    def recall(rows: np.ndarray) -> float:
+        from geocells.geo import cell_to_latlng
+
+        lat, lon = cell_to_latlng(cells[rows])
+        return float(np.mean(haversine_m(lat, lon, queries.lat, queries.lon) <= 100.0))
+
+    deployed, exact = result.top_index[:, 0], result.exact_top1
+    out = {
+        "deployed_backend": open_backend(database, options.search),
+        "r1_100m_deployed": recall(deployed),
+        "r1_100m_exact": recall(exact),
+        "top1_agreement_deployed_exact": float(np.mean(deployed == exact)),
+    }
+    if options.compare_ivfpq:
+        try:
+            ivfpq = CellSearcher.build(database.aerial, database.proto, database.kappa, "ivfpq")
+        except ValueError as err:  # too few cells for the coarse lists
+            out["ivfpq"] = f"not measured: {err}"
+            return out
+        _, rows = ivfpq.search(queries.embeddings, 1)
+        rows = np.where(rows[:, 0] >= 0, rows[:, 0], exact)
+        out.update(
+            r1_100m_ivfpq=recall(rows),
+            top1_agreement_ivfpq_exact=float(np.mean(rows == exact)),
+            ivfpq_params=asdict(ivfpq.params),
+        )
+    return out
+
+
+def open_backend(database, backend: str) -> str:
+    """Which backend ``open_searcher`` serves ``database`` with."""
+    from geocells.search.index_file import INDEX_FILE
+    from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS
+
+    if backend == "auto":
+        if (database.path / INDEX_FILE).is_file():
+            return "ivfpq"
+        return "exact" if len(database) <= AUTO_EXACT_MAX_CELLS else "ivfpq"
+    return backend

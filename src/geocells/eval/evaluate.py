@@ -40,6 +40,11 @@ class EvalOptions:
     colour_histogram: bool = True
     examples_per_kind: int = 4
     interactive_map: bool = True
+    # Searcher of the hybrid's answers, as `geocells locate --backend`: auto = the
+    # database's IVF-PQ index when it has one (exact up to 200k cells).
+    search: str = "auto"
+    # Also measure R@1 through a fresh IVF-PQ index over the same codes (metrics.json "search").
+    compare_ivfpq: bool = True
     progress: bool = True
 
 
@@ -245,7 +250,7 @@ def run(
 
 def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
     """Embed, build every method, score -> (metrics.json dict, results by name, queries)."""
-    from geocells.eval.build_methods import build_methods
+    from geocells.eval.build_methods import build_methods, search_comparison
     from geocells.models import load_model
 
     model = load_model(database.model_path)
@@ -263,6 +268,7 @@ def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
         results[method.name] = evaluate_method(
             method, queries.features(method.query_kind), queries.lat, queries.lon, options.top_k
         )
+    search = search_comparison(database, results["hybrid"], queries, options)
     levels = {"cell": database.cell_level, "proto": database.meta.proto_level}
     strata, definitions = _strata(queries, train, levels, options)
     summary = summarise_methods(methods, results, strata, data.region.area_km2(), options.top_k)
@@ -278,6 +284,7 @@ def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
         calibration=calibration_source(database.meta, Path(data.root)),
         queries=len(queries.lat),
         train_images=len(train.lat),
+        search=search,
         options=asdict(options),
     )
     return summary, results, queries

@@ -24,7 +24,7 @@ import numpy as np
 
 from geocells.calibrate.confidence import ConfidenceModel
 from geocells.db.store import Database
-from geocells.search.index_file import INDEX_FILE
+from geocells.search.index_file import open_searcher
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -82,7 +82,6 @@ class Localizer:
         """Open database ``db`` with its own model; ``backend``: auto | exact | ivfpq."""
         from geocells.io import sha256_file
         from geocells.models import load_model
-        from geocells.search.ivfpq import CellSearcher
 
         database = Database.open(db)
         checkpoint = database.model_path
@@ -91,13 +90,7 @@ class Localizer:
         if sha256_file(checkpoint) != database.meta.model_sha256:
             raise ValueError(f"{checkpoint} does not match the model the database was built with")
         model = load_model(checkpoint, device=device)
-        index_path = database.path / INDEX_FILE
-        if index_path.is_file() and backend in ("auto", "ivfpq"):
-            searcher = CellSearcher.load(
-                index_path, database.aerial, database.proto, database.kappa
-            )
-        else:
-            searcher = CellSearcher.build(database.aerial, database.proto, database.kappa, backend)
+        searcher = open_searcher(database, backend)
         confidence = None
         if database.meta.confidence is not None:
             confidence = ConfidenceModel.from_dict(database.meta.confidence)

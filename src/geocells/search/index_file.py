@@ -43,3 +43,14 @@ def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = Fa
         database.aerial, database.proto, database.kappa, "ivfpq", progress=True
     )
     return searcher.save(path)
+
+
+def open_searcher(database: Database, backend: str = "auto"):
+    """The searcher that serves ``database``: its saved IVF-PQ index when it has one and
+    ``backend`` allows it (auto | ivfpq), else one built now (exact for auto up to 200k)."""
+    from geocells.search.ivfpq import CellSearcher
+
+    path = database.path / INDEX_FILE
+    if path.is_file() and backend in ("auto", "ivfpq"):
+        return CellSearcher.load(path, database.aerial, database.proto, database.kappa)
+    return CellSearcher.build(database.aerial, database.proto, database.kappa, backend)
