@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from geocells.io import write_json
+
 logger = logging.getLogger(__name__)
 
 GROUPS = ("synth", "train", "index")
@@ -68,10 +70,7 @@ def _check_state(out: Path, overrides: list[str], overwrite: bool) -> dict:
 
 
 def _save_state(out: Path, state: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / f".{STATE_FILE}.tmp"
-    partial.write_text(json.dumps(state, indent=2) + "\n")
-    partial.replace(out / STATE_FILE)
+    write_json(out / STATE_FILE, state)
 
 
 def _stage(state: dict, out: Path, name: str, output: Path, work) -> None:

@@ -28,6 +28,7 @@ from geocells.bench.codes import (
 )
 from geocells.bench.memory import PeakSampler, memory_status, reset_peak
 from geocells.bench.report import markdown_table
+from geocells.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +92,7 @@ class _Stages:
         for later in order[order.index(name) + 1 :]:
             self.done.pop(later, None)
         self.done[name] = {"key": key, "results": results}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done, indent=2))
-        os.replace(tmp, self.path)
+        write_json(self.path, self.done)
 
 
 def cover_cells(cfg: ContinentBenchConfig, out: Path) -> dict:

@@ -19,7 +19,7 @@ import numpy as np
 
 from geocells.eval import metrics
 from geocells.eval.methods import MethodDatabase, MethodResult, evaluate_method
-from geocells.io import atomic_write
+from geocells.io import atomic_write, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def run(
             database.kappa, source["split"], source["dataset"], data.root, database.path,
         )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_FILE).write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    write_text(out / METRICS_FILE, json.dumps(summary, indent=2, allow_nan=True) + "\n")
     build_report(out / REPORT_FILE, summary, results, queries, data, database, options)
     logger.info("eval: wrote %s and %s", out / METRICS_FILE, out / REPORT_FILE)
     return out

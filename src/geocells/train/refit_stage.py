@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from geocells.config import config_to_dict
+from geocells.io import write_json
 from geocells.models.geomodel import GeoModel
 from geocells.train.config import ExperimentConfig, RefitConfig, experiment_from_card
 from geocells.train.refit import REFIT_INFO, REFIT_WEIGHTS, SOURCE, Anchors, refit_table
@@ -172,9 +172,7 @@ def run(
         seed,
         progress,
     )
-    partial = folder / f".{REFIT_WEIGHTS}.tmp"
-    save_model(model, partial)
-    os.replace(partial, target)
+    save_model(model, target)  # atomic: readers never see a half-written refit
     info = {
         "source": SOURCE,
         "source_sha256": source_sha,
@@ -182,7 +180,7 @@ def run(
         "seconds": round(time.monotonic() - tick, 1),
         **stats,
     }
-    info_path.write_text(json.dumps(info, indent=1) + "\n")
+    write_json(info_path, info, indent=1)
     logger.info(
         "refit: %d of %d rows re-seeded (%s), %d refitted (loss %s -> %s); wrote %s",
         stats["rows_reseeded"],
