@@ -24,7 +24,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from geocells.calibrate import stage as calibrate
+from geocells.config import load_preset, resolve_config
+from geocells.db import build
+from geocells.eval import evaluate
 from geocells.io import write_json
+from geocells.synth import SynthConfig
+from geocells.synth import run as synth_run
+from geocells.train.config import experiment_config
+from geocells.train.trainer import run as train_run
 
 logger = logging.getLogger(__name__)
 
@@ -95,14 +103,6 @@ def run(
     train_preset: str = TRAIN_PRESET,
 ) -> Path:
     """Run (or resume) the whole pipeline in ``out``; returns the report folder."""
-    from geocells.calibrate import stage as calibrate
-    from geocells.config import load_preset, resolve_config
-    from geocells.db import build
-    from geocells.eval import evaluate
-    from geocells.synth import SynthConfig
-    from geocells.synth import run as synth_run
-    from geocells.train.config import experiment_config
-    from geocells.train.trainer import run as train_run
 
     out = Path(out).resolve()
     groups = split_overrides(overrides)

@@ -30,7 +30,11 @@ from geocells.calibrate.kappa import (
     sweep_top1,
     top1_errors,
 )
+from geocells.data.dataset import Dataset
 from geocells.db.store import Database
+from geocells.geo import cell_to_latlng, haversine_m
+from geocells.io import dataset_fingerprint
+from geocells.models import load_model
 from geocells.search.exact import exact_search
 from geocells.search.index_file import write_search_index
 
@@ -81,7 +85,6 @@ def top1_errors_by_kappa(
     database: Database, queries: np.ndarray, lat: np.ndarray, lon: np.ndarray, cfg: CalibrateConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """The κ grid and the distance (m) of every query's top-1 cell at each κ: ``[K], [K, Q]``."""
-    from geocells.geo import cell_to_latlng
 
     kappas = kappa_grid(cfg.kappa_min, cfg.kappa_max, cfg.kappa_steps)
     chunks = similarity_chunks(queries, database.aerial, database.proto, cfg.chunk_size)
@@ -112,7 +115,6 @@ def fit_confidence(
     cfg: CalibrateConfig,
 ) -> tuple[ConfidenceModel, dict[str, float]]:
     """Confidence model on the val top-k at ``kappa``, with its in-sample and cross-fitted ECE."""
-    from geocells.geo import cell_to_latlng, haversine_m
 
     top_k = max(cfg.top_k, 2)
     scores, rows = exact_search(
@@ -190,9 +192,6 @@ def run(
     cfg: CalibrateConfig | None = None,
 ) -> Path:
     """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from)."""
-    from geocells.data.dataset import Dataset
-    from geocells.io import dataset_fingerprint
-    from geocells.models import load_model
 
     cfg = cfg or CalibrateConfig()
     database = Database.open(db)

@@ -18,9 +18,22 @@ from typing import Any
 
 import numpy as np
 
+from geocells.data.aerial import OutOfCoverageError
+from geocells.data.dataset import Dataset
 from geocells.db.store import assemble, save_chunk
 from geocells.db.upsample import METHODS, upsample_prototypes
-from geocells.io import DatabaseMeta, read_json, write_json
+from geocells.geo import Region, cell_to_latlng, count_cells, cover_region
+from geocells.io import (
+    DatabaseMeta,
+    copy_file,
+    dataset_fingerprint,
+    dataset_of_run,
+    read_json,
+    sha256_file,
+    write_json,
+)
+from geocells.models import load_model
+from geocells.models.geomodel import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +136,6 @@ def encode_aerial(
 ) -> np.ndarray:
     """Aerial embeddings ``float32 [n, D]`` of the tiles centred on ``cells`` (mean over
     ``cfg.rotations`` turns, re-normalised); zero rows where there is no aerial coverage."""
-    from geocells.geo import cell_to_latlng
 
     lat, lon = cell_to_latlng(cells)
     angles = [0.0, 90.0, 180.0, 270.0][: cfg.rotations]
@@ -273,7 +285,6 @@ def _finish(out: Path, plan: dict[str, Any], count: int, dim: int) -> None:
 
 def parse_region(text: str) -> Any:
     """A ``Region`` from a preset name, a GeoJSON file or ``south,west,north,east``."""
-    from geocells.geo import Region
 
     parts = text.split(",")
     if len(parts) == 4:
@@ -298,12 +309,6 @@ def run(
 ) -> Path:
     """Build the cell-code database of ``run_dir``'s model over ``region`` (default: the
     dataset's region) into ``out``; ``shard=(i, n)`` builds part i of n for ``merge``."""
-    from geocells.data.aerial import OutOfCoverageError
-    from geocells.data.dataset import Dataset
-    from geocells.geo import count_cells, cover_region
-    from geocells.io import copy_file, dataset_fingerprint, dataset_of_run, sha256_file
-    from geocells.models import load_model
-    from geocells.models.geomodel import resolve_checkpoint
 
     cfg = cfg or IndexConfig()
     checkpoint = resolve_checkpoint(run_dir)

@@ -15,7 +15,10 @@ from geocells.eval.methods import (
     ground_retrieval_method,
     histogram_method,
 )
+from geocells.geo import cell_to_latlng, haversine_m
 from geocells.io import atomic_write
+from geocells.search.index_file import INDEX_FILE, open_searcher
+from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,6 @@ def prototype_matrix(model) -> tuple[np.ndarray, np.ndarray]:
 
 def cell_histograms(database, data, cache: Path, px: int, progress: bool) -> np.ndarray:
     """Colour histograms of every database cell's aerial tile (cached in ``cache``)."""
-    from geocells.geo import cell_to_latlng
 
     path = cache / f"cell_histograms_{px}px.npy"
     if path.is_file():
@@ -53,7 +55,6 @@ def build_methods(database, model, data, train, options, cache: Path) -> list[Me
     The hybrid answers through the searcher ``geocells locate`` uses (``options.search``:
     auto = the database's IVF-PQ index when it has one); the others are exact.
     """
-    from geocells.search.index_file import open_searcher
 
     proto_cells, proto_vectors = prototype_matrix(model)
     searcher = open_searcher(database, options.search)
@@ -75,13 +76,10 @@ def build_methods(database, model, data, train, options, cache: Path) -> list[Me
 def search_comparison(database, result, queries, options) -> dict:
     """R@1 within 100 m of the hybrid through its deployed searcher, exactly, and through a
     fresh IVF-PQ index over the same codes (``options.compare_ivfpq``), with top-1 agreement."""
-    from geocells.geo import haversine_m
-    from geocells.search.ivfpq import CellSearcher
 
     cells = np.asarray(database.cells, dtype=np.uint64)
 
     def recall(rows: np.ndarray) -> float:
-        from geocells.geo import cell_to_latlng
 
         lat, lon = cell_to_latlng(cells[rows])
         return float(np.mean(haversine_m(lat, lon, queries.lat, queries.lon) <= 100.0))
@@ -111,8 +109,6 @@ def search_comparison(database, result, queries, options) -> dict:
 
 def open_backend(database, backend: str) -> str:
     """Which backend ``open_searcher`` serves ``database`` with."""
-    from geocells.search.index_file import INDEX_FILE
-    from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS
 
     if backend == "auto":
         if (database.path / INDEX_FILE).is_file():

@@ -17,9 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
+from geocells.data.dataset import Dataset
+from geocells.data.manifest import SPLITS
+from geocells.db.store import Database
 from geocells.eval import metrics
+from geocells.eval.build_methods import build_methods, search_comparison
+from geocells.eval.histogram import colour_histograms
 from geocells.eval.methods import MethodDatabase, MethodResult, evaluate_method
-from geocells.io import atomic_write, write_text
+from geocells.eval.visuals import build_report
+from geocells.geo import latlng_to_cell
+from geocells.io import atomic_write, dataset_fingerprint, write_text
+from geocells.models import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +79,6 @@ def embed_split(
 
     Results are cached in ``cache/{tag}-{model_tag}.npz`` (so a new model is re-embedded).
     """
-    from geocells.eval.histogram import colour_histograms
 
     cache_file = cache / f"{tag}-{model_tag}.npz"
     if cache_file.is_file():
@@ -125,7 +132,6 @@ def _strata(queries: QuerySet, train: QuerySet, levels: dict[str, int], options:
     ``level-L cell``: covered/uncovered by training ground images at Lc and Lp;
     ``density``: urban/rural by training images per km² around the query.
     """
-    from geocells.geo import latlng_to_cell
 
     strata, definitions = {}, {}
     for level in (levels["cell"], levels["proto"]):
@@ -148,7 +154,6 @@ def _strata(queries: QuerySet, train: QuerySet, levels: dict[str, int], options:
 def calibration_source(meta, dataset_root: Path) -> dict | None:
     """Split and dataset κ was calibrated on (``meta``: a ``DatabaseMeta``), and whether
     that is ``dataset_root``. None for an uncalibrated database."""
-    from geocells.io import dataset_fingerprint
 
     if not meta.kappa_calibrated:
         return None
@@ -212,10 +217,6 @@ def run(
     options: EvalOptions | None = None,
 ) -> Path:
     """Evaluate every method on ``split`` and write ``out/metrics.json`` + ``out/report.html``."""
-    from geocells.data.dataset import Dataset
-    from geocells.data.manifest import SPLITS
-    from geocells.db.store import Database
-    from geocells.eval.visuals import build_report
 
     options = options or EvalOptions()
     out = Path(out)
@@ -250,8 +251,6 @@ def run(
 
 def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
     """Embed, build every method, score -> (metrics.json dict, results by name, queries)."""
-    from geocells.eval.build_methods import build_methods, search_comparison
-    from geocells.models import load_model
 
     model = load_model(database.model_path)
     query_manifest = data.manifest.split(split)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geocells.eval import metrics
+from geocells.geo import cell_to_latlng, haversine_m
 from geocells.search.exact import merge_top_k, sort_desc
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ class NearItems:
 
     def within(self, lat: float, lon: float, radius_m: float) -> np.ndarray:
         """Indices (sorted) of the items within ``radius_m`` of (lat, lon)."""
-        from geocells.geo import haversine_m
 
         span = radius_m / 111_000.0 * 1.1  # degrees of latitude, 10 % generous
         lo, hi = np.searchsorted(self.lat, [lat - span, lat + span])
@@ -139,7 +139,6 @@ def evaluate_method(
 ) -> MethodResult:
     """Top-k answers (from ``method.search`` when it has one, else exact) and the rank of
     the best item within ``rank_radius_m`` (exact, every score streamed) of every query."""
-    from geocells.geo import haversine_m
 
     n_items = len(method)
     if n_items == 0:
@@ -208,7 +207,6 @@ def cell_code_methods(
     blocks); proto_lp: [P, D] at level Lp; ``search``: the deployed searcher of the hybrid.
     Sizes count what a deployment stores: float16 codes plus 8-byte cell ids.
     """
-    from geocells.geo import cell_to_latlng
 
     lat, lon = cell_to_latlng(np.asarray(cells, dtype=np.uint64))
     lp_lat, lp_lon = cell_to_latlng(np.asarray(proto_lp_cells, dtype=np.uint64))
@@ -272,7 +270,6 @@ def histogram_method(
     cells: np.ndarray, cell_histograms: np.ndarray, score: Scorer
 ) -> MethodDatabase:
     """The naive colour-histogram cross-view matcher over the same level-Lc cells."""
-    from geocells.geo import cell_to_latlng
 
     lat, lon = cell_to_latlng(np.asarray(cells, dtype=np.uint64))
     n, bins = cell_histograms.shape

@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geocells.data import ImageLoadError, load_image
+from geocells.geo import cell_vertices, token_to_cell
+
 if TYPE_CHECKING:
     from geocells.locate.localizer import Localizer, Prediction
 
@@ -47,8 +50,6 @@ def locate_files(
 ) -> tuple[Results, Failures]:
     """Locate every readable image; unreadable ones are returned with their reason."""
     from tqdm import tqdm
-
-    from geocells.data import ImageLoadError, load_image
 
     results: Results = []
     failures: Failures = []
@@ -105,8 +106,6 @@ def to_csv(results: Results) -> str:
 def to_geojson(results: Results) -> dict[str, Any]:
     """A FeatureCollection: a Point per prediction and the Polygon of each top-k cell."""
     import numpy as np
-
-    from geocells.geo import cell_vertices, token_to_cell
 
     features = []
     for image, predictions in results:

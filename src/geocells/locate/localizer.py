@@ -23,14 +23,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geocells.calibrate.confidence import ConfidenceModel
+from geocells.data import load_image
 from geocells.db.store import Database
+from geocells.geo import cell_to_latlng, cell_to_token
+from geocells.io import sha256_file
+from geocells.models import GeoModel, load_model
 from geocells.search.index_file import open_searcher
+from geocells.search.ivfpq import CellSearcher
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from geocells.models import GeoModel
-    from geocells.search.ivfpq import CellSearcher
 
     ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -80,8 +82,6 @@ class Localizer:
         cls, db: str | Path, backend: str = "auto", device: str = "cpu", batch_size: int = 32
     ) -> Localizer:
         """Open database ``db`` with its own model; ``backend``: auto | exact | ivfpq."""
-        from geocells.io import sha256_file
-        from geocells.models import load_model
 
         database = Database.open(db)
         checkpoint = database.model_path
@@ -100,7 +100,6 @@ class Localizer:
 
     def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Ground embeddings ``float32 [B, D]`` of paths, PIL images or uint8 HxWx3 arrays."""
-        from geocells.data import load_image
 
         loaded = [load_image(image) if isinstance(image, str | Path) else image for image in images]
         return self.model.ground.encode(loaded, batch_size=self.batch_size)
@@ -129,7 +128,6 @@ class Localizer:
         self, scores: np.ndarray, rows: np.ndarray, top_k: int
     ) -> list[list[Prediction]]:
         """Predictions from search output ``scores, rows [Q, k]`` (k >= 2 for confidence)."""
-        from geocells.geo import cell_to_latlng, cell_to_token
 
         found = rows >= 0
         cells = np.asarray(self.database.cells)[np.where(found, rows, 0)]

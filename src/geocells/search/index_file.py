@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 from geocells.db.store import Database
+from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,6 @@ def index_files(db: Path) -> list[Path]:
 def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = False) -> Path | None:
     """Build and save the IVF-PQ index for the database's current κ when ``backend``
     resolves to it; ``None`` for exact search. ``rebuild`` replaces an existing index."""
-    from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
 
     database = Database.open(db)
     path = database.path / INDEX_FILE
@@ -48,7 +48,6 @@ def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = Fa
 def open_searcher(database: Database, backend: str = "auto"):
     """The searcher that serves ``database``: its saved IVF-PQ index when it has one and
     ``backend`` allows it (auto | ivfpq), else one built now (exact for auto up to 200k)."""
-    from geocells.search.ivfpq import CellSearcher
 
     path = database.path / INDEX_FILE
     if path.is_file() and backend in ("auto", "ivfpq"):

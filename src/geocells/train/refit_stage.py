@@ -17,10 +17,17 @@ import numpy as np
 import torch
 
 from geocells.config import config_to_dict
-from geocells.io import write_json
-from geocells.models.geomodel import GeoModel
+from geocells.data.aerial import OutOfCoverageError
+from geocells.data.dataset import Dataset
+from geocells.data.images import ImageLoadError, load_image
+from geocells.geo import cell_children, cell_to_latlng, latlng_to_cell
+from geocells.io import dataset_of_run, sha256_file, write_json
+from geocells.models import load_model
+from geocells.models.embed import embed_items
+from geocells.models.geomodel import GeoModel, save_model
 from geocells.train.config import ExperimentConfig, RefitConfig, experiment_from_card
 from geocells.train.refit import REFIT_INFO, REFIT_WEIGHTS, SOURCE, Anchors, refit_table
+from geocells.train.step import ms_params
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +39,6 @@ def ground_anchors(
 
     ``embed=False`` returns only their rows (zero vectors): enough to tell covered rows.
     """
-    from geocells.data.images import ImageLoadError, load_image
-    from geocells.geo import latlng_to_cell
 
     table = model.prototypes
     manifest = dataset.manifest.split("train")
@@ -58,7 +63,6 @@ def ground_anchors(
 def aerial_cells(table, cell_level: int, per_row: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(level-Lc cells uint64 [N], their prototype rows int64 [N]): ``per_row`` descendants
     of every prototype cell, all of them when there are no more than that."""
-    from geocells.geo import cell_children
 
     if per_row == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
@@ -77,8 +81,6 @@ def aerial_cells(table, cell_level: int, per_row: int, seed: int) -> tuple[np.nd
 
 def aerial_anchors(model: GeoModel, dataset, cfg: RefitConfig, seed: int, progress: bool):
     """North-up tiles (the database's view) of level-Lc cells of every prototype row."""
-    from geocells.data.aerial import OutOfCoverageError
-    from geocells.geo import cell_to_latlng
 
     cells, rows = aerial_cells(model.prototypes, model.cell_level, cfg.aerial_per_row, seed)
     lat, lon = cell_to_latlng(cells)
@@ -103,7 +105,6 @@ def aerial_anchors(model: GeoModel, dataset, cfg: RefitConfig, seed: int, progre
 def _embed_in_batches(items, load, encoder, batch_size: int, what: str, skip, progress):
     """Embed ``load(item)`` of every item -> (float32 [K, D] or None, the K items kept);
     items whose ``load`` raises one of ``skip`` are left out."""
-    from geocells.models.embed import embed_items
 
     embedded = embed_items(
         encoder.encode,
@@ -133,11 +134,6 @@ def run(
     progress: bool = True,
 ) -> Path:
     """Refit the prototypes of ``run_dir``'s last checkpoint; returns the refit file."""
-    from geocells.data.dataset import Dataset
-    from geocells.io import dataset_of_run, sha256_file
-    from geocells.models import load_model
-    from geocells.models.geomodel import save_model
-    from geocells.train.step import ms_params
 
     folder = Path(run_dir) / "checkpoints"
     source = folder / SOURCE
