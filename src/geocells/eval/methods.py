@@ -27,7 +27,9 @@ Rows = slice | np.ndarray
 Scorer = Callable[[np.ndarray, Rows], np.ndarray]  # (queries [q, F], rows) -> [q, len(rows)]
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # -> (scores, rows) [q, k]
 BLOCK_SCORES = 16_000_000  # float32 scores per (query chunk x item block): 64 MB
-TIE_TOLERANCE = 1e-6  # relative: scores this close to the best near item's tie with it
+# Relative half-width of the band kept around the approximate best near score: far wider
+# than the rounding difference between two matrix products of the same vectors.
+BAND = 1e-4
 
 
 @dataclass
@@ -82,11 +84,15 @@ class NearItems:
         return np.sort(self.order[lo:hi][close <= radius_m])
 
 
-def _best_near_scores(method, queries, lat, lon, near: NearItems, radius_m) -> np.ndarray:
-    """Per query, the best score among the items within ``radius_m`` (-inf: none)."""
+def _near_rows(queries_lat, queries_lon, near: NearItems, radius_m: float) -> list[np.ndarray]:
+    """Per query, the sorted rows of the items within ``radius_m``."""
+    return [near.within(float(la), float(lo), radius_m) for la, lo in zip(queries_lat, queries_lon)]
+
+
+def _approximate_best(method, queries, near_rows: list[np.ndarray]) -> np.ndarray:
+    """Per query, the best score among its near rows (-inf: none), from a small product."""
     best = np.full(len(queries), -np.inf, dtype=np.float32)
-    for i in range(len(queries)):
-        rows = near.within(float(lat[i]), float(lon[i]), radius_m)
+    for i, rows in enumerate(near_rows):
         if len(rows):
             best[i] = np.max(_checked(method, queries[i : i + 1], rows, len(rows)))
     return best
@@ -102,30 +108,69 @@ def _checked(method: MethodDatabase, queries: np.ndarray, rows: Rows, count: int
     return scores
 
 
-def _stream(method: MethodDatabase, queries: np.ndarray, best_near: np.ndarray, k: int):
-    """One pass over the items: exact top-k ``(scores, rows)`` and the rank of each query."""
+class _RankCounter:
+    """The paper's rank, exact on the block scores, in the same pass as the top-k.
+
+    The best near score is known only after the pass, so each block counts the items
+    above ``high`` and keeps the few in the band ``(low, high]`` around an approximate best
+    (from another, smaller product: other rounding); the band settles them at the end.
+    """
+
+    def __init__(self, approximate: np.ndarray, near_rows: list[np.ndarray]) -> None:
+        finite = np.isfinite(approximate)
+        slack = BAND * np.maximum(1.0, np.abs(np.where(finite, approximate, 0.0)))
+        self.low = np.where(finite, approximate - slack, np.inf)
+        self.high = np.where(finite, approximate + slack, np.inf)
+        self.near_rows = near_rows
+        self.best = np.full(len(approximate), -np.inf, dtype=np.float32)
+        self.above = np.zeros(len(approximate), dtype=np.int64)
+        self.band_query: list[np.ndarray] = []  # (query, score) of the items in the band
+        self.band_score: list[np.ndarray] = []
+
+    def add(self, scores: np.ndarray, start: int) -> None:
+        """Count block ``scores [q, b]`` of the items ``start..start+b``."""
+        stop = start + scores.shape[1]
+        for i, rows in enumerate(self.near_rows):
+            inside = rows[(rows >= start) & (rows < stop)] - start
+            if len(inside):
+                self.best[i] = max(self.best[i], scores[i, inside].max())
+        self.above += (scores > self.high[:, None]).sum(axis=1)
+        query, column = np.nonzero((scores > self.low[:, None]) & (scores <= self.high[:, None]))
+        self.band_query.append(query)
+        self.band_score.append(scores[query, column])
+
+    def ranks(self) -> np.ndarray:
+        """int64 [q]: 1 + items scoring above the best near item (ties in the query's
+        favour); 0 where no item lies within the radius."""
+        found = np.isfinite(self.best)
+        missed = found & ~((self.low < self.best) & (self.best <= self.high))
+        if missed.any():
+            rows = np.flatnonzero(missed)[:10].tolist()
+            raise RuntimeError(f"rank band missed the best near score of queries {rows}")
+        query = np.concatenate([np.zeros(0, np.int64), *self.band_query])
+        score = np.concatenate([np.zeros(0, np.float32), *self.band_score])
+        beats = np.bincount(query[score > self.best[query]], minlength=len(self.best))
+        return np.where(found, 1 + self.above + beats, 0).astype(np.int64)
+
+
+def _stream(method: MethodDatabase, queries: np.ndarray, near_rows: list[np.ndarray], k: int):
+    """One pass over the items: exact top-k rows ``[q, k]`` and the rank of each query."""
     n_items = len(method)
     block = int(np.clip(BLOCK_SCORES // max(len(queries), 1), 1024, 1 << 20))
     top_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     top_rows = np.zeros((len(queries), 0), dtype=np.int64)
-    beaten = np.zeros(len(queries), dtype=np.int64)
-    # best_near came from another matrix product than the blocks (other rounding): scores
-    # within float32 rounding of it are ties, and ties count in the query's favour.
-    finite = np.isfinite(best_near)
-    slack = TIE_TOLERANCE * np.maximum(1.0, np.abs(np.where(finite, best_near, 0.0)))
-    threshold = np.where(finite, best_near + slack, np.inf)  # no near item: rank 0 anyway
+    counter = _RankCounter(_approximate_best(method, queries, near_rows), near_rows)
     for start in range(0, n_items, block):
         stop = min(start + block, n_items)
         scores = _checked(method, queries, slice(start, stop), stop - start)
-        beaten += (scores > threshold[:, None]).sum(axis=1)
+        counter.add(scores, start)
         m = min(k, stop - start)
         part = np.argpartition(-scores, m - 1, axis=1)[:, :m]
         top_scores, top_rows = merge_top_k(
             top_scores, top_rows, np.take_along_axis(scores, part, 1), part + start, k
         )
-    top_scores, top_rows = sort_desc(top_scores, top_rows)
-    ranks = np.where(np.isfinite(best_near), beaten + 1, 0).astype(np.int64)
-    return top_rows, ranks
+    _, top_rows = sort_desc(top_scores, top_rows)
+    return top_rows, counter.ranks()
 
 
 def evaluate_method(
@@ -153,8 +198,8 @@ def evaluate_method(
         stop = min(start + chunk_size, n_queries)
         queries = np.asarray(query_features[start:stop], dtype=np.float32)
         lat_q, lon_q = query_lat[start:stop], query_lon[start:stop]
-        best_near = _best_near_scores(method, queries, lat_q, lon_q, near, rank_radius_m)
-        exact_rows, ranks[start:stop] = _stream(method, queries, best_near, k)
+        near_rows = _near_rows(lat_q, lon_q, near, rank_radius_m)
+        exact_rows, ranks[start:stop] = _stream(method, queries, near_rows, k)
         if method.search is None:
             top_index[start:stop] = exact_rows
         else:
