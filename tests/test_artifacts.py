@@ -174,3 +174,14 @@ def test_embed_files_skips_unreadable_images_and_reports_them(tmp_path):
     np.testing.assert_allclose(embedded.embeddings[0], embedded.embeddings[1], rtol=1e-5)
     np.testing.assert_allclose(embedded.embeddings[0], model.ground.encode([np.asarray(
         Image.open(good).convert("RGB"))])[0], rtol=1e-5)  # fmt: skip
+
+
+def test_dataset_info_round_trip_and_missing_file(tmp_path):
+    from geocells.io import DatasetInfo
+
+    info = DatasetInfo(source="synth", fingerprint="ab")
+    info.save(tmp_path)
+    assert DatasetInfo.load(tmp_path) == info
+    assert json.loads((tmp_path / "dataset.json").read_text())["format_version"] == 1
+    with pytest.raises(ArtifactError, match=r"dataset.json not found.*geocells synth"):
+        DatasetInfo.load(tmp_path / "elsewhere")
