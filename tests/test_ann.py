@@ -311,3 +311,26 @@ def test_prefetch_rows_and_rerank_from_memmaps(tmp_path, ivfpq_case):
     on_disk = CellSearcher(mem_a, mem_p, 0.8, "ivfpq", searcher.index, searcher.params)
     for got, want in zip(on_disk.search(queries[:40], 3), searcher.search(queries[:40], 3)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_exact_search_breaks_ties_by_the_lower_row_everywhere():
+    """Identical codes (uncovered cells sharing a parent prototype score alike): every exact
+    top-k — the function, the searcher and eval's streamed one — keeps the lowest rows."""
+    from geocells.eval.methods import MethodDatabase, codes_scorer, evaluate_method
+
+    rng = np.random.default_rng(3)
+    aerial = np.zeros((5_000, 16), np.float16)
+    proto = np.tile(rng.normal(size=(1, 16)), (5_000, 1)).astype(np.float16)
+    proto[::7] = rng.normal(size=(len(proto[::7]), 16))  # a few distinct rows
+    queries = rng.normal(size=(6, 16)).astype(np.float32)
+    kw = {"aerial": aerial, "proto": proto, "kappa": 1.0, "top_k": 12}
+    _, rows = exact_search(queries, **kw, chunk_rows=1_024)
+    dense = queries @ proto.astype(np.float32).T
+    order = np.lexsort((np.broadcast_to(np.arange(5_000), dense.shape), -dense), axis=1)
+    np.testing.assert_array_equal(rows, order[:, :12])
+    searcher = CellSearcher.build(aerial, proto, 1.0, "exact")
+    np.testing.assert_array_equal(searcher.search(queries, 12)[1], rows)
+    lat, lon = np.linspace(40, 41, 5_000), np.zeros(5_000)
+    method = MethodDatabase("m", "m", lat, lon, codes_scorer((proto, 1.0)), 0)
+    result = evaluate_method(method, queries, lat[:6], lon[:6], top_k=12)
+    np.testing.assert_array_equal(result.top_index, rows)

@@ -19,7 +19,7 @@ import numpy as np
 
 from geocells.eval import metrics
 from geocells.geo import cell_to_latlng, haversine_m
-from geocells.search.exact import merge_top_k, sort_desc
+from geocells.search.exact import block_top_k, merge_top_k
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +164,10 @@ def _stream(method: MethodDatabase, queries: np.ndarray, near_rows: list[np.ndar
         stop = min(start + block, n_items)
         scores = _checked(method, queries, slice(start, stop), stop - start)
         counter.add(scores, start)
-        m = min(k, stop - start)
-        part = np.argpartition(-scores, m - 1, axis=1)[:, :m]
+        part = block_top_k(scores, k)
         top_scores, top_rows = merge_top_k(
             top_scores, top_rows, np.take_along_axis(scores, part, 1), part + start, k
         )
-    _, top_rows = sort_desc(top_scores, top_rows)
     return top_rows, counter.ranks()
 
 

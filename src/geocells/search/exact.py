@@ -46,15 +46,33 @@ def check_finite_rows(block: np.ndarray, offset: int, name: str) -> None:
         raise ValueError(f"{name} codes contain NaN or inf (rows {rows})")
 
 
+def block_top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Columns [Q, min(k, n)] of the k best of each row of ``scores [Q, n]`` (unsorted),
+    exact under the tie rule: where equal scores straddle the cut, the lower columns win.
+
+    ``argpartition`` alone keeps an arbitrary member of such a tie; ties are common (cells
+    without aerial imagery that share a parent prototype score alike), so rows whose
+    k-th score is tied beyond the cut are settled by a sort of that row.
+    """
+    n = scores.shape[1]
+    if n <= k:
+        return np.broadcast_to(np.arange(n), scores.shape).copy()
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(scores, part, 1).min(axis=1)
+    straddle = np.flatnonzero((scores >= kth[:, None]).sum(axis=1) > k)
+    for q in straddle:
+        part[q] = np.lexsort((np.arange(n), -scores[q]))[:k]
+    return part
+
+
 def merge_top_k(
     best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Merge candidate [Q, m] scores/rows into the running [Q, k] best (unsorted)."""
+    """Merge candidate [Q, m] scores/rows into the running [Q, k] best (sorted: higher
+    score, then lower row)."""
     all_scores = np.concatenate([best_scores, scores], axis=1)
     all_rows = np.concatenate([best_rows, rows], axis=1)
-    if all_scores.shape[1] <= k:
-        return all_scores, all_rows
-    keep = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
+    keep = np.lexsort((all_rows, -all_scores), axis=1)[:, :k]
     return np.take_along_axis(all_scores, keep, 1), np.take_along_axis(all_rows, keep, 1)
 
 
@@ -113,14 +131,9 @@ def top_k_over_chunks(chunks, queries, k, aerial, proto) -> tuple[np.ndarray, np
             check_finite_rows(np.asarray(proto[start:stop]), start, "proto")
             raise ValueError(f"non-finite scores in database rows {start}..{stop}")
         scores = block.T  # [Q, n]
-        if scores.shape[1] > k:
-            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            cand_scores = np.take_along_axis(scores, part, 1)
-        else:
-            part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-            cand_scores = scores
+        part = block_top_k(scores, k)
         best_scores, best_rows = merge_top_k(
-            best_scores, best_rows, cand_scores, part.astype(np.int64) + start, k
+            best_scores, best_rows, np.take_along_axis(scores, part, 1), part + start, k
         )
     return sort_desc(best_scores, best_rows)
 
@@ -151,8 +164,5 @@ def rerank_exact(
     scores = np.matmul(codes_a[position], queries[:, :, None])[..., 0]  # [Q, m]
     scores = np.where(valid, scores, -np.inf).astype(np.float32)
     rows = np.where(valid, candidates, -1).astype(np.int64)
-    k = min(top_k, scores.shape[1])
-    if scores.shape[1] > k:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        scores, rows = np.take_along_axis(scores, part, 1), np.take_along_axis(rows, part, 1)
-    return sort_desc(scores, rows)
+    keep = np.lexsort((rows, -scores), axis=1)[:, : min(top_k, scores.shape[1])]
+    return np.take_along_axis(scores, keep, 1), np.take_along_axis(rows, keep, 1)
