@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from geocells.eval.methods import MethodDatabase, evaluate_method
+from geocells.eval.methods import MethodDatabase, codes_scorer, evaluate_method
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     codes /= np.linalg.norm(codes, axis=1, keepdims=True)
     lat = 47.0 + rng.uniform(0, 0.5, args.cells)
     lon = 8.0 + rng.uniform(0, 0.7, args.cells)
-    method = MethodDatabase("bench", "bench", lat, lon, lambda q: q @ codes.T, 0)
+    method = MethodDatabase("bench", "bench", lat, lon, codes_scorer((codes, 1.0)), 0)
     rows = rng.integers(0, args.cells, args.queries)
     queries = codes[rows] + 0.5 * rng.normal(size=(args.queries, args.dim)).astype(np.float32)
     start = time.perf_counter()

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from geocells.calibrate.kappa import guard_kappa, select_kappa
+from geocells.calibrate.stage import CalibrateConfig, embed_queries, top1_errors_by_kappa
 from geocells.data.dataset import Dataset
-from geocells.index.calibrate import CalibrateConfig, embed_queries, top1_errors_by_kappa
-from geocells.index.kappa import guard_kappa, select_kappa
-from geocells.index.store import Database
+from geocells.db.store import Database
 from geocells.models import load_model
 
 

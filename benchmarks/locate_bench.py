@@ -47,7 +47,7 @@ def _test_split(localizer, n: int):
 def compare_ann(localizer, queries: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> None:
     """Recall@1 within 100 m of exact search and of an IVF-PQ index built for the DB's κ."""
     from geocells.geo import cell_to_latlng, haversine_m
-    from geocells.index.ann import CellSearcher
+    from geocells.search.ivfpq import CellSearcher
 
     database = localizer.database
     for backend in ("exact", "ivfpq"):
@@ -101,7 +101,7 @@ def main() -> None:
     print(f"machine: {platform.node()} cpus={os.cpu_count()} threads={args.threads} "
           f"OMP_WAIT_POLICY={omp}")  # fmt: skip
     print(f"database: {args.db} ({len(localizer.database)} cells, D={localizer.database.dim}, "
-          f"backend {localizer.searcher.backend}, model {localizer.model.config.model.backbone} "
+          f"backend {localizer.searcher.backend}, model {localizer.model.card.model.backbone} "
           f"@ {localizer.model.ground.input_size} px)")  # fmt: skip
     print(f"locate, batch {args.batch_size}, decoded images: {n / decoded:8.1f} images/s")
     print(f"locate, batch {args.batch_size}, from JPEG files: {n / from_files:8.1f} images/s")

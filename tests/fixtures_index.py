@@ -75,11 +75,12 @@ def _write_micro_run(run: Path, dataset: Path) -> Path:
 
 def build_micro_db(root: Path) -> Path:
     """Dataset, untrained run and calibrated database under ``root`` (reused if finished)."""
-    from geocells.index import build, calibrate
-    from geocells.index.store import Database
+    from geocells.calibrate import stage as calibrate
+    from geocells.db import build
+    from geocells.db.store import Database
 
     out = root / "db"
-    if (out / "meta.json").is_file() and Database.open(out).meta["kappa_calibrated"]:
+    if (out / "meta.json").is_file() and Database.open(out).meta.kappa_calibrated:
         return out
     shutil.rmtree(root, ignore_errors=True)
     dataset = _write_micro_dataset(root / "dataset")
@@ -92,7 +93,8 @@ def build_micro_db(root: Path) -> Path:
 def micro_db(tmp_path_factory) -> Path:
     """A calibrated database (about 40 level-16 cells) of an untrained tiny model over a
     hand-made dataset (``micro_db.parent / "dataset"``); built once per session, read-only."""
-    shared = tmp_path_factory.getbasetemp().parent / "geocells-index"
+    # Named by the database format: worktrees of other versions share /tmp/pytest-of-USER.
+    shared = tmp_path_factory.getbasetemp().parent / "geocells-index-v2"
     shared.mkdir(parents=True, exist_ok=True)
     with open(shared / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -111,7 +113,8 @@ def micro_dataset(micro_db) -> Path:
 @pytest.fixture(scope="session")
 def tiny_db(tiny_run, tiny_dataset, tmp_path_factory) -> Path:
     """The database of ``tiny_run`` over ``tiny_dataset``, calibrated on its val split."""
-    from geocells.index import build, calibrate
+    from geocells.calibrate import stage as calibrate
+    from geocells.db import build
 
     out = tmp_path_factory.mktemp("tiny_db") / "db"
     build.run(

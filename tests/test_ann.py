@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from geocells.index.ann import CellSearcher, exact_search, rerank_exact
+from geocells.search.exact import exact_search, rerank_exact
+from geocells.search.ivfpq import CellSearcher
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,7 +53,9 @@ def brute_force(aerial, proto, kappa, queries, k):
 def test_exact_equals_brute_force():
     aerial, proto, rng = structured_codes(3_000)
     queries, _ = perturbed_queries(aerial, proto, rng, 40)
-    scores, rows = exact_search(aerial, proto, 0.7, queries, top_k=7, chunk_rows=1_000)
+    scores, rows = exact_search(
+        queries, aerial=aerial, proto=proto, kappa=0.7, top_k=7, chunk_rows=1_000
+    )
     ref_scores, ref_rows = brute_force(aerial, proto, 0.7, queries, 7)
     np.testing.assert_array_equal(rows, ref_rows)
     np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-5)
@@ -87,7 +90,7 @@ def ivfpq_case():
 
 def test_ivfpq_top1_agrees_with_exact(ivfpq_case):
     aerial, proto, searcher, queries, _ = ivfpq_case
-    _, exact_rows = exact_search(aerial, proto, 0.8, queries, top_k=5)
+    _, exact_rows = exact_search(queries, aerial=aerial, proto=proto, kappa=0.8, top_k=5)
     scores, rows = searcher.search(queries, top_k=5)
     agreement = np.mean(rows[:, 0] == exact_rows[:, 0])
     assert agreement >= 0.99, agreement
@@ -106,7 +109,7 @@ def test_ivfpq_kappa_changes_without_rebuild(ivfpq_case):
         _, rows = searcher.search(queries[:200], top_k=1)
     finally:
         searcher.kappa = 0.8
-    _, exact_rows = exact_search(aerial, proto, 3.0, queries[:200], top_k=1)
+    _, exact_rows = exact_search(queries[:200], aerial=aerial, proto=proto, kappa=3.0, top_k=1)
     assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.98
 
 
@@ -169,7 +172,7 @@ def test_sum_layout_is_tied_to_its_kappa(tmp_path):
     searcher = CellSearcher.build(aerial, proto, 0.5, backend="ivfpq", nlist=64)
     assert searcher.params.layout == "sum"  # the default
     queries, _ = perturbed_queries(aerial, proto, rng, 300)
-    _, exact_rows = exact_search(aerial, proto, 0.5, queries, top_k=1)
+    _, exact_rows = exact_search(queries, aerial=aerial, proto=proto, kappa=0.5, top_k=1)
     _, rows = searcher.search(queries, top_k=1)
     assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.99
     path = searcher.save(tmp_path / "sum.faiss")
@@ -196,8 +199,8 @@ def test_exact_search_leaves_float32_inputs_untouched():
     proto = rng.standard_normal((300, 16)).astype(np.float32)
     queries = rng.standard_normal((4, 16)).astype(np.float32)
     aerial_before, proto_before = aerial.copy(), proto.copy()
-    first = exact_search(aerial, proto, 2.0, queries, top_k=5)
-    second = exact_search(aerial, proto, 2.0, queries, top_k=5)
+    first = exact_search(queries, aerial=aerial, proto=proto, kappa=2.0, top_k=5)
+    second = exact_search(queries, aerial=aerial, proto=proto, kappa=2.0, top_k=5)
     np.testing.assert_array_equal(aerial, aerial_before)
     np.testing.assert_array_equal(proto, proto_before)
     np.testing.assert_array_equal(first[0], second[0])
@@ -213,13 +216,15 @@ def test_exact_searcher_cache_follows_kappa_changes():
     for kappa in (0.5, 3.0, 0.5):
         searcher.kappa = kappa
         scores, rows = searcher.search(queries, top_k=4)
-        expected_scores, expected_rows = exact_search(aerial, proto, kappa, queries, top_k=4)
+        expected_scores, expected_rows = exact_search(
+            queries, aerial=aerial, proto=proto, kappa=kappa, top_k=4
+        )
         np.testing.assert_array_equal(rows, expected_rows)
         np.testing.assert_allclose(scores, expected_scores, rtol=1e-6)
 
 
 def test_proportional_shares_split_exactly():
-    from geocells.index.ann import _proportional_shares
+    from geocells.search.coarse import _proportional_shares
 
     sizes = np.array([0, 1, 5, 100, 1000, 3])
     for total in (5, 17, 300, 1109):
@@ -233,7 +238,7 @@ def test_proportional_shares_split_exactly():
 
 
 def test_two_level_centroids_cover_the_sample():
-    from geocells.index.ann import two_level_centroids
+    from geocells.search.coarse import two_level_centroids
 
     aerial, proto, _ = structured_codes(6_000, dim=32)
     sample = aerial.astype(np.float32) + proto.astype(np.float32)
@@ -262,7 +267,7 @@ def test_hnsw_coarse_quantiser_search_and_reload(tmp_path):
     assert searcher.params.coarse == "hnsw" and searcher.params.nprobe == 64  # 2 √256 < 64
     assert searcher._coarse is not None and searcher._coarse.ntotal == 256  # lists finder
     queries, _ = perturbed_queries(aerial, proto, rng, 300)
-    _, exact_rows = exact_search(aerial, proto, 1.0, queries, top_k=1)
+    _, exact_rows = exact_search(queries, aerial=aerial, proto=proto, kappa=1.0, top_k=1)
     _, rows = searcher.search(queries, top_k=3)
     assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.99
     loaded = CellSearcher.load(searcher.save(tmp_path / "index.faiss"), aerial, proto, 1.0)
@@ -271,7 +276,7 @@ def test_hnsw_coarse_quantiser_search_and_reload(tmp_path):
 
 
 def test_auto_parameters_follow_the_database_size():
-    from geocells.index.ann import IVFPQParams
+    from geocells.search.ivfpq import IVFPQParams
 
     small = IVFPQParams().resolved(1_000_000, 256)
     assert (small.nlist, small.coarse, small.nprobe, small.pq_m) == (2048, "flat", 64, 128)
@@ -282,7 +287,7 @@ def test_auto_parameters_follow_the_database_size():
 
 
 def test_ivfpq_searcher_advises_random_access_on_memmaps(tmp_path):
-    from geocells.index.ann import advise_random_access
+    from geocells.search.memmap import advise_random_access
 
     aerial, _, _ = structured_codes(200)
     np.save(tmp_path / "a.npy", aerial)
@@ -291,7 +296,7 @@ def test_ivfpq_searcher_advises_random_access_on_memmaps(tmp_path):
 
 
 def test_prefetch_rows_and_rerank_from_memmaps(tmp_path, ivfpq_case):
-    from geocells.index.ann import prefetch_rows
+    from geocells.search.memmap import prefetch_rows
 
     aerial, proto, searcher, queries, _ = ivfpq_case
     np.save(tmp_path / "a.npy", aerial)
@@ -306,3 +311,26 @@ def test_prefetch_rows_and_rerank_from_memmaps(tmp_path, ivfpq_case):
     on_disk = CellSearcher(mem_a, mem_p, 0.8, "ivfpq", searcher.index, searcher.params)
     for got, want in zip(on_disk.search(queries[:40], 3), searcher.search(queries[:40], 3)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_exact_search_breaks_ties_by_the_lower_row_everywhere():
+    """Identical codes (uncovered cells sharing a parent prototype score alike): every exact
+    top-k — the function, the searcher and eval's streamed one — keeps the lowest rows."""
+    from geocells.eval.methods import MethodDatabase, codes_scorer, evaluate_method
+
+    rng = np.random.default_rng(3)
+    aerial = np.zeros((5_000, 16), np.float16)
+    proto = np.tile(rng.normal(size=(1, 16)), (5_000, 1)).astype(np.float16)
+    proto[::7] = rng.normal(size=(len(proto[::7]), 16))  # a few distinct rows
+    queries = rng.normal(size=(6, 16)).astype(np.float32)
+    kw = {"aerial": aerial, "proto": proto, "kappa": 1.0, "top_k": 12}
+    _, rows = exact_search(queries, **kw, chunk_rows=1_024)
+    dense = queries @ proto.astype(np.float32).T
+    order = np.lexsort((np.broadcast_to(np.arange(5_000), dense.shape), -dense), axis=1)
+    np.testing.assert_array_equal(rows, order[:, :12])
+    searcher = CellSearcher.build(aerial, proto, 1.0, "exact")
+    np.testing.assert_array_equal(searcher.search(queries, 12)[1], rows)
+    lat, lon = np.linspace(40, 41, 5_000), np.zeros(5_000)
+    method = MethodDatabase("m", "m", lat, lon, codes_scorer((proto, 1.0)), 0)
+    result = evaluate_method(method, queries, lat[:6], lon[:6], top_k=12)
+    np.testing.assert_array_equal(result.top_index, rows)

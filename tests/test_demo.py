@@ -4,12 +4,17 @@ import json
 
 import pytest
 
-from geocells.eval import demo
+from geocells import pipeline as demo
 
 
 def test_split_overrides_by_group():
-    groups = demo.split_overrides(["synth.seed=3", "train.optim.lr=1e-3", "synth.size_km=4"])
-    assert groups == {"synth": ["seed=3", "size_km=4"], "train": ["optim.lr=1e-3"], "index": []}
+    groups = demo.split_overrides(
+        ["synth.seed=3", "train.optim.lr=1e-3", "synth.size_km=4", "eval.top_k=5"]
+    )
+    assert groups == {
+        "synth": ["seed=3", "size_km=4"], "train": ["optim.lr=1e-3"], "index": [],
+        "calibrate": [], "eval": ["top_k=5"],
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("bad", ["seed=3", "model.dim=3", "synth.seed"])

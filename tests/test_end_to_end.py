@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from geocells import pipeline as demo
 from geocells.cli import main as cli_main
-from geocells.eval import demo
 from geocells.eval.evaluate import EvalOptions, run
 
 CELL_METHODS = {"proto_lp", "proto_lc", "aerial", "hybrid_k1", "hybrid"}
@@ -58,6 +58,11 @@ def _check_report(out: Path, expected_methods: set[str]) -> dict:
     for kind, by_label in summary["strata"].items():
         total = sum(next(iter(per.values()))["queries"] for per in by_label.values())
         assert total == queries, kind
+    # The hybrid answered through the deployed searcher (exact at this size: equal to exact).
+    search = summary["search"]
+    assert search["deployed_backend"] == "exact"
+    assert search["r1_100m_deployed"] == search["r1_100m_exact"]
+    assert search["r1_100m_exact"] == summary["methods"]["hybrid"]["metrics"]["R@1@100m"]
     page_text = (out / "report.html").read_text(encoding="utf-8")
     page = _Page()
     page.feed(page_text)

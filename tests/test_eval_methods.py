@@ -6,6 +6,7 @@ import pytest
 from geocells.eval.histogram import colour_histograms, histogram_scorer
 from geocells.eval.methods import MethodDatabase, cell_code_methods, evaluate_method
 from geocells.geo import cell_to_latlng, haversine_m, latlng_to_cell
+from geocells.io import DatabaseMeta
 
 
 def _line_database():
@@ -13,7 +14,9 @@ def _line_database():
     lat = np.array([0.0, 1000 / 111_195, 2000 / 111_195])
     lon = np.zeros(3)
     vectors = np.eye(3, dtype=np.float32)
-    return MethodDatabase("toy", "toy", lat, lon, lambda q: q @ vectors.T, storage_bytes=3)
+    return MethodDatabase(
+        "toy", "toy", lat, lon, lambda q, rows: q @ vectors[rows].T, storage_bytes=3
+    )
 
 
 def test_evaluate_method_top_k_errors_and_ranks():
@@ -32,7 +35,7 @@ def test_evaluate_method_top_k_errors_and_ranks():
 
 def test_evaluate_method_rejects_wrong_score_shape():
     method = _line_database()
-    method.score = lambda q: np.zeros((len(q), 2))
+    method.score = lambda q, rows: np.zeros((len(q), 2))
     with pytest.raises(ValueError, match="scores of shape"):
         evaluate_method(method, np.zeros((1, 3)), np.zeros(1), np.zeros(1))
 
@@ -46,9 +49,12 @@ def test_cell_code_methods_fuse_with_kappa():
     methods = {m.name: m for m in cell_code_methods(cells, aerial, proto, 3.0, lp_cells, lp)}
     assert list(methods) == ["proto_lp", "proto_lc", "aerial", "hybrid_k1", "hybrid"]
     query = np.array([[0.9, 0.1]], dtype=np.float32)
-    np.testing.assert_allclose(methods["aerial"].score(query), [[0.9, 0.1]], rtol=1e-3)
-    np.testing.assert_allclose(methods["hybrid_k1"].score(query), [[1.0, 1.0]], rtol=1e-3)
-    np.testing.assert_allclose(methods["hybrid"].score(query), [[0.9 + 0.3, 0.1 + 2.7]], rtol=1e-3)
+    every = slice(None)
+    np.testing.assert_allclose(methods["aerial"].score(query, every), [[0.9, 0.1]], rtol=1e-3)
+    np.testing.assert_allclose(methods["hybrid_k1"].score(query, every), [[1.0, 1.0]], rtol=1e-3)
+    hybrid = methods["hybrid"].score(query, every)
+    np.testing.assert_allclose(hybrid, [[0.9 + 0.3, 0.1 + 2.7]], rtol=1e-3)
+    np.testing.assert_allclose(methods["hybrid"].score(query, np.array([1])), [[2.8]], rtol=1e-3)
     lat, _ = cell_to_latlng(cells)
     np.testing.assert_allclose(methods["hybrid"].lat, lat)
     assert methods["aerial"].storage_bytes == 2 * (2 * 2 + 8)
@@ -78,7 +84,51 @@ def test_calibration_source_says_when_the_guard_kept_kappa_one(tmp_path, kappa, 
 
     (tmp_path / "region.geojson").write_text("{}")
     report = {"split": "val", "kappa_max_recall": maximum, "max_gain_z": 1.2, "min_gain_z": 2.0}
-    meta = {"kappa": kappa, "kappa_calibrated": True, "calibration": report}
+    meta = DatabaseMeta(
+        count=1, dim=2, cell_level=16, proto_level=15, tile_size_m=154.0, tile_px=32,
+        model_sha256="x", kappa=kappa, kappa_calibrated=True, calibration=report,
+    )  # fmt: skip
     source = calibration_source(meta, tmp_path)
     assert source["kept_kappa_1"] is kept
     assert source["kappa_max_recall"] == maximum
+
+
+def test_streamed_evaluation_matches_dense_scoring_and_uses_the_search():
+    """Blocks smaller than the database, ranks and top-k equal a dense [Q, N] reference;
+    a method with ``search`` answers through it while ranks stay exact."""
+    from geocells.eval import methods as methods_module
+
+    rng = np.random.default_rng(0)
+    n, dim, q = 3000, 8, 40
+    codes = rng.normal(size=(n, dim)).astype(np.float16)
+    lat, lon = 48 + rng.uniform(0, 0.02, n), 11 + rng.uniform(0, 0.03, n)
+    queries = rng.normal(size=(q, dim)).astype(np.float32)
+    q_lat, q_lon = lat[:q] + 1e-4, lon[:q]
+    scorer = methods_module.codes_scorer((codes, 1.0))
+    method = MethodDatabase("m", "m", lat, lon, scorer, 0)
+    old = methods_module.BLOCK_SCORES
+    methods_module.BLOCK_SCORES = 700 * q  # blocks of 700 items (the minimum is 1024)
+    try:
+        result = evaluate_method(method, queries, q_lat, q_lon, top_k=5, chunk_size=16)
+    finally:
+        methods_module.BLOCK_SCORES = old
+    dense = queries @ codes.astype(np.float32).T
+    order = np.lexsort((np.broadcast_to(np.arange(n), dense.shape), -dense), axis=1)[:, :5]
+    np.testing.assert_array_equal(result.top_index, order)
+    distances = haversine_m(
+        np.repeat(q_lat, n), np.repeat(q_lon, n), np.tile(lat, q), np.tile(lon, q)
+    ).reshape(q, n)
+    from geocells.eval.metrics import rank_within
+
+    np.testing.assert_array_equal(result.ranks, rank_within(dense, distances))
+    assert result.ranks.min() >= 1 and result.exact_top1 is None
+
+    def reversed_search(features, k):  # a deliberately different "deployed" answer
+        rows = order[: len(features), ::-1][:, :k]
+        return np.zeros(rows.shape, np.float32), rows
+
+    method.search = reversed_search
+    served = evaluate_method(method, queries, q_lat, q_lon, top_k=5, chunk_size=q)
+    np.testing.assert_array_equal(served.top_index, order[:, ::-1])
+    np.testing.assert_array_equal(served.exact_top1, order[:, 0])
+    np.testing.assert_array_equal(served.ranks, result.ranks)

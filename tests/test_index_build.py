@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from geocells.geo import cell_parent, latlng_to_cell
-from geocells.index.build import (
+from geocells.db.build import (
     CellSources,
     IndexConfig,
     build_cells,
@@ -12,8 +11,9 @@ from geocells.index.build import (
     parse_shard,
     shard_range,
 )
-from geocells.index.merge import merge
-from geocells.index.store import Database
+from geocells.db.merge import merge
+from geocells.db.store import Database
+from geocells.geo import cell_parent, latlng_to_cell
 
 DIM = 8
 PX = 6
@@ -62,7 +62,13 @@ def _sources(cells, fail_after=None):
 
 
 CFG = IndexConfig(chunk_size=50, batch_size=16, tile_size_m=154.0, rotations=4, progress=False)
-IDENTITY = {"levels": {"cell": 16, "proto": 15}, "model": {"sha256": "x"}}
+IDENTITY = {
+    "cell_level": 16,
+    "proto_level": 15,
+    "tile_size_m": 154.0,
+    "tile_px": 16,
+    "model_sha256": "x",
+}
 
 
 def _build(out, cells, shard=(0, 1), fail_after=None, cfg=CFG):
@@ -101,13 +107,14 @@ def test_build_writes_a_consistent_database(tmp_path):
     np.testing.assert_array_equal(database.cells, cells)
     assert database.aerial.dtype == np.float16 and database.aerial.shape == (len(cells), DIM)
     covered = database.aerial.any(axis=1)
-    assert 0 < database.meta["cells_without_aerial"] == np.count_nonzero(~covered)
+    assert 0 < database.meta.cells_without_aerial == np.count_nonzero(~covered)
     np.testing.assert_allclose(
         np.linalg.norm(database.aerial[covered].astype(float), axis=1), 1, atol=2e-3
     )
     np.testing.assert_allclose(np.linalg.norm(database.proto.astype(float), axis=1), 1, atol=2e-3)
     assert not (out / "chunks").exists() and not (out / "build.json").exists()
-    assert database.meta["levels"] == {"cell": 16, "proto": 15} and database.kappa == 1.0
+    assert (database.meta.cell_level, database.meta.proto_level) == (16, 15)
+    assert database.kappa == 1.0 and database.meta.format_version == 2
 
 
 def test_killed_build_resumes_to_the_identical_database(tmp_path):
@@ -186,10 +193,11 @@ def test_cli_shards_and_merge_reproduce_the_micro_database(micro_db, tmp_path, c
     from geocells.cli import main
 
     run, dataset = micro_db.parent / "run", micro_db.parent / "dataset"
-    common = ["--dataset", str(dataset), "--chunk-size", "16", "--no-progress"]
-    for i in range(2):
-        argv = ["index", str(run), "--out", str(tmp_path / f"part{i}"), "--shard", f"{i}/2"]
-        assert main(argv + common) == 0
+    common = ["--dataset", str(dataset), "--no-progress"]
+    for i in range(2):  # key=value in any order with the options (here: before and after)
+        argv = ["index", "chunk_size=16", str(run), "--out", str(tmp_path / f"part{i}")]
+        assert main([*argv, "--shard", f"{i}/2", *common, "upsample=bilinear"]) == 0
+    assert Database.open(tmp_path / "part0").meta.index["chunk_size"] == 16
     parts = [str(tmp_path / "part0"), str(tmp_path / "part1")]
     assert main(["index", "merge", *parts, "--out", str(tmp_path / "merged")]) == 0
     merged, reference = Database.open(tmp_path / "merged"), Database.open(micro_db)
@@ -198,3 +206,20 @@ def test_cli_shards_and_merge_reproduce_the_micro_database(micro_db, tmp_path, c
     assert (tmp_path / "merged" / "model" / "last.safetensors").is_file()
     assert main(["index", str(run), "--out", str(tmp_path / "x"), "--shard", "2/2"]) == 2
     assert "--shard 2/2: need 0 <= i < n" in capsys.readouterr().err
+
+
+def test_cli_index_takes_a_preset_and_key_value_overrides(micro_db, tmp_path, capsys):
+    from geocells.cli import main
+
+    run, dataset = micro_db.parent / "run", micro_db.parent / "dataset"
+    out = tmp_path / "db"
+    argv = ["index", str(run), "--out", str(out), "--dataset", str(dataset), "--no-progress"]
+    assert main([*argv, "--config", "default", "upsample=parent", "chunk_size=16"]) == 0
+    settings = Database.open(out).meta.index
+    assert settings["upsample"] == "parent" and settings["chunk_size"] == 16
+    assert settings["rotations"] == 1  # from the preset
+    assert main([*argv, "--overwrite", "upsampel=parent"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'upsampel'" in err and "upsample" in err
+    assert main([*argv, "--config", "nope"]) == 2
+    assert "unknown preset 'nope'; valid presets: default, rotations4" in capsys.readouterr().err

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from geocells.index.confidence import (
+from geocells.calibrate.confidence import (
     ConfidenceModel,
     cross_fitted_ece,
     expected_calibration_error,
 )
-from geocells.index.kappa import (
+from geocells.calibrate.kappa import (
     guard_kappa,
     kappa_grid,
     paired_gain,
@@ -150,7 +150,7 @@ def test_calibrate_cli_rewrites_kappa_and_confidence(micro_db, tmp_path, capsys)
     meta.update(kappa=1.0, kappa_calibrated=False)
     del meta["confidence"], meta["calibration"]
     (db / "meta.json").write_text(json.dumps(meta))
-    assert main(["calibrate", str(db), "--max-queries", "10", "--kappa-steps", "5"]) == 0
+    assert main(["calibrate", str(db), "max_queries=10", "--config", "quick", "kappa_steps=5"]) == 0
     assert "val recall@1 within 100 m" in capsys.readouterr().out
     meta = json.loads((db / "meta.json").read_text())
     assert meta["kappa_calibrated"] and meta["calibration"]["queries"] == 10

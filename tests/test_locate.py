@@ -9,9 +9,10 @@ from PIL import Image
 
 from geocells.cli import main
 from geocells.data import GroundManifest
+from geocells.db.store import Database
 from geocells.geo import cell_to_latlng, token_to_cell
-from geocells.index.store import Database
 from geocells.locate import Localizer, Prediction
+from geocells.search.exact import exact_search
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,9 @@ def test_locate_accepts_paths_pil_and_arrays(localizer, image_paths):
 def test_predictions_are_the_exact_top_k(localizer, image_paths, micro_db):
     database = Database.open(micro_db)
     predictions = localizer.locate(image_paths, top_k=4)
-    scores, rows = database.search(localizer.embed(image_paths), top_k=4)
+    queries = localizer.embed(image_paths)
+    kw = {"aerial": database.aerial, "proto": database.proto, "kappa": database.kappa}
+    scores, rows = exact_search(queries, **kw, top_k=4)
     for ranked, row_scores, row_ids in zip(predictions, scores, rows):
         assert len(ranked) == 4 and all(isinstance(p, Prediction) for p in ranked)
         cells = token_to_cell(np.array([p.token for p in ranked]))
@@ -54,10 +57,10 @@ def test_predictions_are_the_exact_top_k(localizer, image_paths, micro_db):
 
 def test_calibration_is_stored(micro_db):
     meta = Database.open(micro_db).meta
-    assert meta["kappa_calibrated"] and 0.05 <= meta["kappa"] <= 20
+    assert meta.kappa_calibrated and 0.05 <= meta.kappa <= 20
     assert (micro_db / "calibration.csv").read_text().startswith("kappa,recall_100m")
     assert (micro_db / "calibration.png").stat().st_size > 1000
-    assert 0 <= meta["calibration"]["ece"] <= 1 and meta["calibration"]["queries"] == 16
+    assert 0 <= meta.calibration["ece"] <= 1 and meta.calibration["queries"] == 16
 
 
 def test_cli_reports_bad_files_and_goes_on(micro_db, micro_dataset, image_paths, tmp_path, capsys):
@@ -130,7 +133,7 @@ def test_bad_arguments_raise_clear_errors(localizer, tmp_path):
 def test_stored_compressed_index_is_used_and_agrees(micro_db, image_paths, tmp_path):
     import shutil
 
-    from geocells.index.search_index import write_search_index
+    from geocells.search.index_file import write_search_index
 
     db = shutil.copytree(micro_db, tmp_path / "db")
     assert write_search_index(db, "auto") is None  # small: exact search, no file
@@ -146,3 +149,12 @@ def test_stored_compressed_index_is_used_and_agrees(micro_db, image_paths, tmp_p
     Database.open(db).update_meta(kappa=exact.database.kappa * 2)  # stale index: refused
     with pytest.raises(ValueError, match="kappa"):
         Localizer.load(db)
+
+
+def test_confidence_is_nan_only_for_queries_with_fewer_than_two_hits(localizer):
+    """A query with a single hit gets NaN confidence; the rest of its batch keeps theirs."""
+    scores = np.array([[0.9, 0.5], [0.8, -np.inf]], dtype=np.float32)
+    rows = np.array([[0, 1], [2, -1]])
+    first, second = localizer.predictions(scores, rows, top_k=2)
+    assert len(first) == 2 and all(0 <= p.confidence <= 1 for p in first)
+    assert len(second) == 1 and np.isnan(second[0].confidence)

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 
+from geocells.calibrate.kappa import kappa_grid
 from geocells.cli import main
 from geocells.data.dataset import Dataset
+from geocells.db.store import Database
 from geocells.geo import region_cells
-from geocells.index.kappa import kappa_grid
-from geocells.index.store import Database
 from geocells.locate import Localizer
 
 
@@ -16,8 +16,8 @@ def test_tiny_database_covers_the_region(tiny_db, tiny_dataset):
     database = Database.open(tiny_db)
     data = Dataset.open(tiny_dataset)
     np.testing.assert_array_equal(database.cells, region_cells(data.region, database.cell_level))
-    assert database.meta["kappa_calibrated"]
-    assert database.meta["cells_without_aerial"] == 0
+    assert database.meta.kappa_calibrated
+    assert database.meta.cells_without_aerial == 0
     lines = (tiny_db / "calibration.csv").read_text().strip().splitlines()
     assert len(lines) == 1 + len(kappa_grid())  # header + one row per κ
 

@@ -50,7 +50,7 @@ def test_save_and_load_roundtrip(model, tmp_path):
     assert not loaded.training
     np.testing.assert_array_equal(loaded.prototypes.cells, CELLS)
     assert loaded.prototypes.level == model.prototype_level == 15
-    assert loaded.config == model.config
+    assert loaded.card == model.card
     images = [np.random.default_rng(1).integers(0, 256, (40, 40, 3), dtype=np.uint8)]
     np.testing.assert_allclose(loaded.aerial.encode(images), model.aerial.encode(images))
     torch.testing.assert_close(loaded.prototypes.normalized(), model.prototypes.normalized())

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from geocells.models import PrototypeTable
+from geocells.train.config import LossConfig
 from geocells.train.loss import MSParams, cross_modal_loss, multi_similarity_loss, prototype_loss
 from geocells.train.negatives import candidate_rows, mined_rows
 
@@ -100,7 +101,8 @@ def test_mined_rows_match_brute_force_and_chunking():
     for chunk in (7, 64, 1000):
         found = mined_rows(anchors, anchor_rows, table, PARAMS, chunk)
         assert torch.equal(torch.sort(found).values, expected)
-    rows = candidate_rows(anchors, anchor_rows, table, PARAMS, 1000, 10, 1, 64, torch.Generator())
+    cfg = LossConfig(all_negatives_max=1000, random_negatives=10, neighbor_rings=1, chunk_size=64)
+    rows = candidate_rows(anchors, anchor_rows, table, PARAMS, cfg, torch.Generator())
     assert set(rows.tolist()) == set(expected.tolist()) | set(anchor_rows.tolist())
     # the loss over the candidates equals the loss over the whole table
     full = prototype_loss(anchors, anchor_rows, table.normalized(), torch.arange(300), PARAMS)

@@ -1,6 +1,7 @@
 """Training on the tiny synthetic dataset: outputs, exact resume, Ctrl-C, CLI, torchrun."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,23 +39,44 @@ def test_run_writes_config_checkpoints_metrics_and_plot(tiny_run):
     assert model.prototype_level == 15 and model.cell_level == 16
 
 
-def test_resume_after_ctrl_c_gives_identical_losses(tiny_run, tiny_dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("second", [False, True], ids=["ctrl-c", "ctrl-c-twice"])
+def test_resume_after_ctrl_c_gives_identical_losses(
+    tiny_run, tiny_dataset, tmp_path, monkeypatch, second
+):
+    """Ctrl-C during step 5 (between its two optimiser steps) finishes step 5 and saves it;
+    a second Ctrl-C stops at once and keeps the last checkpoint (step 3). Either resumes
+    to the uninterrupted run's losses."""
+    import geocells.train.trainer as trainer
+
     real_step = step_module.train_step
     calls = {"n": 0}
 
-    def interrupting_step(*args, **kwargs):
+    def interrupting_step(model, encoders, optimizers, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:  # Ctrl-C while step 5 runs: steps 1-4 are done
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
+        if calls["n"] != 5:
+            return real_step(model, encoders, optimizers, *args, **kwargs)
+        first, later = optimizers["encoders"].step, optimizers["prototypes"].step
 
-    import geocells.train.trainer as trainer
+        def encoders_then_ctrl_c(*a, **k):
+            result = first(*a, **k)
+            os.kill(os.getpid(), signal.SIGINT)
+            if second:
+                os.kill(os.getpid(), signal.SIGINT)
+            return result
+
+        optimizers["encoders"].step = encoders_then_ctrl_c
+        try:
+            return real_step(model, encoders, optimizers, *args, **kwargs)
+        finally:
+            optimizers["encoders"].step, optimizers["prototypes"].step = first, later
 
     monkeypatch.setattr(trainer, "train_step", interrupting_step)
     run = tmp_path / "run"
     with pytest.raises(TrainingInterrupted) as stop:
         train_tiny(tiny_dataset, run)
-    assert stop.value.checkpoint.name == "step-00000004.safetensors"
+    expected = "step-00000003.safetensors" if second else "step-00000005.safetensors"
+    assert stop.value.checkpoint.name == expected
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     monkeypatch.setattr(trainer, "train_step", real_step)
     train_tiny(tiny_dataset, run, resume=True)
     assert _losses(run) == _losses(tiny_run)
@@ -81,7 +103,7 @@ def test_cli_rejects_unknown_keys_and_trains(tiny_dataset, tmp_path, capsys):
         "train.max_steps=2",
     ]
     assert main(args) == 0
-    assert load_model(out).config.train.max_steps == 2
+    assert load_model(out).card.experiment["train"]["max_steps"] == 2
 
 
 @pytest.mark.slow

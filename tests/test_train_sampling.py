@@ -7,7 +7,7 @@ import torch
 from geocells.config import ConfigError
 from geocells.geo import cell_neighbors, latlng_to_cell
 from geocells.models import Encoder, PrototypeTable
-from geocells.train.config import experiment_config
+from geocells.train.config import LossConfig, experiment_config
 from geocells.train.loss import MSParams
 from geocells.train.negatives import candidate_rows, neighbor_rows
 from geocells.train.sampling import distinct_cell_batches
@@ -41,10 +41,7 @@ def test_big_tables_use_neighbours_and_random_rows():
         anchor_rows,
         table,
         MSParams(),
-        all_negatives_max=10,
-        random_negatives=7,
-        neighbor_rings=1,
-        chunk_size=64,
+        LossConfig(all_negatives_max=10, random_negatives=7, neighbor_rings=1, chunk_size=64),
         generator=torch.Generator().manual_seed(0),
     )
     assert set(expected) | {0} <= set(rows.tolist())

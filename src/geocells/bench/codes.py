@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from geocells.geo import cell_parent, cell_to_latlng
+from geocells.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -183,9 +183,7 @@ def _rows_done(progress_path: Path, key: dict, out: Path) -> int:
 
 def _write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (temporary file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_json(path, data, indent=None)
 
 
 def make_queries(

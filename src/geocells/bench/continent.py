@@ -9,7 +9,6 @@ index) are kept and reused when the same config is run again.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import json
 import logging
@@ -29,6 +28,7 @@ from geocells.bench.codes import (
 )
 from geocells.bench.memory import PeakSampler, memory_status, reset_peak
 from geocells.bench.report import markdown_table
+from geocells.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _stage_key(cfg: ContinentBenchConfig, stage: str) -> dict:
     codes = {**cells, "codes": dataclasses.asdict(cfg.codes), "generator": CODES_VERSION}
     if stage == "codes":
         return codes
-    from geocells.index.ann import BUILD_VERSION
+    from geocells.search.ivfpq import BUILD_VERSION
 
     index_keys = ("nlist", "pq_m", "coarse", "layout", "seed")
     return {**codes, **{k: getattr(cfg, k) for k in index_keys}, "build": BUILD_VERSION}
@@ -92,9 +92,7 @@ class _Stages:
         for later in order[order.index(name) + 1 :]:
             self.done.pop(later, None)
         self.done[name] = {"key": key, "results": results}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done, indent=2))
-        os.replace(tmp, self.path)
+        write_json(self.path, self.done)
 
 
 def cover_cells(cfg: ContinentBenchConfig, out: Path) -> dict:
@@ -141,7 +139,7 @@ def build_codes(cfg: ContinentBenchConfig, out: Path) -> dict:
 
 def build_index(cfg: ContinentBenchConfig, out: Path) -> dict:
     """Build the compressed index over the memmaps and save it as ``out/index.faiss``."""
-    from geocells.index.ann import CellSearcher
+    from geocells.search.ivfpq import CellSearcher
 
     aerial, proto = _open_codes(out)
     gc.collect()
@@ -195,7 +193,7 @@ def measure_exact(cfg: ContinentBenchConfig, out: Path, queries: np.ndarray) -> 
     The result only depends on the database and the queries, so a rerun with other
     compressed-search settings reuses ``exact.json`` + ``exact_rows.npy``.
     """
-    from geocells.index.ann import exact_search
+    from geocells.search.exact import exact_search
 
     aerial, proto = _open_codes(out)
     key = {**_stage_key(cfg, "codes"), "kappa": cfg.kappa, "top_k": cfg.top_k,
@@ -210,10 +208,15 @@ def measure_exact(cfg: ContinentBenchConfig, out: Path, queries: np.ndarray) -> 
     reset_peak()
     with PeakSampler() as peak:
         start, cpu_start = time.perf_counter(), time.process_time()
-        _, rows = exact_search(aerial, proto, cfg.kappa, queries, cfg.top_k)
+        _, rows = exact_search(
+            queries, aerial=aerial, proto=proto, kappa=cfg.kappa, top_k=cfg.top_k
+        )
         batch_ms = 1000 * (time.perf_counter() - start) / len(queries)
         batch_cpu_ms = 1000 * (time.process_time() - cpu_start) / len(queries)
-        single = functools.partial(exact_search, aerial, proto, cfg.kappa)
+
+        def single(batch, top_k):
+            return exact_search(batch, aerial=aerial, proto=proto, kappa=cfg.kappa, top_k=top_k)
+
         _, single_ms, _ = _timed_single(single, queries[: cfg.exact_single], cfg.top_k)
     results = {
         "exact_ms_batch_all": batch_ms,
@@ -254,7 +257,7 @@ def _compressed_timing(searcher, queries: np.ndarray, top_k: int, single_count: 
 
 def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
     """Compressed and exact search on the same queries: speed, memory, agreement."""
-    from geocells.index.ann import CellSearcher
+    from geocells.search.ivfpq import CellSearcher
 
     aerial, proto = _open_codes(out)
     queries, targets = make_queries(aerial, proto, cfg.queries, cfg.query_noise, cfg.seed + 1)

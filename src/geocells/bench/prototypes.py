@@ -120,10 +120,7 @@ def _one_step(table, optimizer, cfg, generator, params, loss_cfg) -> int:
     anchors = F.normalize(torch.randn(2 * cfg.batch_size, cfg.dim, generator=generator), dim=1)
     anchors.requires_grad_(True)
     anchor_rows = torch.randint(len(table), (2 * cfg.batch_size,), generator=generator)
-    rows = candidate_rows(
-        anchors, anchor_rows, table, params, loss_cfg.all_negatives_max,
-        loss_cfg.random_negatives, loss_cfg.neighbor_rings, loss_cfg.chunk_size, generator,
-    )  # fmt: skip
+    rows = candidate_rows(anchors, anchor_rows, table, params, loss_cfg, generator)
     prototypes = table(rows)
     half = cfg.batch_size
     loss = prototype_loss(anchors[:half], anchor_rows[:half], prototypes, rows, params)

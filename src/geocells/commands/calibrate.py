@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
+
 HELP = "choose κ on the val split (curve CSV + PNG) and fit the confidence model"
 
 
@@ -12,44 +14,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("db", help="database folder built by `geocells index`")
     parser.add_argument("--dataset", help="dataset folder (default: the one the database names)")
     parser.add_argument("--split", default="val", help="split of the dataset to calibrate on")
-    parser.add_argument("--kappa-min", type=float, default=0.05)
-    parser.add_argument("--kappa-max", type=float, default=20.0)
-    parser.add_argument("--kappa-steps", type=int, default=41, help="log-spaced grid points")
+    # Spelled-out overrides of CalibrateConfig (no defaults here: the dataclass has them).
+    parser.add_argument("--kappa-min", type=float, help="kappa_min=X")
+    parser.add_argument("--kappa-max", type=float, help="kappa_max=X")
+    parser.add_argument("--kappa-steps", type=int, help="kappa_steps=N (log-spaced grid points)")
     parser.add_argument(
-        "--min-gain-z", type=float, default=2.0,
-        help="keep kappa = 1 unless the best kappa beats it by this many standard errors "
-        "on the val queries (0: always the best of the grid)",
+        "--min-gain-z", type=float,
+        help="min_gain_z=Z: keep kappa = 1 unless the best kappa beats it by this many "
+        "standard errors on the val queries (0: always the best of the grid)",
     )  # fmt: skip
-    parser.add_argument("--max-queries", type=int, default=0, help="use at most N images (0: all)")
+    parser.add_argument("--max-queries", type=int, help="max_queries=N: at most N images (0: all)")
     parser.add_argument(
-        "--ann", default="auto", choices=("auto", "exact", "ivfpq"),
-        help="search index to (re)build for the chosen κ (auto: IVF-PQ above 200k cells)",
+        "--ann", choices=("auto", "exact", "ivfpq"),
+        help="ann=KIND: search index to (re)build for the chosen κ (auto: IVF-PQ above 200k cells)",
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    add_config_arguments(parser, "calibrate", "kappa_steps=21 min_gain_z=0 top_k=10")
+
+
+FLAGS = {
+    "kappa_min": "kappa_min",
+    "kappa_max": "kappa_max",
+    "kappa_steps": "kappa_steps",
+    "min_gain_z": "min_gain_z",
+    "max_queries": "max_queries",
+    "ann": "ann",
+}
 
 
 def main(args: argparse.Namespace) -> int:
     """Calibrate and print the chosen κ."""
     import torch
 
-    from geocells.index.calibrate import CalibrateConfig, run
-    from geocells.index.store import Database
+    from geocells.calibrate.stage import CalibrateConfig, run
+    from geocells.db.store import Database
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = CalibrateConfig(
-        kappa_min=args.kappa_min,
-        kappa_max=args.kappa_max,
-        kappa_steps=args.kappa_steps,
-        max_queries=args.max_queries,
-        min_gain_z=args.min_gain_z,
-        ann=args.ann,
-    )
+    cfg = stage_config(CalibrateConfig, "calibrate", args, flag_overrides(args, FLAGS))
     path = run(args.db, args.dataset, args.split, cfg)
     meta = Database.open(path).meta
-    report = meta["calibration"]
+    report = meta.calibration
     print(
-        f"kappa = {meta['kappa']:.4g}; {report['split']} recall@1 within "
+        f"kappa = {meta.kappa:.4g}; {report['split']} recall@1 within "
         f"{report['radius_m']:.0f} m ({report['queries']} queries of {report['dataset']}): "
         f"{100 * report['recall']:.1f}% (kappa = 1: {100 * report['recall_kappa_1']:.1f}%); "
         f"confidence ECE {report['ece']:.3f}"

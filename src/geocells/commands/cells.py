@@ -59,6 +59,7 @@ def write_cells_parquet(region, level: int, out: Path, land_only: bool, chunk_si
 
     from geocells.geo import cell_to_latlng, count_cells, cover_region
     from geocells.geo.cells import cell_to_token_arrow
+    from geocells.io import atomic_write
 
     schema = pa.schema(
         [
@@ -68,16 +69,17 @@ def write_cells_parquet(region, level: int, out: Path, land_only: bool, chunk_si
             ("lon", pa.float64()),
         ]
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
     total = None if land_only else count_cells(region, level)
     written = 0
-    with pq.ParquetWriter(partial, schema) as writer, tqdm(total=total, unit="cell") as bar:
+    with (
+        atomic_write(out) as partial,
+        pq.ParquetWriter(partial, schema) as writer,
+        tqdm(total=total, unit="cell") as bar,
+    ):
         for chunk in cover_region(region, level, chunk_size=chunk_size, land_only=land_only):
             lat, lon = cell_to_latlng(chunk)
             columns = [chunk, cell_to_token_arrow(chunk), lat, lon]
             writer.write_table(pa.Table.from_arrays(columns, schema=schema))
             written += chunk.size
             bar.update(chunk.size)
-    partial.replace(out)
     return written

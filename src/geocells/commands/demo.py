@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geocells.commands.options import accept_overrides_anywhere
+
 HELP = "run synth -> train -> index -> calibrate -> eval on the demo world (resumable)"
 
 DEFAULT_OUT = Path("geocells-demo")
@@ -22,15 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "overrides",
         nargs="*",
         metavar="GROUP.key=value",
-        help="settings of a stage, e.g. synth.seed=3 synth.size_km=6 train.train.max_steps=300",
+        help="settings of a stage (synth, train, index, calibrate, eval), e.g. synth.seed=3 "
+        "train.train.max_steps=300 eval.top_k=5",
     )
     parser.add_argument("--overwrite", action="store_true", help="start again from scratch")
+    accept_overrides_anywhere(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     """Run or resume the demo, then print the results table and the report path."""
-    from geocells.eval.demo import run
     from geocells.eval.table import ablation_checks, results_table_text, strata_table_text
+    from geocells.pipeline import run
 
     report = run(args.out, args.overrides, overwrite=args.overwrite)
     print(results_table_text(report / "metrics.json"))

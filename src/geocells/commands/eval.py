@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
+
 HELP = "evaluate a database and the baselines on a split; write metrics.json and report.html"
 
 
@@ -20,15 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split of the queries (default: test)")
     parser.add_argument("--out", type=Path, required=True, help="report folder to write")
     parser.add_argument("--overwrite", action="store_true", help="redo a finished report")
-    parser.add_argument("--top-k", type=int, default=10, help="answers kept per query (R@k)")
+    # Spelled-out overrides of EvalOptions (no defaults here: the dataclass has them).
+    parser.add_argument("--top-k", type=int, help="top_k=N: answers kept per query (R@k)")
     parser.add_argument(
         "--no-baselines",
         action="store_true",
-        help="skip ground-image retrieval and the colour-histogram matcher",
+        help="ground_retrieval=false colour_histogram=false: skip the two baselines",
     )
     parser.add_argument(
-        "--no-interactive-map", action="store_true", help="leave out the Leaflet map (~1.5 MB)"
+        "--no-interactive-map",
+        action="store_const",
+        const=False,
+        help="interactive_map=false: leave out the Leaflet map (~1.5 MB)",
     )
+    add_config_arguments(parser, "eval", "top_k=20 search=exact colour_histogram=false")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,12 +43,10 @@ def main(args: argparse.Namespace) -> int:
     from geocells.eval.evaluate import EvalOptions, run
     from geocells.eval.table import results_table_text
 
-    options = EvalOptions(
-        top_k=args.top_k,
-        ground_retrieval=not args.no_baselines,
-        colour_histogram=not args.no_baselines,
-        interactive_map=not args.no_interactive_map,
-    )
+    flags = flag_overrides(args, {"top_k": "top_k", "no_interactive_map": "interactive_map"})
+    if args.no_baselines:
+        flags += ["ground_retrieval=false", "colour_histogram=false"]
+    options = stage_config(EvalOptions, "eval", args, flags)
     out = run(args.db, args.dataset, args.split, args.out, args.overwrite, options)
     print(results_table_text(out / "metrics.json"))
     print(f"report: {(out / 'report.html').resolve()}")

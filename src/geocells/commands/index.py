@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
+
 HELP = "build the cell-code database of a trained run (or: index merge PARTS... --out DB)"
 
 
@@ -24,25 +26,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shard", help="build part i of n (i/n, 0-based); join them with `index merge`"
     )
     parser.add_argument("--overwrite", action="store_true", help="rebuild from scratch")
-    parser.add_argument(
-        "--rotations",
-        type=int,
-        default=1,
-        choices=(1, 4),
-        help="average the aerial embedding over 4 tile rotations",
-    )
-    parser.add_argument(
-        "--upsample",
-        default="bilinear",
-        choices=("parent", "bilinear"),
-        help="prototype upsampling from Lp to Lc",
-    )
-    parser.add_argument("--cell-level", type=int, default=-1, help="Lc (default: the model's)")
-    parser.add_argument("--chunk-size", type=int, default=2048, help="cells per resumable chunk")
-    parser.add_argument("--batch-size", type=int, default=64, help="aerial tiles per encoder call")
-    parser.add_argument("--land-only", action="store_true", help="skip sea cells")
+    # Spelled-out overrides of IndexConfig (no defaults here: the dataclass has them).
+    parser.add_argument("--rotations", type=int, choices=(1, 4), help="rotations=N")
+    parser.add_argument("--upsample", choices=("parent", "bilinear"), help="upsample=METHOD")
+    parser.add_argument("--cell-level", type=int, help="cell_level=L (default: the model's)")
+    parser.add_argument("--chunk-size", type=int, help="chunk_size=N (cells per chunk file)")
+    parser.add_argument("--batch-size", type=int, help="batch_size=N (tiles per encoder call)")
+    parser.add_argument("--land-only", action="store_const", const=True, help="land_only=true")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_const", const=False, help="progress=false")
+    add_config_arguments(parser, "index", "upsample=parent rotations=4 chunk_size=4096")
+
+
+FLAGS = {
+    "rotations": "rotations",
+    "upsample": "upsample",
+    "cell_level": "cell_level",
+    "chunk_size": "chunk_size",
+    "batch_size": "batch_size",
+    "land_only": "land_only",
+    "no_progress": "progress",
+}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -50,27 +54,21 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     if args.target[0] == "merge":
-        from geocells.index.merge import merge
+        from geocells.db.merge import merge
 
+        if args.overrides or args.config:
+            raise ValueError("index merge takes no settings: the shards carry them")
         print(merge([Path(p) for p in args.target[1:]], Path(args.out), args.overwrite))
         return 0
     if len(args.target) != 1:
         raise ValueError(f"geocells index takes one run folder, got {len(args.target)} paths")
     import torch
 
-    from geocells.index.build import IndexConfig, parse_shard, run
+    from geocells.db.build import IndexConfig, parse_shard, run
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = IndexConfig(
-        chunk_size=args.chunk_size,
-        batch_size=args.batch_size,
-        rotations=args.rotations,
-        upsample=args.upsample,
-        cell_level=args.cell_level,
-        land_only=args.land_only,
-        progress=not args.no_progress,
-    )
+    cfg = stage_config(IndexConfig, "index", args, flag_overrides(args, FLAGS))
     shard = parse_shard(args.shard)
     target = Path(args.target[0])
     print(run(target, Path(args.out), args.dataset, args.region, shard, args.overwrite, cfg))

@@ -27,8 +27,8 @@ def main(args: argparse.Namespace) -> int:
 
     import torch
 
-    from geocells.index.export import find_images, locate_files, render
     from geocells.locate import Localizer
+    from geocells.locate.formats import find_images, locate_files, render
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from geocells.commands.options import add_config_arguments, stage_config
+
 HELP = "re-seed/refit the prototypes of a trained run against its frozen encoders"
 
 logger = logging.getLogger(__name__)
@@ -17,22 +19,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, help="dataset folder (default: the run's)")
     parser.add_argument("--overwrite", action="store_true", help="redo an up-to-date refit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="refit settings over the run's config, e.g. init=aerial_mean epochs=30",
-    )
+    add_config_arguments(parser, "refit", "init=aerial_mean epochs=30 (over the run's config)")
 
 
 def main(args: argparse.Namespace) -> int:
     """Resolve the refit settings from the run's config plus overrides, then refit."""
-    from geocells.config import config_to_dict, load_config, resolve_config
+    from geocells.config import config_to_dict, load_config
     from geocells.train.config import ExperimentConfig, RefitConfig, check_config
     from geocells.train.refit_stage import run
 
     saved = load_config(ExperimentConfig, args.run / "config.yaml")
-    refit = resolve_config(RefitConfig, config_to_dict(saved.refit), args.overrides)
+    refit = stage_config(RefitConfig, "refit", args, base=config_to_dict(saved.refit))
     saved.refit = refit
     check_config(saved)
     path = run(args.run, args.dataset, refit, args.overwrite, not args.no_progress)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geocells.commands.options import accept_overrides_anywhere
+
 HELP = "generate a synthetic dataset (procedural world), or preview a dataset"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``synth [--preset P] --out DIR [key=value ...]`` or ``synth preview DATASET --out PNG``."""
+    """``synth [--config P] --out DIR [key=value ...]`` or ``synth preview DATASET --out PNG``."""
     parser.usage = (
-        "geocells synth [--preset NAME] --out DATASET [--overwrite] [key=value ...]\n"
+        "geocells synth [--config PRESET] --out DATASET [--overwrite] [key=value ...]\n"
         "       geocells synth preview DATASET --out preview.png [--rows N]"
     )
     parser.add_argument(
@@ -21,13 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="config overrides (e.g. seed=3 size_km=5 n_train=2000), or 'preview DATASET'",
     )
     parser.add_argument(
-        "--preset", default="demo", help="synth preset: tiny, demo, large (default demo)"
+        "--config",
+        "--preset",
+        dest="preset",
+        default="demo",
+        metavar="PRESET",
+        help="synth preset: tiny, demo, large (default demo) or a YAML file",
     )
     parser.add_argument("--out", type=Path, required=True, help="dataset folder (or preview PNG)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a different dataset in --out"
     )
     parser.add_argument("--rows", type=int, default=6, help="preview: number of aerial tiles")
+    accept_overrides_anywhere(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -43,7 +51,8 @@ def main(args: argparse.Namespace) -> int:
     from geocells.config import load_preset, resolve_config
     from geocells.synth import SynthConfig, run
 
-    cfg = resolve_config(SynthConfig, load_preset(args.preset, "synth"), args.items)
+    overrides = [*args.items, *args.overrides]
+    cfg = resolve_config(SynthConfig, load_preset(args.preset, "synth"), overrides)
     out = run(cfg, args.out, overwrite=args.overwrite)
     print(out)
     return 0

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from geocells.commands.options import accept_overrides_anywhere
+
 HELP = "train the ground/aerial encoders and the cell prototypes on a dataset"
 
 logger = logging.getLogger(__name__)
@@ -28,24 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=3e-4"
     )
-    _accept_trailing_overrides(parser)
-
-
-def _accept_trailing_overrides(parser: argparse.ArgumentParser) -> None:
-    """Let ``key=value`` items follow the options (``DATASET --out RUN a=1``).
-
-    argparse fills all positionals at their first occurrence, so overrides after an option
-    would be "unrecognized"; collect them here instead.
-    """
-    parse_known = parser.parse_known_args
-
-    def parse_known_args(args=None, namespace=None):
-        namespace, extras = parse_known(args, namespace)
-        overrides = [e for e in extras if "=" in e and not e.startswith("-")]
-        namespace.overrides = [*(namespace.overrides or []), *overrides]
-        return namespace, [e for e in extras if e not in overrides]
-
-    parser.parse_known_args = parse_known_args
+    accept_overrides_anywhere(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """geocells.eval: metrics, the compared methods and baselines, the HTML report, the demo.
 
 ``geocells.eval.run(db, dataset, split, out)`` is the ``eval`` stage
-(``geocells.eval.evaluate.run``); ``geocells.eval.demo.run(out, overrides)`` the demo.
+(``geocells.eval.evaluate.run``); ``geocells.pipeline.run(out, overrides)`` the demo.
 """
 
 from __future__ import annotations

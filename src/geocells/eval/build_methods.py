@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,12 @@ from geocells.eval.methods import (
     ground_retrieval_method,
     histogram_method,
 )
+from geocells.geo import cell_to_latlng, haversine_m
+from geocells.io import atomic_write
+from geocells.search.index_file import INDEX_FILE, open_searcher
+from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TILE_M = 154.0
 
 
 def prototype_matrix(model) -> tuple[np.ndarray, np.ndarray]:
@@ -29,19 +32,8 @@ def prototype_matrix(model) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(table.cells, dtype=np.uint64), np.asarray(vectors, dtype=np.float32)
 
 
-def tile_size_m(database) -> float:
-    """Footprint of the aerial tile per cell, as recorded by the index build."""
-    for key in ("tile_m", "tile_size_m", "aerial_tile_m"):
-        value = database.meta.get(key) or database.meta.get("aerial", {}).get(key)
-        if value:
-            return float(value)
-    logger.info("database meta names no aerial tile size; using %.0f m", DEFAULT_TILE_M)
-    return DEFAULT_TILE_M
-
-
 def cell_histograms(database, data, cache: Path, px: int, progress: bool) -> np.ndarray:
     """Colour histograms of every database cell's aerial tile (cached in ``cache``)."""
-    from geocells.geo import cell_to_latlng
 
     path = cache / f"cell_histograms_{px}px.npy"
     if path.is_file():
@@ -50,21 +42,27 @@ def cell_histograms(database, data, cache: Path, px: int, progress: bool) -> np.
             return histograms
     lat, lon = cell_to_latlng(np.asarray(database.cells, dtype=np.uint64))
     histograms = aerial_cell_histograms(
-        data.aerial, lat, lon, tile_size_m(database), px, progress=progress
+        data.aerial, lat, lon, database.meta.tile_size_m, px, progress=progress
     )
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = cache / f".cell_histograms_{px}px.tmp.npy"
-    np.save(partial, histograms)
-    partial.replace(path)
+    with atomic_write(path) as partial:
+        np.save(partial, histograms)
     return histograms
 
 
 def build_methods(database, model, data, train, options, cache: Path) -> list[MethodDatabase]:
-    """Prototype-only (Lp, Lc), aerial-only, hybrid κ=1, hybrid κ, and the two baselines."""
+    """Prototype-only (Lp, Lc), aerial-only, hybrid κ=1, hybrid κ, and the two baselines.
+
+    The hybrid answers through the searcher ``geocells locate`` uses (``options.search``:
+    auto = the database's IVF-PQ index when it has one); the others are exact.
+    """
+
     proto_cells, proto_vectors = prototype_matrix(model)
+    searcher = open_searcher(database, options.search)
+    logger.info("eval: the hybrid answers through the %s searcher", searcher.backend)
     methods = cell_code_methods(
-        database.cells, database.aerial, database.proto, database.kappa, proto_cells, proto_vectors
-    )
+        database.cells, database.aerial, database.proto, database.kappa, proto_cells,
+        proto_vectors, search=searcher.search,
+    )  # fmt: skip
     if options.ground_retrieval and len(train.lat) == 0:
         logger.warning("no training ground images: leaving out the ground-retrieval baseline")
     elif options.ground_retrieval:
@@ -73,3 +71,47 @@ def build_methods(database, model, data, train, options, cache: Path) -> list[Me
         histograms = cell_histograms(database, data, cache, options.histogram_px, options.progress)
         methods.append(histogram_method(database.cells, histograms, histogram_scorer(histograms)))
     return methods
+
+
+def search_comparison(database, result, queries, options) -> dict:
+    """R@1 within 100 m of the hybrid through its deployed searcher, exactly, and through a
+    fresh IVF-PQ index over the same codes (``options.compare_ivfpq``), with top-1 agreement."""
+
+    cells = np.asarray(database.cells, dtype=np.uint64)
+
+    def recall(rows: np.ndarray) -> float:
+
+        lat, lon = cell_to_latlng(cells[rows])
+        return float(np.mean(haversine_m(lat, lon, queries.lat, queries.lon) <= 100.0))
+
+    deployed, exact = result.top_index[:, 0], result.exact_top1
+    out = {
+        "deployed_backend": open_backend(database, options.search),
+        "r1_100m_deployed": recall(deployed),
+        "r1_100m_exact": recall(exact),
+        "top1_agreement_deployed_exact": float(np.mean(deployed == exact)),
+    }
+    if options.compare_ivfpq:
+        try:
+            ivfpq = CellSearcher.build(database.aerial, database.proto, database.kappa, "ivfpq")
+        except ValueError as err:  # too few cells for the coarse lists
+            out["ivfpq"] = f"not measured: {err}"
+            return out
+        _, rows = ivfpq.search(queries.embeddings, 1)
+        rows = np.where(rows[:, 0] >= 0, rows[:, 0], exact)
+        out.update(
+            r1_100m_ivfpq=recall(rows),
+            top1_agreement_ivfpq_exact=float(np.mean(rows == exact)),
+            ivfpq_params=asdict(ivfpq.params),
+        )
+    return out
+
+
+def open_backend(database, backend: str) -> str:
+    """Which backend ``open_searcher`` serves ``database`` with."""
+
+    if backend == "auto":
+        if (database.path / INDEX_FILE).is_file():
+            return "ivfpq"
+        return "exact" if len(database) <= AUTO_EXACT_MAX_CELLS else "ivfpq"
+    return backend

@@ -17,8 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
+from geocells.data.dataset import Dataset
+from geocells.data.manifest import SPLITS
+from geocells.db.store import Database
 from geocells.eval import metrics
+from geocells.eval.build_methods import build_methods, search_comparison
+from geocells.eval.histogram import colour_histograms
 from geocells.eval.methods import MethodDatabase, MethodResult, evaluate_method
+from geocells.eval.visuals import build_report
+from geocells.geo import latlng_to_cell
+from geocells.io import atomic_write, dataset_fingerprint, write_text
+from geocells.models import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +48,11 @@ class EvalOptions:
     colour_histogram: bool = True
     examples_per_kind: int = 4
     interactive_map: bool = True
+    # Searcher of the hybrid's answers, as `geocells locate --backend`: auto = the
+    # database's IVF-PQ index when it has one (exact up to 200k cells).
+    search: str = "auto"
+    # Also measure R@1 through a fresh IVF-PQ index over the same codes (metrics.json "search").
+    compare_ivfpq: bool = True
     progress: bool = True
 
 
@@ -65,10 +79,6 @@ def embed_split(
 
     Results are cached in ``cache/{tag}-{model_tag}.npz`` (so a new model is re-embedded).
     """
-    from tqdm import tqdm
-
-    from geocells.data.images import ImageLoadError, load_image
-    from geocells.eval.histogram import colour_histograms
 
     cache_file = cache / f"{tag}-{model_tag}.npz"
     if cache_file.is_file():
@@ -84,33 +94,24 @@ def embed_split(
         logger.warning("the %s split has no images", tag)
         empty = {"embeddings": np.zeros((0, encoder.dim), np.float32)}
         return _query_set(manifest, np.zeros(0, bool), {**empty, "histograms": np.zeros((0, 1))})
-    ok = np.ones(n, dtype=bool)
-    embeddings, histograms = [], []
-    bar = tqdm(total=n, desc=f"embed {tag}", disable=not options.progress)
-    for start in range(0, n, options.batch_size):
-        images = []
-        for i in range(start, min(start + options.batch_size, n)):
-            try:
-                images.append(np.asarray(load_image(manifest.path[i])))
-            except ImageLoadError as err:
-                logger.warning("skipping %s: %s", manifest.image_id[i], err)
-                ok[i] = False
-        if images:
-            embeddings.append(np.asarray(encoder.encode(images, batch_size=len(images))))
-            histograms.append(colour_histograms(images))
-        bar.update(min(options.batch_size, n - start))
-    bar.close()
+    embedded = encoder.embed_files(
+        manifest.path,
+        options.batch_size,
+        extra=colour_histograms,
+        progress=options.progress,
+        desc=f"embed {tag}",
+    )
+    ok = np.zeros(n, dtype=bool)
+    ok[embedded.kept] = True
     if not ok.any():
         raise ValueError(f"no image of the {tag} split could be read")
     data = {
         "image_id": manifest.image_id[ok].astype(str),
-        "embeddings": np.concatenate(embeddings).astype(np.float32),
-        "histograms": np.concatenate(histograms).astype(np.float32),
+        "embeddings": embedded.embeddings,
+        "histograms": embedded.extra.astype(np.float32),
     }
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = cache / f".{tag}.tmp.npz"
-    np.savez(partial, **data)
-    partial.replace(cache_file)
+    with atomic_write(cache_file) as partial:
+        np.savez(partial, **data)
     return _query_set(manifest, ok, data)
 
 
@@ -131,7 +132,6 @@ def _strata(queries: QuerySet, train: QuerySet, levels: dict[str, int], options:
     ``level-L cell``: covered/uncovered by training ground images at Lc and Lp;
     ``density``: urban/rural by training images per km² around the query.
     """
-    from geocells.geo import latlng_to_cell
 
     strata, definitions = {}, {}
     for level in (levels["cell"], levels["proto"]):
@@ -151,21 +151,18 @@ def _strata(queries: QuerySet, train: QuerySet, levels: dict[str, int], options:
     return strata, definitions
 
 
-def calibration_source(meta: dict, dataset_root: Path) -> dict | None:
-    """Split and dataset κ was calibrated on, and whether that is ``dataset_root``.
+def calibration_source(meta, dataset_root: Path) -> dict | None:
+    """Split and dataset κ was calibrated on (``meta``: a ``DatabaseMeta``), and whether
+    that is ``dataset_root``. None for an uncalibrated database."""
 
-    None for an uncalibrated database. Databases calibrated before ``calibrate`` recorded
-    its dataset fall back to the build dataset (``calibrate``'s default).
-    """
-    from geocells.index.provenance import dataset_fingerprint
-
-    if not meta.get("kappa_calibrated", False):
+    if not meta.kappa_calibrated:
         return None
-    report = meta.get("calibration", {})
-    fingerprint = report.get("dataset_sha256", meta.get("dataset_sha256"))
+    report = meta.calibration or {}
+    # Calibrated before `calibrate` recorded its dataset: it used the build dataset.
+    fingerprint = report.get("dataset_sha256", meta.dataset_sha256)
     return {
         "split": report.get("split", "val"),
-        "dataset": report.get("dataset", meta.get("dataset")),
+        "dataset": report.get("dataset", meta.dataset),
         "dataset_sha256": fingerprint,
         "recall_100m": report.get("recall"),
         "same_dataset": fingerprint == dataset_fingerprint(Path(dataset_root)),
@@ -173,7 +170,7 @@ def calibration_source(meta: dict, dataset_root: Path) -> dict | None:
         # fell short of min_gain_z, calibrate kept κ = 1 (docs/database.md).
         "kappa_max_recall": report.get("kappa_max_recall"),
         "max_gain_z": report.get("max_gain_z"),
-        "kept_kappa_1": report.get("kappa_max_recall", 1.0) != 1.0 and meta.get("kappa") == 1.0,
+        "kept_kappa_1": report.get("kappa_max_recall", 1.0) != 1.0 and meta.kappa == 1.0,
     }
 
 
@@ -220,10 +217,6 @@ def run(
     options: EvalOptions | None = None,
 ) -> Path:
     """Evaluate every method on ``split`` and write ``out/metrics.json`` + ``out/report.html``."""
-    from geocells.data.dataset import Dataset
-    from geocells.data.manifest import SPLITS
-    from geocells.eval.visuals import build_report
-    from geocells.index.store import Database
 
     options = options or EvalOptions()
     out = Path(out)
@@ -238,10 +231,8 @@ def run(
     if overwrite and out.exists():
         shutil.rmtree(out / "cache", ignore_errors=True)
     database = Database.open(db)
-    if dataset is None and not database.meta.get("dataset"):
-        raise ValueError(f"database {database.path} does not name its dataset; pass --dataset")
-    data = Dataset.open(Path(dataset if dataset is not None else database.meta["dataset"]))
-    if not database.meta.get("kappa_calibrated", False):
+    data = Dataset.open(database.dataset_path(dataset))
+    if not database.meta.kappa_calibrated:
         logger.warning("eval: κ of %s is not calibrated (run `geocells calibrate`)", db)
     summary, results, queries = evaluate_all(database, data, split, out / "cache", options)
     source = summary["calibration"]
@@ -252,7 +243,7 @@ def run(
             database.kappa, source["split"], source["dataset"], data.root, database.path,
         )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_FILE).write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    write_text(out / METRICS_FILE, json.dumps(summary, indent=2, allow_nan=True) + "\n")
     build_report(out / REPORT_FILE, summary, results, queries, data, database, options)
     logger.info("eval: wrote %s and %s", out / METRICS_FILE, out / REPORT_FILE)
     return out
@@ -260,14 +251,12 @@ def run(
 
 def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
     """Embed, build every method, score -> (metrics.json dict, results by name, queries)."""
-    from geocells.eval.build_methods import build_methods
-    from geocells.models import load_model
 
-    model = load_model(database.path / database.meta["model"]["file"])
+    model = load_model(database.model_path)
     query_manifest = data.manifest.split(split)
     if len(query_manifest) == 0:
         raise ValueError(f"dataset {data.root} has no {split!r} images")
-    model_tag = str(database.meta["model"].get("sha256", "model"))[:12]
+    model_tag = database.meta.model_sha256[:12]
     queries = embed_split(model.ground, query_manifest, cache, options, split, model_tag)
     train_manifest = data.manifest.split("train")
     train = embed_split(model.ground, train_manifest, cache, options, "train", model_tag)
@@ -278,7 +267,8 @@ def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
         results[method.name] = evaluate_method(
             method, queries.features(method.query_kind), queries.lat, queries.lon, options.top_k
         )
-    levels = {"cell": database.cell_level, "proto": int(database.meta["levels"]["proto"])}
+    search = search_comparison(database, results["hybrid"], queries, options)
+    levels = {"cell": database.cell_level, "proto": database.meta.proto_level}
     strata, definitions = _strata(queries, train, levels, options)
     summary = summarise_methods(methods, results, strata, data.region.area_km2(), options.top_k)
     summary.update(
@@ -289,10 +279,11 @@ def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
         region_area_km2=data.region.area_km2(),
         levels=levels,
         kappa=database.kappa,
-        kappa_calibrated=bool(database.meta.get("kappa_calibrated", False)),
+        kappa_calibrated=database.meta.kappa_calibrated,
         calibration=calibration_source(database.meta, Path(data.root)),
         queries=len(queries.lat),
         train_images=len(train.lat),
+        search=search,
         options=asdict(options),
     )
     return summary, results, queries

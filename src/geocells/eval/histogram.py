@@ -37,12 +37,13 @@ def colour_histograms(images: Iterable[np.ndarray], bins: int = DEFAULT_BINS) ->
     return np.stack(rows)
 
 
-def histogram_scorer(cell_histograms: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """``score(query_histograms [q, F]) -> [q, N]`` Bhattacharyya coefficients."""
+def histogram_scorer(cell_histograms: np.ndarray) -> Callable[..., np.ndarray]:
+    """``score(query_histograms [q, F], rows=all) -> [q, len(rows)]`` Bhattacharyya
+    coefficients (of square-rooted, unit-norm histograms)."""
     database = np.asarray(cell_histograms, dtype=np.float32)
 
-    def score(query_histograms: np.ndarray) -> np.ndarray:
-        return np.asarray(query_histograms, dtype=np.float32) @ database.T
+    def score(query_histograms: np.ndarray, rows=slice(None)) -> np.ndarray:
+        return np.asarray(query_histograms, dtype=np.float32) @ database[rows].T
 
     return score
 

@@ -1,9 +1,12 @@
 """The compared methods as searchable databases, and their evaluation on one query set.
 
-Every method is a ``MethodDatabase``: positions of its database items, a scoring function
-from query features to scores over all items, and its storage size. ``evaluate_method``
-scores queries in chunks and keeps only what the metrics need (top-k answers, the
-paper's rank), so databases of any size stay within memory.
+Every method is a ``MethodDatabase``: positions of its items, ``score(queries, rows)`` over
+any slice or set of its rows, its storage size and, for the deployed hybrid, ``search``:
+the Localizer's own searcher (IVF-PQ where the database has an index). ``evaluate_method``
+streams: per chunk of queries it walks the items in blocks of about 64 MB of scores,
+keeps a running top-k (``geocells.search.exact``'s tie rule) and counts the items that
+beat each query's best item within 200 m (the paper's rank), so neither a float32 copy of
+the codes nor a [Q, N] score matrix is ever built: a 25 M-cell database fits in 24 GB.
 """
 
 from __future__ import annotations
@@ -15,21 +18,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from geocells.eval import metrics
+from geocells.geo import cell_to_latlng, haversine_m
+from geocells.search.exact import block_top_k, merge_top_k
 
 logger = logging.getLogger(__name__)
+
+Rows = slice | np.ndarray
+Scorer = Callable[[np.ndarray, Rows], np.ndarray]  # (queries [q, F], rows) -> [q, len(rows)]
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # -> (scores, rows) [q, k]
+BLOCK_SCORES = 16_000_000  # float32 scores per (query chunk x item block): 64 MB
+# Relative half-width of the band kept around the approximate best near score: far wider
+# than the rounding difference between two matrix products of the same vectors.
+BAND = 1e-4
 
 
 @dataclass
 class MethodDatabase:
-    """One method: item positions, ``score(queries [q, F]) -> [q, N]`` and storage bytes."""
+    """One method: item positions, ``score(queries, rows)``, storage bytes, maybe ``search``."""
 
     name: str
     label: str
     lat: np.ndarray
     lon: np.ndarray
-    score: Callable[[np.ndarray], np.ndarray]
+    score: Scorer
     storage_bytes: int
     query_kind: str = "embedding"  # which query features `score` takes: embedding | histogram
+    search: Search | None = None  # the deployed top-k; None: exact, from `score`
 
     def __len__(self) -> int:
         return int(self.lat.shape[0])
@@ -45,6 +59,7 @@ class MethodResult:
     top_lon: np.ndarray  # float64 [Q, k]
     topk_errors_m: np.ndarray  # float64 [Q, k]
     ranks: np.ndarray  # int64 [Q], 0 = nothing within the rank radius
+    exact_top1: np.ndarray | None = None  # int64 [Q]: exact top-1 where `search` answered
 
     @property
     def errors_m(self) -> np.ndarray:
@@ -52,25 +67,108 @@ class MethodResult:
         return self.topk_errors_m[:, 0]
 
 
-def _near_distances_m(lat_q, lon_q, lat_db, lon_db, radius_m: float) -> np.ndarray:
-    """Distances ``[q, N]`` exact where within ``radius_m``, ``inf`` elsewhere.
+class NearItems:
+    """Items within a radius of a point, from items sorted by latitude (no [Q, N] arrays)."""
 
-    A cheap degree box (generous by 10 %) picks the candidate pairs; only those go through
-    ``haversine_m``, so all-pairs distances cost a subtraction, not trigonometry.
+    def __init__(self, lat: np.ndarray, lon: np.ndarray) -> None:
+        self.order = np.argsort(lat, kind="stable")
+        self.lat, self.lon = np.asarray(lat)[self.order], np.asarray(lon)[self.order]
+
+    def within(self, lat: float, lon: float, radius_m: float) -> np.ndarray:
+        """Indices (sorted) of the items within ``radius_m`` of (lat, lon)."""
+
+        span = radius_m / 111_000.0 * 1.1  # degrees of latitude, 10 % generous
+        lo, hi = np.searchsorted(self.lat, [lat - span, lat + span])
+        band_lat, band_lon = self.lat[lo:hi], self.lon[lo:hi]
+        close = haversine_m(np.full(hi - lo, lat), np.full(hi - lo, lon), band_lat, band_lon)
+        return np.sort(self.order[lo:hi][close <= radius_m])
+
+
+def _near_rows(queries_lat, queries_lon, near: NearItems, radius_m: float) -> list[np.ndarray]:
+    """Per query, the sorted rows of the items within ``radius_m``."""
+    return [near.within(float(la), float(lo), radius_m) for la, lo in zip(queries_lat, queries_lon)]
+
+
+def _approximate_best(method, queries, near_rows: list[np.ndarray]) -> np.ndarray:
+    """Per query, the best score among its near rows (-inf: none), from a small product."""
+    best = np.full(len(queries), -np.inf, dtype=np.float32)
+    for i, rows in enumerate(near_rows):
+        if len(rows):
+            best[i] = np.max(_checked(method, queries[i : i + 1], rows, len(rows)))
+    return best
+
+
+def _checked(method: MethodDatabase, queries: np.ndarray, rows: Rows, count: int) -> np.ndarray:
+    scores = np.asarray(method.score(queries, rows), dtype=np.float32)
+    if scores.shape != (len(queries), count):
+        raise ValueError(
+            f"method {method.name!r} returned scores of shape {scores.shape}, "
+            f"expected {(len(queries), count)}"
+        )
+    return scores
+
+
+class _RankCounter:
+    """The paper's rank, exact on the block scores, in the same pass as the top-k.
+
+    The best near score is known only after the pass, so each block counts the items
+    above ``high`` and keeps the few in the band ``(low, high]`` around an approximate best
+    (from another, smaller product: other rounding); the band settles them at the end.
     """
-    from geocells.geo import haversine_m
 
-    metres_per_degree = 111_000.0 / 1.1
-    dlat = np.abs(lat_q[:, None] - lat_db[None, :])
-    dlon = np.abs((lon_q[:, None] - lon_db[None, :] + 180.0) % 360.0 - 180.0)
-    dlon *= np.cos(np.radians(lat_q))[:, None]
-    rows, cols = np.nonzero((dlat <= radius_m / metres_per_degree)
-                            & (dlon <= radius_m / metres_per_degree))  # fmt: skip
-    distances = np.full(dlat.shape, np.inf)
-    if rows.size:
-        near = haversine_m(lat_q[rows], lon_q[rows], lat_db[cols], lon_db[cols])
-        distances[rows, cols] = np.where(near <= radius_m, near, np.inf)
-    return distances
+    def __init__(self, approximate: np.ndarray, near_rows: list[np.ndarray]) -> None:
+        finite = np.isfinite(approximate)
+        slack = BAND * np.maximum(1.0, np.abs(np.where(finite, approximate, 0.0)))
+        self.low = np.where(finite, approximate - slack, np.inf)
+        self.high = np.where(finite, approximate + slack, np.inf)
+        self.near_rows = near_rows
+        self.best = np.full(len(approximate), -np.inf, dtype=np.float32)
+        self.above = np.zeros(len(approximate), dtype=np.int64)
+        self.band_query: list[np.ndarray] = []  # (query, score) of the items in the band
+        self.band_score: list[np.ndarray] = []
+
+    def add(self, scores: np.ndarray, start: int) -> None:
+        """Count block ``scores [q, b]`` of the items ``start..start+b``."""
+        stop = start + scores.shape[1]
+        for i, rows in enumerate(self.near_rows):
+            inside = rows[(rows >= start) & (rows < stop)] - start
+            if len(inside):
+                self.best[i] = max(self.best[i], scores[i, inside].max())
+        self.above += (scores > self.high[:, None]).sum(axis=1)
+        query, column = np.nonzero((scores > self.low[:, None]) & (scores <= self.high[:, None]))
+        self.band_query.append(query)
+        self.band_score.append(scores[query, column])
+
+    def ranks(self) -> np.ndarray:
+        """int64 [q]: 1 + items scoring above the best near item (ties in the query's
+        favour); 0 where no item lies within the radius."""
+        found = np.isfinite(self.best)
+        missed = found & ~((self.low < self.best) & (self.best <= self.high))
+        if missed.any():
+            rows = np.flatnonzero(missed)[:10].tolist()
+            raise RuntimeError(f"rank band missed the best near score of queries {rows}")
+        query = np.concatenate([np.zeros(0, np.int64), *self.band_query])
+        score = np.concatenate([np.zeros(0, np.float32), *self.band_score])
+        beats = np.bincount(query[score > self.best[query]], minlength=len(self.best))
+        return np.where(found, 1 + self.above + beats, 0).astype(np.int64)
+
+
+def _stream(method: MethodDatabase, queries: np.ndarray, near_rows: list[np.ndarray], k: int):
+    """One pass over the items: exact top-k rows ``[q, k]`` and the rank of each query."""
+    n_items = len(method)
+    block = int(np.clip(BLOCK_SCORES // max(len(queries), 1), 1024, 1 << 20))
+    top_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    top_rows = np.zeros((len(queries), 0), dtype=np.int64)
+    counter = _RankCounter(_approximate_best(method, queries, near_rows), near_rows)
+    for start in range(0, n_items, block):
+        stop = min(start + block, n_items)
+        scores = _checked(method, queries, slice(start, stop), stop - start)
+        counter.add(scores, start)
+        part = block_top_k(scores, k)
+        top_scores, top_rows = merge_top_k(
+            top_scores, top_rows, np.take_along_axis(scores, part, 1), part + start, k
+        )
+    return top_rows, counter.ranks()
 
 
 def evaluate_method(
@@ -79,54 +177,60 @@ def evaluate_method(
     query_lat: np.ndarray,
     query_lon: np.ndarray,
     top_k: int = 10,
-    chunk_size: int = 128,
+    chunk_size: int = 256,
     rank_radius_m: float = metrics.RANK_RADIUS_M,
 ) -> MethodResult:
-    """Score every query against every item of ``method`` and collect top-k and ranks."""
-    from geocells.geo import haversine_m
+    """Top-k answers (from ``method.search`` when it has one, else exact) and the rank of
+    the best item within ``rank_radius_m`` (exact, every score streamed) of every query."""
 
     n_items = len(method)
     if n_items == 0:
         raise ValueError(f"method {method.name!r} has an empty database")
     k = min(top_k, n_items)
     n_queries = query_features.shape[0]
+    near = NearItems(method.lat, method.lon)
     top_index = np.zeros((n_queries, k), dtype=np.int64)
+    exact_top1 = np.zeros(n_queries, dtype=np.int64) if method.search is not None else None
     ranks = np.zeros(n_queries, dtype=np.int64)
-    topk_errors = np.zeros((n_queries, k), dtype=np.float64)
     for start in range(0, n_queries, chunk_size):
         stop = min(start + chunk_size, n_queries)
-        scores = np.asarray(method.score(query_features[start:stop]), dtype=np.float32)
-        if scores.shape != (stop - start, n_items):
-            raise ValueError(
-                f"method {method.name!r} returned scores of shape {scores.shape}, "
-                f"expected {(stop - start, n_items)}"
-            )
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-        top_index[start:stop] = np.take_along_axis(part, order, axis=1)
+        queries = np.asarray(query_features[start:stop], dtype=np.float32)
         lat_q, lon_q = query_lat[start:stop], query_lon[start:stop]
-        near = _near_distances_m(lat_q, lon_q, method.lat, method.lon, rank_radius_m)
-        ranks[start:stop] = metrics.rank_within(scores, near, rank_radius_m)
-        top = top_index[start:stop]
-        topk_errors[start:stop] = haversine_m(
-            np.repeat(lat_q, k),
-            np.repeat(lon_q, k),
-            method.lat[top].ravel(),
-            method.lon[top].ravel(),
-        ).reshape(stop - start, k)
+        near_rows = _near_rows(lat_q, lon_q, near, rank_radius_m)
+        exact_rows, ranks[start:stop] = _stream(method, queries, near_rows, k)
+        if method.search is None:
+            top_index[start:stop] = exact_rows
+        else:
+            _, found = method.search(queries, k)
+            top_index[start:stop] = np.where(found >= 0, found, exact_rows)
+            exact_top1[start:stop] = exact_rows[:, 0]
+    errors = haversine_m(
+        np.repeat(query_lat, k), np.repeat(query_lon, k),
+        method.lat[top_index].ravel(), method.lon[top_index].ravel(),
+    ).reshape(n_queries, k)  # fmt: skip
     return MethodResult(
         name=method.name,
         top_index=top_index,
         top_lat=method.lat[top_index],
         top_lon=method.lon[top_index],
-        topk_errors_m=topk_errors,
+        topk_errors_m=errors,
         ranks=ranks,
+        exact_top1=exact_top1,
     )
 
 
-def _matmul_score(database: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    def score(queries: np.ndarray) -> np.ndarray:
-        return queries.astype(np.float32) @ database.T
+def codes_scorer(*parts: tuple[np.ndarray, float]) -> Scorer:
+    """``score(queries, rows) = (Σ w · codes[rows]) · queries``: codes (float16 memmaps are
+    fine) are converted block by block, never copied whole."""
+
+    def score(queries: np.ndarray, rows: Rows) -> np.ndarray:
+        (first, weight), *rest = parts
+        block = np.asarray(first[rows], dtype=np.float32)
+        if weight != 1.0:
+            block *= np.float32(weight)
+        for codes, w in rest:
+            block += np.float32(w) * np.asarray(codes[rows], dtype=np.float32)
+        return np.asarray(queries, np.float32) @ block.T
 
     return score
 
@@ -138,29 +242,26 @@ def cell_code_methods(
     kappa: float,
     proto_lp_cells: np.ndarray,
     proto_lp: np.ndarray,
+    search: Search | None = None,
 ) -> list[MethodDatabase]:
     """The paper's ablation over one cell database: prototypes at Lp and Lc, aerial, hybrids.
 
-    cells: uint64 [N] level-Lc ids; aerial, proto: [N, D]; proto_lp: [P, D] at level Lp.
+    cells: uint64 [N] level-Lc ids; aerial, proto: [N, D] (float16 memmaps: read in
+    blocks); proto_lp: [P, D] at level Lp; ``search``: the deployed searcher of the hybrid.
     Sizes count what a deployment stores: float16 codes plus 8-byte cell ids.
     """
-    from geocells.geo import cell_to_latlng
 
-    aerial32 = np.asarray(aerial, dtype=np.float32)
-    proto32 = np.asarray(proto, dtype=np.float32)
     lat, lon = cell_to_latlng(np.asarray(cells, dtype=np.uint64))
     lp_lat, lp_lon = cell_to_latlng(np.asarray(proto_lp_cells, dtype=np.uint64))
-    n, dim = aerial32.shape
+    n, dim = aerial.shape
     code_bytes = n * dim * 2 + n * 8
-    hybrid_one = aerial32 + proto32
-    hybrid_kappa = aerial32 + np.float32(kappa) * proto32
     return [
         MethodDatabase(
             "proto_lp",
             "prototype-only at Lp (classification)",
             lp_lat,
             lp_lon,
-            _matmul_score(np.asarray(proto_lp, dtype=np.float32)),
+            codes_scorer((np.asarray(proto_lp, dtype=np.float32), 1.0)),
             proto_lp.shape[0] * (proto_lp.shape[1] * 2 + 8),
         ),
         MethodDatabase(
@@ -168,20 +269,26 @@ def cell_code_methods(
             "prototype-only upsampled to Lc",
             lat,
             lon,
-            _matmul_score(proto32),
+            codes_scorer((proto, 1.0)),
             code_bytes,
         ),
-        MethodDatabase("aerial", "aerial-only", lat, lon, _matmul_score(aerial32), code_bytes),
+        MethodDatabase("aerial", "aerial-only", lat, lon, codes_scorer((aerial, 1.0)), code_bytes),
         MethodDatabase(
-            "hybrid_k1", "hybrid κ = 1", lat, lon, _matmul_score(hybrid_one), code_bytes
+            "hybrid_k1",
+            "hybrid κ = 1",
+            lat,
+            lon,
+            codes_scorer((aerial, 1.0), (proto, 1.0)),
+            code_bytes,
         ),
         MethodDatabase(
             "hybrid",
             f"hybrid, calibrated κ = {kappa:.3g}",
             lat,
             lon,
-            _matmul_score(hybrid_kappa),
+            codes_scorer((aerial, 1.0), (proto, kappa)),
             code_bytes,
+            search=search,
         ),
     ]
 
@@ -197,16 +304,15 @@ def ground_retrieval_method(
         "baseline: ground-image retrieval",
         np.asarray(train_lat, dtype=np.float64),
         np.asarray(train_lon, dtype=np.float64),
-        _matmul_score(database),
+        codes_scorer((database, 1.0)),
         n * dim * 2 + n * 16,  # float16 descriptor + float64 lat/lon per image
     )
 
 
 def histogram_method(
-    cells: np.ndarray, cell_histograms: np.ndarray, score: Callable[[np.ndarray], np.ndarray]
+    cells: np.ndarray, cell_histograms: np.ndarray, score: Scorer
 ) -> MethodDatabase:
     """The naive colour-histogram cross-view matcher over the same level-Lc cells."""
-    from geocells.geo import cell_to_latlng
 
     lat, lon = cell_to_latlng(np.asarray(cells, dtype=np.uint64))
     n, bins = cell_histograms.shape

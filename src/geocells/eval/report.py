@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geocells.eval.table import format_bytes, format_metric
+from geocells.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +200,6 @@ def render_html(report: ReportData) -> str:
 
 def write_report(report: ReportData, path: Path) -> Path:
     """Write the page atomically to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".html.partial")
-    partial.write_text(render_html(report), encoding="utf-8")
-    partial.replace(path)
+    with atomic_write(path) as partial:
+        partial.write_text(render_html(report), encoding="utf-8")
     return path

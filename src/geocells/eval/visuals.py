@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from geocells.data.aerial import OutOfCoverageError
+from geocells.data.images import load_image
 from geocells.eval import plots
 from geocells.eval.report import Example, ReportData, write_report
+from geocells.geo import haversine_m, latlng_to_local_m, local_m_to_latlng
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +38,12 @@ def read_kappa_curve(db_path: Path) -> tuple[list[float], list[float]] | None:
 
 def region_mosaic(data, size_px: int = MOSAIC_PX):
     """A north-up aerial crop covering the region bounds -> (pixels, centre lat, lon, side m)."""
-    from geocells.geo import haversine_m
 
     south, west, north, east = data.region.bounds
     lat0, lon0 = (south + north) / 2, (west + east) / 2
     height = float(np.ravel(haversine_m(south, lon0, north, lon0))[0])
     width = float(np.ravel(haversine_m(lat0, west, lat0, east))[0])
     side = max(height, width)
-    from geocells.data.aerial import OutOfCoverageError
 
     try:
         pixels = data.aerial.crop(lat0, lon0, side, size_px)
@@ -53,7 +54,6 @@ def region_mosaic(data, size_px: int = MOSAIC_PX):
 
 
 def _local_xy(lat, lon, lat0, lon0) -> np.ndarray:
-    from geocells.geo import latlng_to_local_m
 
     east, north = latlng_to_local_m(np.asarray(lat), np.asarray(lon), lat0, lon0)
     return np.stack([np.asarray(east), np.asarray(north)], axis=-1)
@@ -68,9 +68,6 @@ def _pick(indices: np.ndarray, count: int) -> np.ndarray:
 def _example(row: int, result, queries, data, tile_m: float) -> Example:
     """One query image with its top-3 aerial tiles and their distances to the truth."""
     from PIL import Image
-
-    from geocells.data.aerial import OutOfCoverageError
-    from geocells.data.images import load_image
 
     image = load_image(queries.path[row])
     image.thumbnail((340, 256), Image.Resampling.BILINEAR)
@@ -104,8 +101,6 @@ def interactive_map(mosaic, lat0, lon0, side_m, queries, result) -> str | None:
     import base64
 
     import offlinefolium as folium
-
-    from geocells.geo import local_m_to_latlng
 
     m = folium.Map(location=[lat0, lon0], zoom_start=13, tiles=None, control_scale=True)
     if mosaic is not None:
@@ -141,8 +136,6 @@ def interactive_map(mosaic, lat0, lon0, side_m, queries, result) -> str | None:
 
 def build_report(path: Path, summary, results, queries, data, database, options) -> Path:
     """Render every figure and write the HTML page to ``path``."""
-    from geocells.eval.build_methods import tile_size_m
-
     labels = {name: info["label"] for name, info in summary["methods"].items()}
     figures = {
         "recall": plots.recall_curves_png({n: r.errors_m for n, r in results.items()}, labels)
@@ -192,7 +185,7 @@ def build_report(path: Path, summary, results, queries, data, database, options)
         strata=summary["strata"],
         figures=figures,
         examples=make_examples(
-            hybrid, queries, data, tile_size_m(database), options.examples_per_kind
+            hybrid, queries, data, database.meta.tile_size_m, options.examples_per_kind
         ),
         interactive_map_html=map_html,
         strata_definitions=summary.get("strata_definitions", {}),

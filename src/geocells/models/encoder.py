@@ -110,3 +110,10 @@ class Encoder(nn.Module):
         if not chunks:
             return np.zeros((0, self.dim), dtype=np.float32)
         return torch.cat(chunks).numpy().astype(np.float32, copy=False)
+
+    def embed_files(self, paths: Sequence, batch_size: int = 64, **options):
+        """Embed image files in batches; unreadable ones are reported in the result's
+        ``failures`` and skipped (``geocells.models.embed.embed_files``)."""
+        from geocells.models.embed import embed_files
+
+        return embed_files(self, paths, batch_size, **options)

@@ -1,8 +1,10 @@
-"""GeoModel: ground encoder, aerial encoder and prototype table, built from one config.
+"""GeoModel: ground encoder, aerial encoder and prototype table, built from a ModelCard.
 
-``build_model(cfg, prototype_cells)`` makes a fresh model (pretrained backbone weights
+``build_model(card, prototype_cells)`` makes a fresh model (pretrained backbone weights
 only from a local file); ``load_model(run_or_checkpoint)`` rebuilds it from a checkpoint
-alone (config in the safetensors metadata) and fails loudly on anything missing.
+alone (the card in the safetensors metadata, ``geocells.models.card``) and fails loudly on
+anything missing. Nothing here knows the trainer's settings: they ride in the card as
+provenance.
 """
 
 from __future__ import annotations
@@ -10,38 +12,38 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from geocells.io import ArtifactError, sha256_file
+from geocells.models.card import ModelCard, card_from_metadata
 from geocells.models.config import ModelConfig
 from geocells.models.encoder import Encoder
 from geocells.models.prototypes import PrototypeTable
 
-if TYPE_CHECKING:
-    from geocells.train.config import ExperimentConfig
-
 logger = logging.getLogger(__name__)
 
-CONFIG_METADATA_KEY = "geocells_config"
-FORMAT_METADATA_KEY = "geocells_format"
-FORMAT = "geocells-model-v1"
+# A prototype refit (``geocells refit``) writes these beside the checkpoint it refits.
+REFIT_WEIGHTS = "refit.safetensors"
+REFIT_INFO = "refit.json"
+REFIT_SOURCE = "last.safetensors"
 
 
 class GeoModel(nn.Module):
     """``ground`` and ``aerial`` encoders (separate weights) and ``prototypes``."""
 
-    def __init__(self, config: ExperimentConfig, prototype_cells: np.ndarray, load_pretrained=True):
+    def __init__(self, card: ModelCard, prototype_cells: np.ndarray, load_pretrained=True):
         super().__init__()
-        model_cfg = config.model
-        self.config = config
+        model_cfg = card.model
+        self.card = card
         self.ground = Encoder(model_cfg, model_cfg.input_size, load_pretrained)
         self.aerial = Encoder(model_cfg, model_cfg.aerial_input_size, load_pretrained)
         self.prototypes = PrototypeTable(
             prototype_cells,
-            config.data.prototype_level,
+            card.prototype_level,
             model_cfg.dim,
             model_cfg.prototype_init_std,
             model_cfg.prototype_dtype,
@@ -50,17 +52,17 @@ class GeoModel(nn.Module):
     @property
     def cell_level(self) -> int:
         """Lc: level of the database cells (and ground<->aerial labels)."""
-        return self.config.data.cell_level
+        return self.card.cell_level
 
     @property
     def prototype_level(self) -> int:
         """Lp: level of the prototype cells."""
-        return self.config.data.prototype_level
+        return self.card.prototype_level
 
     @property
     def aerial_tile_m(self) -> float:
         """Edge of an aerial tile's footprint in metres."""
-        return self.config.data.aerial_tile_m
+        return self.card.aerial_tile_m
 
     @property
     def aerial_px(self) -> int:
@@ -70,7 +72,7 @@ class GeoModel(nn.Module):
     @property
     def dim(self) -> int:
         """Embedding dimension D."""
-        return self.config.model.dim
+        return self.card.model.dim
 
     def forward(
         self, ground: torch.Tensor, aerial: torch.Tensor
@@ -79,41 +81,57 @@ class GeoModel(nn.Module):
         return self.ground(ground), self.aerial(aerial)
 
 
-def _as_experiment(cfg) -> ExperimentConfig:
-    from geocells.train.config import ExperimentConfig, check_config
-
-    if isinstance(cfg, ExperimentConfig):
-        return check_config(cfg)
+def as_card(cfg: Any) -> ModelCard:
+    """A ModelCard from a card, a ModelConfig (default levels) or an experiment config."""
+    if isinstance(cfg, ModelCard):
+        cfg.check()
+        return cfg
     if isinstance(cfg, ModelConfig):
-        return check_config(ExperimentConfig(model=cfg))
-    raise ValueError(f"build_model needs an ExperimentConfig or ModelConfig, got {type(cfg)}")
+        return ModelCard(model=cfg)
+    if hasattr(cfg, "model") and hasattr(cfg, "data"):
+        return ModelCard.from_experiment(cfg)
+    raise ValueError(f"build_model needs a ModelCard, ModelConfig or experiment, got {type(cfg)}")
 
 
 def build_model(
-    cfg: ExperimentConfig | ModelConfig, prototype_cells: np.ndarray, load_pretrained: bool = True
+    cfg: ModelCard | ModelConfig | Any, prototype_cells: np.ndarray, load_pretrained: bool = True
 ) -> GeoModel:
     """A fresh GeoModel; ``prototype_cells``: uint64 sorted level-Lp cells of the region."""
-    return GeoModel(_as_experiment(cfg), np.asarray(prototype_cells), load_pretrained)
-
-
-def checkpoint_metadata(model: GeoModel) -> dict[str, str]:
-    """safetensors metadata that lets ``load_model`` rebuild ``model`` from the file alone."""
-    from geocells.config import config_to_dict
-
-    return {
-        FORMAT_METADATA_KEY: FORMAT,
-        CONFIG_METADATA_KEY: json.dumps(config_to_dict(model.config)),
-    }
+    return GeoModel(as_card(cfg), np.asarray(prototype_cells), load_pretrained)
 
 
 def save_model(model: GeoModel, path: Path) -> Path:
-    """Write the model's weights and config to one ``.safetensors`` file."""
+    """Write the model's weights and card to one ``.safetensors`` file (atomically)."""
     from safetensors.torch import save_file
 
+    from geocells.io import atomic_write
+
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=checkpoint_metadata(model))
-    return path
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata=model.card.metadata())
+    return Path(path)
+
+
+def current_refit(folder: Path) -> Path | None:
+    """``folder/refit.safetensors`` when it was made from the present ``last.safetensors``.
+
+    A refit of an older ``last`` (training went on afterwards) is stale: it is ignored with
+    a warning, so a database is never built from prototypes that do not fit its encoders.
+    """
+    weights, info = folder / REFIT_WEIGHTS, folder / REFIT_INFO
+    if not (weights.is_file() and info.is_file() and (folder / REFIT_SOURCE).is_file()):
+        return None
+    recorded = json.loads(info.read_text()).get("source_sha256")
+    if recorded != sha256_file(folder / REFIT_SOURCE):
+        logger.warning(
+            "%s was made from another %s (training went on since); using %s. "
+            "Run `geocells refit` again to refresh it.",
+            weights,
+            REFIT_SOURCE,
+            REFIT_SOURCE,
+        )
+        return None
+    return weights
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -124,8 +142,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        from geocells.train.refit_stage import current_refit
-
         for folder in (path / "checkpoints", path):
             if (folder / "last.safetensors").is_file():
                 return current_refit(folder) or folder / "last.safetensors"
@@ -137,12 +153,22 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def read_card(run_or_checkpoint: str | Path) -> ModelCard:
+    """The ModelCard of a checkpoint, without reading its tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    path = resolve_checkpoint(run_or_checkpoint)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+    return card_from_metadata(metadata, str(path))
+
+
 def load_model(run_or_checkpoint: str | Path, device: str | torch.device = "cpu") -> GeoModel:
     """Rebuild a trained GeoModel from a run folder or checkpoint file (eval mode)."""
     from safetensors import SafetensorError, safe_open
-
-    from geocells.config import ConfigError, config_from_dict
-    from geocells.train.config import ExperimentConfig
 
     path = resolve_checkpoint(run_or_checkpoint)
     try:
@@ -151,16 +177,14 @@ def load_model(run_or_checkpoint: str | Path, device: str | torch.device = "cpu"
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError) as err:
         raise ValueError(f"cannot read checkpoint {path}: {err}") from err
-    if metadata.get(FORMAT_METADATA_KEY) != FORMAT or CONFIG_METADATA_KEY not in metadata:
-        raise ValueError(f"{path} is not a geocells model checkpoint (no {FORMAT} metadata)")
     try:
-        cfg = config_from_dict(ExperimentConfig, json.loads(metadata[CONFIG_METADATA_KEY]))
-    except (ConfigError, json.JSONDecodeError) as err:
-        raise ValueError(f"checkpoint {path} has an unusable config: {err}") from err
+        card = card_from_metadata(metadata, str(path))
+    except ArtifactError as err:
+        raise ValueError(f"checkpoint {path} has an unusable model card: {err}") from err
     if "prototypes.cell_ids" not in state:
         raise ValueError(f"checkpoint {path} lacks the prototype cells (prototypes.cell_ids)")
     cells = state["prototypes.cell_ids"].numpy().view(np.uint64)
-    model = build_model(cfg, cells, load_pretrained=False)
+    model = build_model(card, cells, load_pretrained=False)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

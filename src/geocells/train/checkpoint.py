@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from geocells.config import config_to_dict
+from geocells.io import atomic_write, write_json
 from geocells.models.geomodel import GeoModel, save_model
 
 logger = logging.getLogger(__name__)
@@ -80,13 +80,12 @@ def set_rng_state(tensors: dict, meta: dict) -> None:
 
 def _link(source: Path, target: Path) -> None:
     """``target`` becomes a hard link to ``source`` (a copy where links are impossible)."""
-    temporary = target.with_name(target.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    try:
-        os.link(source, temporary)
-    except OSError:
-        shutil.copyfile(source, temporary)
-    os.replace(temporary, target)
+    with atomic_write(target) as temporary:
+        temporary.unlink(missing_ok=True)
+        try:
+            os.link(source, temporary)
+        except OSError:
+            shutil.copyfile(source, temporary)
 
 
 def save_checkpoint(
@@ -106,11 +105,11 @@ def save_checkpoint(
     meta = {
         **position,
         "weights": weights.name,
-        "config": config_to_dict(model.config),
+        "config": model.card.experiment,
         "optimizers": optim_meta,
         "rng": rng_meta,
     }
-    (folder / f"{stem}.json").write_text(json.dumps(meta))
+    write_json(folder / f"{stem}.json", meta, indent=None)
     for suffix in SUFFIXES:
         _link(folder / f"{stem}{suffix}", folder / f"last{suffix}")
     steps = sorted(folder.glob("step-*.json"))

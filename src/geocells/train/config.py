@@ -7,11 +7,16 @@ inside every checkpoint, so a model is rebuilt from a checkpoint alone.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from geocells.config import ConfigError, load_preset, resolve_config
 from geocells.models.config import ModelConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -166,3 +171,32 @@ def experiment_config(preset: str = "cpu-small", overrides: Sequence[str] = ()) 
     """Resolve a train preset (shipped name or YAML path) plus ``key=value`` overrides."""
     cfg = resolve_config(ExperimentConfig, load_preset(preset, "train"), overrides)
     return check_config(cfg)
+
+
+def _known_part(schema: Any, data: dict[str, Any], prefix: str, dropped: list[str]) -> dict:
+    """The keys of ``data`` that ``schema`` (a dataclass) knows, recursively; others -> dropped."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    kept = {}
+    for key, value in data.items():
+        if key not in fields:
+            dropped.append(prefix + key)
+            continue
+        default = getattr(schema(), key)
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            kept[key] = _known_part(type(default), value, f"{prefix}{key}.", dropped)
+        else:
+            kept[key] = value
+    return kept
+
+
+def experiment_from_card(card: Any) -> ExperimentConfig:
+    """The experiment config a model was trained with, from its card's provenance.
+
+    Settings this version no longer knows (a trainer key renamed since) are dropped with a
+    warning: the card's model part, not this, decides what the network is.
+    """
+    dropped: list[str] = []
+    known = _known_part(ExperimentConfig, dict(card.experiment), "", dropped)
+    if dropped:
+        logger.warning("ignoring training settings this geocells does not know: %s", dropped)
+    return check_config(resolve_config(ExperimentConfig, known))

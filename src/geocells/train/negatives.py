@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from geocells.models.prototypes import PrototypeTable
+from geocells.train.config import LossConfig
 from geocells.train.loss import MSParams
 
 
@@ -56,18 +57,19 @@ def candidate_rows(
     anchor_rows: torch.Tensor,
     table: PrototypeTable,
     params: MSParams,
-    all_negatives_max: int,
-    random_negatives: int,
-    neighbor_rings: int,
-    chunk_size: int,
+    cfg: LossConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    """Sorted unique table rows for the prototype terms of one step (positives included)."""
+    """Sorted unique table rows for the prototype terms of one step (positives included).
+
+    ``cfg``: ``all_negatives_max`` (tables up to this size: mine every row, in chunks of
+    ``chunk_size``), else ``random_negatives`` random rows plus ``neighbor_rings`` rings.
+    """
     device = anchor_rows.device
-    if len(table) <= all_negatives_max:
-        extra = mined_rows(anchors.detach(), anchor_rows, table, params, chunk_size)
+    if len(table) <= cfg.all_negatives_max:
+        extra = mined_rows(anchors.detach(), anchor_rows, table, params, cfg.chunk_size)
     else:
-        near = neighbor_rows(table, anchor_rows.cpu().numpy(), neighbor_rings)
-        sample = torch.randint(len(table), (random_negatives,), generator=generator)
+        near = neighbor_rows(table, anchor_rows.cpu().numpy(), cfg.neighbor_rings)
+        sample = torch.randint(len(table), (cfg.random_negatives,), generator=generator)
         extra = torch.cat([torch.from_numpy(near).to(device), sample.to(device)])
     return torch.unique(torch.cat([anchor_rows, extra]))

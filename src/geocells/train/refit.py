@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from geocells.models import geomodel as _geomodel
 from geocells.models.prototypes import PrototypeTable
 from geocells.train.config import LossConfig, OptimConfig, RefitConfig
 from geocells.train.loss import MSParams, prototype_loss
@@ -31,9 +32,9 @@ from geocells.train.negatives import candidate_rows
 
 logger = logging.getLogger(__name__)
 
-REFIT_WEIGHTS = "refit.safetensors"
-REFIT_INFO = "refit.json"
-SOURCE = "last.safetensors"
+# File names are the model layer's (``resolve_checkpoint`` prefers a current refit).
+REFIT_WEIGHTS, REFIT_INFO = _geomodel.REFIT_WEIGHTS, _geomodel.REFIT_INFO
+SOURCE = _geomodel.REFIT_SOURCE
 
 
 @dataclass
@@ -124,10 +125,7 @@ def _candidates(
         anchor_rows,
         table,
         params,
-        loss_cfg.all_negatives_max,
-        loss_cfg.random_negatives,
-        loss_cfg.neighbor_rings,
-        loss_cfg.chunk_size,
+        loss_cfg,
         generator,
     )
     learn = trainable[rows]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -18,35 +17,19 @@ import numpy as np
 import torch
 
 from geocells.config import config_to_dict
-from geocells.models.geomodel import GeoModel
-from geocells.train.config import RefitConfig
+from geocells.data.aerial import OutOfCoverageError
+from geocells.data.dataset import Dataset
+from geocells.data.images import ImageLoadError, load_image
+from geocells.geo import cell_children, cell_to_latlng, latlng_to_cell
+from geocells.io import dataset_of_run, sha256_file, write_json
+from geocells.models import load_model
+from geocells.models.embed import embed_items
+from geocells.models.geomodel import GeoModel, save_model
+from geocells.train.config import ExperimentConfig, RefitConfig, experiment_from_card
 from geocells.train.refit import REFIT_INFO, REFIT_WEIGHTS, SOURCE, Anchors, refit_table
+from geocells.train.step import ms_params
 
 logger = logging.getLogger(__name__)
-
-
-def current_refit(folder: Path) -> Path | None:
-    """``folder/refit.safetensors`` when it was made from the present ``last.safetensors``.
-
-    A refit of an older ``last`` (training went on afterwards) is stale: it is ignored with
-    a warning, so a database is never built from prototypes that do not fit its encoders.
-    """
-    from geocells.index.provenance import sha256_file
-
-    weights, info = folder / REFIT_WEIGHTS, folder / REFIT_INFO
-    if not (weights.is_file() and info.is_file() and (folder / SOURCE).is_file()):
-        return None
-    recorded = json.loads(info.read_text()).get("source_sha256")
-    if recorded != sha256_file(folder / SOURCE):
-        logger.warning(
-            "%s was made from another %s (training went on since); using %s. "
-            "Run `geocells refit` again to refresh it.",
-            weights,
-            SOURCE,
-            SOURCE,
-        )
-        return None
-    return weights
 
 
 def ground_anchors(
@@ -56,8 +39,6 @@ def ground_anchors(
 
     ``embed=False`` returns only their rows (zero vectors): enough to tell covered rows.
     """
-    from geocells.data.images import ImageLoadError, load_image
-    from geocells.geo import latlng_to_cell
 
     table = model.prototypes
     manifest = dataset.manifest.split("train")
@@ -69,14 +50,10 @@ def ground_anchors(
         return Anchors(torch.zeros(len(keep), table.dim), torch.from_numpy(rows[keep]))
 
     def load(i):
-        try:
-            return np.asarray(load_image(manifest.path[i]))
-        except ImageLoadError as err:
-            logger.warning("refit: skipping %s", err)
-            return None
+        return np.asarray(load_image(manifest.path[i]))
 
     vectors, kept = _embed_in_batches(
-        keep, load, model.ground.encode, cfg.encode_batch_size, "ground", "img", progress
+        keep, load, model.ground, cfg.encode_batch_size, "ground", (ImageLoadError,), progress
     )
     if not kept:
         return Anchors.empty(table.dim)
@@ -86,7 +63,6 @@ def ground_anchors(
 def aerial_cells(table, cell_level: int, per_row: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(level-Lc cells uint64 [N], their prototype rows int64 [N]): ``per_row`` descendants
     of every prototype cell, all of them when there are no more than that."""
-    from geocells.geo import cell_children
 
     if per_row == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
@@ -105,25 +81,20 @@ def aerial_cells(table, cell_level: int, per_row: int, seed: int) -> tuple[np.nd
 
 def aerial_anchors(model: GeoModel, dataset, cfg: RefitConfig, seed: int, progress: bool):
     """North-up tiles (the database's view) of level-Lc cells of every prototype row."""
-    from geocells.data.aerial import OutOfCoverageError
-    from geocells.geo import cell_to_latlng
 
     cells, rows = aerial_cells(model.prototypes, model.cell_level, cfg.aerial_per_row, seed)
     lat, lon = cell_to_latlng(cells)
 
     def load(i):
-        try:
-            return dataset.aerial.crop(lat[i], lon[i], model.aerial_tile_m, model.aerial_px)
-        except OutOfCoverageError:
-            return None
+        return dataset.aerial.crop(lat[i], lon[i], model.aerial_tile_m, model.aerial_px)
 
     vectors, kept = _embed_in_batches(
         np.arange(len(cells)),
         load,
-        model.aerial.encode,
+        model.aerial,
         cfg.encode_batch_size,
         "aerial",
-        "tile",
+        (OutOfCoverageError,),
         progress,
     )
     if not kept:
@@ -131,32 +102,28 @@ def aerial_anchors(model: GeoModel, dataset, cfg: RefitConfig, seed: int, progre
     return Anchors(torch.from_numpy(vectors), torch.from_numpy(rows[kept]))
 
 
-def _embed_in_batches(items, load, encode, batch_size: int, what: str, unit: str, progress):
-    """Embed ``load(item)`` of every item, ``batch_size`` at a time -> (float32 [K, D] or
-    None, the K items kept); ``load`` returns None for an item to skip."""
-    from tqdm import tqdm
+def _embed_in_batches(items, load, encoder, batch_size: int, what: str, skip, progress):
+    """Embed ``load(item)`` of every item -> (float32 [K, D] or None, the K items kept);
+    items whose ``load`` raises one of ``skip`` are left out."""
 
-    vectors, kept = [], []
-    bar = tqdm(total=len(items), desc=f"refit: embed {what}", unit=unit, disable=not progress)
-    for start in range(0, len(items), batch_size):
-        inputs, batch = [], []
-        for item in items[start : start + batch_size]:
-            loaded = load(item)
-            if loaded is not None:
-                inputs.append(loaded)
-                batch.append(item)
-        if inputs:
-            vectors.append(encode(inputs, batch_size=len(inputs)))
-            kept.extend(batch)
-        bar.update(min(batch_size, len(items) - start))
-    bar.close()
-    return (np.concatenate(vectors) if vectors else None), kept
+    embedded = embed_items(
+        encoder.encode,
+        items,
+        load,
+        encoder.dim,
+        batch_size,
+        skip=skip,
+        progress=progress,
+        desc=f"refit: embed {what}",
+    )
+    kept = [items[i] for i in embedded.kept]
+    return (embedded.embeddings if kept else None), kept
 
 
-def _settings(model: GeoModel, cfg: RefitConfig) -> dict:
+def _settings(experiment: ExperimentConfig, cfg: RefitConfig) -> dict:
     """What a refit depends on besides the source checkpoint (the skip check compares it)."""
     settings = {k: v for k, v in config_to_dict(cfg).items() if k != "enabled"}
-    return {"refit": settings, "loss": config_to_dict(model.config.loss)}
+    return {"refit": settings, "loss": config_to_dict(experiment.loss)}
 
 
 def run(
@@ -167,28 +134,24 @@ def run(
     progress: bool = True,
 ) -> Path:
     """Refit the prototypes of ``run_dir``'s last checkpoint; returns the refit file."""
-    from geocells.data.dataset import Dataset
-    from geocells.index.provenance import dataset_of_run, sha256_file
-    from geocells.models import load_model
-    from geocells.models.geomodel import save_model
-    from geocells.train.step import ms_params
 
     folder = Path(run_dir) / "checkpoints"
     source = folder / SOURCE
     if not source.is_file():
         raise FileNotFoundError(f"no checkpoint to refit: {source} not found")
     model = load_model(source)
-    cfg = cfg or model.config.refit
+    experiment = experiment_from_card(model.card)
+    cfg = cfg or experiment.refit
     source_sha = sha256_file(source)
     info_path, target = folder / REFIT_INFO, folder / REFIT_WEIGHTS
-    settings = _settings(model, cfg)
+    settings = _settings(experiment, cfg)
     if info_path.is_file() and target.is_file() and not overwrite:
         info = json.loads(info_path.read_text())
         if info.get("source_sha256") == source_sha and info.get("settings") == settings:
             logger.info("refit: %s is up to date; skipping (use --overwrite)", target)
             return target
     data = Dataset.open(Path(dataset) if dataset is not None else dataset_of_run(Path(run_dir)))
-    seed = model.config.train.seed
+    seed = experiment.train.seed
     tick = time.monotonic()
     # Without optimisation (or ground term) ground images only mark the covered rows.
     embed_ground = cfg.epochs > 0 and cfg.weight_ground_prototype > 0
@@ -199,15 +162,13 @@ def run(
         ground,
         aerial,
         cfg,
-        ms_params(model.config),
-        model.config.loss,
-        model.config.optim.prototype_optimizer,
+        ms_params(experiment),
+        experiment.loss,
+        experiment.optim.prototype_optimizer,
         seed,
         progress,
     )
-    partial = folder / f".{REFIT_WEIGHTS}.tmp"
-    save_model(model, partial)
-    os.replace(partial, target)
+    save_model(model, target)  # atomic: readers never see a half-written refit
     info = {
         "source": SOURCE,
         "source_sha256": source_sha,
@@ -215,7 +176,7 @@ def run(
         "seconds": round(time.monotonic() - tick, 1),
         **stats,
     }
-    info_path.write_text(json.dumps(info, indent=1) + "\n")
+    write_json(info_path, info, indent=1)
     logger.info(
         "refit: %d of %d rows re-seeded (%s), %d refitted (loss %s -> %s); wrote %s",
         stats["rows_reseeded"],

@@ -109,10 +109,7 @@ def compute_losses(
         torch.cat([ground_rows, aerial_rows]),
         model.prototypes,
         params,
-        loss_cfg.all_negatives_max,
-        loss_cfg.random_negatives,
-        loss_cfg.neighbor_rings,
-        loss_cfg.chunk_size,
+        loss_cfg,
         generator,
     )
     prototypes = model.prototypes(rows)  # [K, D], sparse gradient in these rows

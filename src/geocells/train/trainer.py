@@ -3,12 +3,12 @@
 run(cfg, dataset, out) builds the model over the region's level-Lp cells, plans each
 epoch's batches from (seed, epoch), trains with AdamW (encoders) + a sparse optimiser
 (prototypes), validates at every epoch end, checkpoints every ``checkpoint_every`` steps
-and on Ctrl-C, and resumes exactly from ``checkpoints/last.*``.
+and on Ctrl-C (a flag checked between steps, so a checkpoint never holds half a step),
+and resumes exactly from ``checkpoints/last.*``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import signal
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from geocells.config import ConfigError, config_to_dict, load_config, save_config
+from geocells.io import RunInfo, dataset_fingerprint
 from geocells.models.geomodel import GeoModel, build_model
 from geocells.train.checkpoint import load_checkpoint, save_checkpoint
 from geocells.train.config import ExperimentConfig, check_config
@@ -30,6 +31,7 @@ from geocells.train.distributed import (
 from geocells.train.metrics import MetricsLog
 from geocells.train.optim import encoder_optimizer, lr_factor, prototype_optimizer, set_lr
 from geocells.train.sampling import BatchLoader, TrainPool, plan_epoch
+from geocells.train.state import StopRequest, TrainState
 from geocells.train.step import Encoders, train_step
 from geocells.train.validate import ValSet, validate
 
@@ -125,8 +127,8 @@ def run(
         if info.is_main:
             cfg = _prepare_run_dir(out, cfg, resume, overwrite)
             save_config(cfg, out / "config.yaml")
-            run_info = {"dataset": str(Path(dataset_root).expanduser().resolve())}
-            (out / "run.json").write_text(json.dumps(run_info, indent=1))
+            root = Path(dataset_root).expanduser().resolve()
+            RunInfo(dataset=str(root), dataset_sha256=dataset_fingerprint(root)).save(out)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
@@ -159,12 +161,11 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
         "encoders": encoder_optimizer([encoders], cfg.optim),
         "prototypes": prototype_optimizer(model.prototypes.embedding, cfg.optim),
     }
-    base_lrs = [cfg.optim.lr, cfg.optim.prototype_lr]
-    position = {"step": 0, "epoch": 0, "batch": 0, "elapsed_s": 0.0}
     folder = out / "checkpoints"
+    state = TrainState()
     if resume:
-        position = load_checkpoint(folder, model, optimizers)
-        logger.info("resuming at step %d (epoch %d)", position["step"], position["epoch"])
+        state = TrainState.from_dict(load_checkpoint(folder, model, optimizers))
+        logger.info("resuming at step %d (epoch %d)", state.step, state.epoch)
     if info.enabled:
         broadcast_from_main(model.prototypes.embedding.weight, info)
         encoders = torch.nn.parallel.DistributedDataParallel(
@@ -177,99 +178,128 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
             "cells per process; lower train.batch_size"
         )
     total = _total_steps(cfg, steps_per_epoch)
-    metrics = MetricsLog(
-        out, info.is_main, position["step"] if resume else None, cfg.train.log_every
-    )
+    metrics = MetricsLog(out, info.is_main, state.step if resume else None, cfg.train.log_every)
     val = None
     if info.is_main:
         val = ValSet.build(
             dataset, model, cfg.train.val_max_queries, cfg.train.val_max_cells, cfg.train.seed
         )
-    budget_s = cfg.train.max_minutes * 60.0
-    started = time.monotonic() - position["elapsed_s"]
-    generator = torch.Generator()
-    bar = tqdm(
-        total=total, initial=position["step"], disable=not (progress and info.is_main), unit="step"
-    )
-    step = position["step"]
-    last_saved = None
-
-    def save(epoch: int, batch: int) -> Path | None:
-        if not info.is_main:
-            return None
-        where = {
-            "step": step,
-            "epoch": epoch,
-            "batch": batch,
-            "elapsed_s": time.monotonic() - started,
-        }
-        return save_checkpoint(folder, model, optimizers, where, cfg.train.keep_checkpoints)
-
-    epoch, batch_index = position["epoch"], position["batch"]
-    validated_at = -1
+    loop = _Loop(cfg, model, encoders, optimizers, folder, state, total, metrics, device, info)
+    show = progress and info.is_main
+    bar = tqdm(total=total, initial=state.step, disable=not show, unit="step")
     try:
-        while epoch < cfg.train.epochs and step < total:
-            plan = plan_epoch(pool, model.prototypes, cfg, epoch)
-            loader = _loader(
-                pool,
-                plan[: steps_per_epoch * info.world_size],
-                dataset,
-                model,
-                cfg,
-                batch_index,
-                info,
-            )
-            last_tick = time.monotonic()
-            for batch in loader:
-                if len(batch["ground"]) == 0:
-                    raise ValueError(
-                        f"every sample of batch {batch_index} (epoch {epoch}) is unusable"
-                    )
-                tick = time.monotonic()
-                factor = lr_factor(step, total, cfg.optim)
-                if budget_s > 0:
-                    factor = min(
-                        factor,
-                        lr_factor(int(total * (tick - started) / budget_s), total, cfg.optim),
-                    )
-                set_lr(list(optimizers.values()), base_lrs, factor)
-                generator.manual_seed(cfg.train.seed * 1_000_003 + step)
-                logs = train_step(model, encoders, optimizers, batch, cfg, generator, device, info)
-                step += 1
-                batch_index += 1
-                samples = (len(batch["ground"]) + len(batch["aerial"])) * info.world_size
-                now = time.monotonic()  # wall time per step, waiting for data included
-                seconds, waited, last_tick = now - last_tick, tick - last_tick, now
-                logs["data_wait_s"] = waited
-                lr = factor * cfg.optim.lr
-                metrics.train(step, epoch, logs, lr, samples, seconds, batch["skipped"])
-                bar.update(1)
-                bar.set_postfix(loss=f"{logs['loss']:.3f}", sps=f"{metrics.samples_per_s:.1f}")
-                out_of_time = budget_s > 0 and _all_agree(
-                    time.monotonic() - started > budget_s - metrics.last_val_s, info, device
-                )
-                if step % cfg.train.checkpoint_every == 0 or step >= total or out_of_time:
-                    last_saved = save(epoch, batch_index)
-                if step >= total or out_of_time:
-                    break
-            else:
-                epoch, batch_index = epoch + 1, 0
-                last_saved = save(epoch, batch_index)
-                validated_at = _validate(model, val, device, metrics, step, epoch - 1, info)
-                continue
-            break
-        if validated_at != step:
-            _validate(model, val, device, metrics, step, epoch, info)
-    except KeyboardInterrupt:
+        with StopRequest() as stop:
+            finished = loop.run(pool, dataset, steps_per_epoch, val, bar, stop)
+    except KeyboardInterrupt:  # a second Ctrl-C: at once, the last whole checkpoint stays
         bar.close()
-        saved = save(epoch, batch_index)
         metrics.plot()
-        raise TrainingInterrupted(saved) from None
+        raise TrainingInterrupted(loop.last_saved) from None
     bar.close()
     metrics.plot()
-    if last_saved is None and info.is_main:
-        save(epoch, batch_index)
+    if not finished:
+        raise TrainingInterrupted(loop.last_saved)
     return out
+
+
+class _Loop:
+    """The training loop's state and its steps; ``run`` reads top to bottom."""
+
+    def __init__(
+        self, cfg, model, encoders, optimizers, folder, state, total, metrics, device, info
+    ):
+        self.cfg, self.model, self.encoders, self.optimizers = cfg, model, encoders, optimizers
+        self.folder, self.state, self.total, self.metrics = folder, state, total, metrics
+        self.device, self.info = device, info
+        self.base_lrs = [cfg.optim.lr, cfg.optim.prototype_lr]
+        self.budget_s = cfg.train.max_minutes * 60.0
+        self.started = time.monotonic() - state.elapsed_s
+        self.generator = torch.Generator()
+        self.last_saved: Path | None = None
+
+    def run(self, pool, dataset, steps_per_epoch: int, val, bar, stop: StopRequest) -> bool:
+        """Train to the end (True), or until Ctrl-C (False; a checkpoint of whole steps)."""
+        state, cfg, info = self.state, self.cfg, self.info
+        validated_at = -1
+        while state.epoch < cfg.train.epochs and state.step < self.total:
+            plan = plan_epoch(pool, self.model.prototypes, cfg, state.epoch)
+            mine = plan[: steps_per_epoch * info.world_size]
+            loader = _loader(pool, mine, dataset, self.model, cfg, state.batch, info)
+            outcome = self.epoch(loader, bar, stop)
+            if outcome == "stop":
+                self.save()
+                return False
+            if outcome == "done":
+                break
+            state.epoch, state.batch = state.epoch + 1, 0
+            self.save()
+            validated_at = _validate(self.model, val, self.device, self.metrics, state.step,
+                                     state.epoch - 1, info)  # fmt: skip
+        if validated_at != state.step:
+            _validate(self.model, val, self.device, self.metrics, state.step, state.epoch, info)
+        if self.last_saved is None:
+            self.save()
+        return True
+
+    def epoch(self, loader, bar, stop: StopRequest) -> str:
+        """Steps over ``loader``: "end" (epoch over), "done" (last step or out of time) or
+        "stop" (Ctrl-C; checked between steps, never inside one)."""
+        state, cfg = self.state, self.cfg
+        last_tick = time.monotonic()
+        for batch in loader:
+            if len(batch["ground"]) == 0:
+                raise ValueError(
+                    f"every sample of batch {state.batch} (epoch {state.epoch}) is unusable"
+                )
+            tick = time.monotonic()
+            logs, factor = self.step(batch, tick)
+            now = time.monotonic()  # wall time per step, waiting for data included
+            logs["data_wait_s"] = tick - last_tick
+            self.log(batch, logs, factor, now - last_tick, bar)
+            last_tick = now
+            late = time.monotonic() - self.started > self.budget_s - self.metrics.last_val_s
+            out_of_time = self.budget_s > 0 and _all_agree(late, self.info, self.device)
+            if _all_agree(stop.requested, self.info, self.device):
+                return "stop"
+            finished = state.step >= self.total or out_of_time
+            if state.step % cfg.train.checkpoint_every == 0 or finished:
+                self.save()
+            if finished:
+                return "done"
+        return "end"
+
+    def step(self, batch, tick: float) -> tuple[dict, float]:
+        """One optimiser step of both optimisers; -> (logs, learning-rate factor)."""
+        cfg, state = self.cfg, self.state
+        factor = lr_factor(state.step, self.total, cfg.optim)
+        if self.budget_s > 0:  # a time budget: the schedule follows the time used
+            used = int(self.total * (tick - self.started) / self.budget_s)
+            factor = min(factor, lr_factor(used, self.total, cfg.optim))
+        set_lr(list(self.optimizers.values()), self.base_lrs, factor)
+        self.generator.manual_seed(cfg.train.seed * 1_000_003 + state.step)
+        logs = train_step(self.model, self.encoders, self.optimizers, batch, cfg, self.generator,
+                          self.device, self.info)  # fmt: skip
+        state.step += 1
+        state.batch += 1
+        return logs, factor
+
+    def log(self, batch, logs: dict, factor: float, seconds: float, bar) -> None:
+        """Metrics row and progress bar of the step just done."""
+        samples = (len(batch["ground"]) + len(batch["aerial"])) * self.info.world_size
+        lr = factor * self.cfg.optim.lr
+        self.metrics.train(self.state.step, self.state.epoch, logs, lr, samples, seconds,
+                           batch["skipped"])  # fmt: skip
+        bar.update(1)
+        bar.set_postfix(loss=f"{logs['loss']:.3f}", sps=f"{self.metrics.samples_per_s:.1f}")
+
+    def save(self) -> None:
+        """Checkpoint the present state (rank 0 only)."""
+        if not self.info.is_main:
+            return
+        self.state.elapsed_s = time.monotonic() - self.started
+        self.last_saved = save_checkpoint(
+            self.folder, self.model, self.optimizers, self.state.to_dict(),
+            self.cfg.train.keep_checkpoints,
+        )  # fmt: skip
 
 
 def _all_agree(flag: bool, info: DistInfo, device: torch.device) -> bool:

@@ -9,7 +9,6 @@ i-th contiguous range of chunks into its own database; ``merge`` concatenates th
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -19,13 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from geocells.index.store import (
-    FORMAT_VERSION,
-    assemble,
-    save_chunk,
-    write_json_atomic,
+from geocells.data.aerial import OutOfCoverageError
+from geocells.data.dataset import Dataset
+from geocells.db.store import assemble, save_chunk
+from geocells.db.upsample import METHODS, upsample_prototypes
+from geocells.geo import Region, cell_to_latlng, count_cells, cover_region
+from geocells.io import (
+    DatabaseMeta,
+    copy_file,
+    dataset_fingerprint,
+    dataset_of_run,
+    read_json,
+    sha256_file,
+    write_json,
 )
-from geocells.index.upsample import METHODS, upsample_prototypes
+from geocells.models import load_model
+from geocells.models.geomodel import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +136,6 @@ def encode_aerial(
 ) -> np.ndarray:
     """Aerial embeddings ``float32 [n, D]`` of the tiles centred on ``cells`` (mean over
     ``cfg.rotations`` turns, re-normalised); zero rows where there is no aerial coverage."""
-    from geocells.geo import cell_to_latlng
 
     lat, lon = cell_to_latlng(cells)
     angles = [0.0, 90.0, 180.0, 270.0][: cfg.rotations]
@@ -172,7 +179,7 @@ def _prepare(out: Path, plan: dict[str, Any], overwrite: bool) -> bool:
         shutil.rmtree(out)
     plan_path = out / "build.json"
     if (out / "meta.json").is_file():
-        meta = json.loads((out / "meta.json").read_text())
+        meta = DatabaseMeta.load(out).to_dict()
         same = {k: v for k, v in plan.items() if k not in ("shard", "total_cells")}
         changed = _changed_keys(same, {k: meta.get(k) for k in same})
         if changed:
@@ -182,7 +189,7 @@ def _prepare(out: Path, plan: dict[str, Any], overwrite: bool) -> bool:
         log.info("index: %s is already built; skipping (use --overwrite)", out)
         return False
     if plan_path.is_file():
-        changed = _changed_keys(plan, json.loads(plan_path.read_text()))
+        changed = _changed_keys(plan, read_json(plan_path))
         if changed:
             raise ValueError(
                 f"{out} holds an unfinished build with other settings ({changed}); use --overwrite"
@@ -191,7 +198,7 @@ def _prepare(out: Path, plan: dict[str, Any], overwrite: bool) -> bool:
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not a geocells database build; use --overwrite")
     (out / "chunks").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(plan_path, plan)
+    write_json(plan_path, plan)
     return True
 
 
@@ -208,7 +215,8 @@ def build_cells(
 ) -> Path:
     """Encode the cells of ``cell_stream`` (``total_cells`` of them, sorted) into database ``out``.
 
-    ``identity`` (model and dataset hashes, levels, ...) goes into ``meta.json``;
+    ``identity`` (``DatabaseMeta`` fields: model and dataset hashes, levels, ...) goes into
+    ``meta.json``;
     ``attach(out)`` adds files (the model copy) just before the database is marked finished.
     """
     from tqdm import tqdm
@@ -267,25 +275,16 @@ def _finish(out: Path, plan: dict[str, Any], count: int, dim: int) -> None:
     )
     if without_aerial:
         log.warning("index: %d of %d cells lie outside the aerial coverage", without_aerial, count)
-    meta = {
-        **plan,
-        "format_version": FORMAT_VERSION,
-        "count": count,
-        "dim": dim,
-        "kappa": plan.get("kappa", 1.0),
-        "kappa_calibrated": False,
-        "cells_without_aerial": without_aerial,
-    }
-    if plan["shard"] == [0, 1]:  # shards keep these for `merge`
-        del meta["shard"], meta["total_cells"]
-    write_json_atomic(out / "meta.json", meta)
+    meta = DatabaseMeta(**plan, count=count, dim=dim, cells_without_aerial=without_aerial)
+    if plan["shard"] == [0, 1]:  # only shards keep these, for `merge`
+        meta.shard = meta.total_cells = None
+    meta.save(out)
     shutil.rmtree(out / "chunks")
     (out / "build.json").unlink()
 
 
 def parse_region(text: str) -> Any:
     """A ``Region`` from a preset name, a GeoJSON file or ``south,west,north,east``."""
-    from geocells.geo import Region
 
     parts = text.split(",")
     if len(parts) == 4:
@@ -310,22 +309,11 @@ def run(
 ) -> Path:
     """Build the cell-code database of ``run_dir``'s model over ``region`` (default: the
     dataset's region) into ``out``; ``shard=(i, n)`` builds part i of n for ``merge``."""
-    from geocells.data.aerial import OutOfCoverageError
-    from geocells.data.dataset import Dataset
-    from geocells.geo import count_cells, cover_region
-    from geocells.index.provenance import (
-        copy_model,
-        dataset_fingerprint,
-        dataset_of_run,
-        sha256_file,
-    )
-    from geocells.models import load_model
-    from geocells.models.geomodel import resolve_checkpoint
 
     cfg = cfg or IndexConfig()
     checkpoint = resolve_checkpoint(run_dir)
     model = load_model(checkpoint)
-    dataset_root = Path(dataset) if dataset is not None else dataset_of_run(Path(run_dir))
+    dataset_root = dataset_of_run(run_dir, dataset)
     data = Dataset.open(dataset_root)
     region = data.region if region is None else region
     if isinstance(region, str):
@@ -346,10 +334,12 @@ def run(
         no_coverage=(OutOfCoverageError,),
     )
     identity = {
-        "levels": {"cell": cell_level, "proto": model.prototype_level},
+        "cell_level": cell_level,
+        "proto_level": model.prototype_level,
         "tile_size_m": tile_size_m,
         "tile_px": model.aerial_px,
-        "model": {"file": "model/last.safetensors", "sha256": sha256_file(checkpoint)},
+        "model_file": "model/last.safetensors",
+        "model_sha256": sha256_file(checkpoint),
         "dataset": str(dataset_root.resolve()),
         "dataset_sha256": dataset_fingerprint(dataset_root),
         "region": {
@@ -364,7 +354,7 @@ def run(
     )
 
     def attach(folder: Path) -> None:
-        copy_model(checkpoint, folder / "model")
+        copy_file(checkpoint, folder / "model" / "last.safetensors")
         region.to_geojson(folder / "region.geojson")
 
     stream = cover_region(region, cell_level, land_only=cfg.land_only)

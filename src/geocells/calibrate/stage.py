@@ -17,8 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from geocells.index.confidence import ConfidenceModel, cross_fitted_ece, expected_calibration_error
-from geocells.index.kappa import (
+from geocells.calibrate.confidence import (
+    ConfidenceModel,
+    cross_fitted_ece,
+    expected_calibration_error,
+)
+from geocells.calibrate.kappa import (
     guard_kappa,
     kappa_grid,
     select_kappa,
@@ -26,8 +30,13 @@ from geocells.index.kappa import (
     sweep_top1,
     top1_errors,
 )
-from geocells.index.search_index import write_search_index
-from geocells.index.store import Database, exact_search
+from geocells.data.dataset import Dataset
+from geocells.db.store import Database
+from geocells.geo import cell_to_latlng, haversine_m
+from geocells.io import dataset_fingerprint
+from geocells.models import load_model
+from geocells.search.exact import exact_search
+from geocells.search.index_file import write_search_index
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +85,6 @@ def top1_errors_by_kappa(
     database: Database, queries: np.ndarray, lat: np.ndarray, lon: np.ndarray, cfg: CalibrateConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """The κ grid and the distance (m) of every query's top-1 cell at each κ: ``[K], [K, Q]``."""
-    from geocells.geo import cell_to_latlng
 
     kappas = kappa_grid(cfg.kappa_min, cfg.kappa_max, cfg.kappa_steps)
     chunks = similarity_chunks(queries, database.aerial, database.proto, cfg.chunk_size)
@@ -107,11 +115,10 @@ def fit_confidence(
     cfg: CalibrateConfig,
 ) -> tuple[ConfidenceModel, dict[str, float]]:
     """Confidence model on the val top-k at ``kappa``, with its in-sample and cross-fitted ECE."""
-    from geocells.geo import cell_to_latlng, haversine_m
 
     top_k = max(cfg.top_k, 2)
     scores, rows = exact_search(
-        queries, database.aerial, database.proto, kappa, top_k, cfg.chunk_size
+        queries, aerial=database.aerial, proto=database.proto, kappa=kappa, top_k=top_k
     )
     cell_lat, cell_lon = cell_to_latlng(np.asarray(database.cells)[rows.reshape(-1)])
     errors = haversine_m(cell_lat, cell_lon, np.repeat(lat, top_k), np.repeat(lon, top_k))
@@ -169,31 +176,13 @@ def embed_queries(model: Any, manifest: Any, cfg: CalibrateConfig) -> tuple[np.n
 
     Returns ``(embeddings [Q, D], kept row indices [Q])``.
     """
-    from tqdm import tqdm
-
-    from geocells.data import ImageLoadError, load_image
-
-    embeddings, kept = [], []
-    rows = np.arange(len(manifest) if cfg.max_queries <= 0 else min(cfg.max_queries, len(manifest)))
-    for start in tqdm(
-        range(0, len(rows), cfg.batch_size),
-        desc="calibrate: queries",
-        unit="batch",
-        disable=not cfg.progress,
-    ):
-        images, batch_rows = [], []
-        for row in rows[start : start + cfg.batch_size]:
-            try:
-                images.append(load_image(manifest.path[row]))
-                batch_rows.append(row)
-            except (ImageLoadError, OSError) as err:
-                log.warning("calibrate: skipping %s: %s", manifest.path[row], err)
-        if images:
-            embeddings.append(model.ground.encode(images, batch_size=cfg.batch_size))
-            kept.extend(batch_rows)
-    if not kept:
+    count = len(manifest) if cfg.max_queries <= 0 else min(cfg.max_queries, len(manifest))
+    embedded = model.ground.embed_files(
+        manifest.path[:count], cfg.batch_size, progress=cfg.progress, desc="calibrate: queries"
+    )
+    if len(embedded.kept) == 0:
         raise ValueError("calibrate: no readable validation images")
-    return np.concatenate(embeddings), np.asarray(kept)
+    return embedded.embeddings, embedded.kept
 
 
 def run(
@@ -203,17 +192,14 @@ def run(
     cfg: CalibrateConfig | None = None,
 ) -> Path:
     """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from)."""
-    from geocells.data.dataset import Dataset
-    from geocells.index.provenance import dataset_fingerprint
-    from geocells.models import load_model
 
     cfg = cfg or CalibrateConfig()
     database = Database.open(db)
-    data = Dataset.open(Path(dataset) if dataset is not None else Path(database.meta["dataset"]))
+    data = Dataset.open(database.dataset_path(dataset))
     manifest = data.manifest.split(split)
     if len(manifest) == 0:
         raise ValueError(f"dataset {data.root} has no {split!r} images to calibrate on")
-    model = load_model(database.path / database.meta["model"]["file"])
+    model = load_model(database.model_path)
     queries, kept = embed_queries(model, manifest, cfg)
     lat, lon = manifest.lat[kept], manifest.lon[kept]
     result = sweep(database, queries, lat, lon, cfg)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from geocells.index.store import Database, copy_arrays, write_json_atomic
+from geocells.db.store import Database, copy_arrays
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,13 @@ def merge(parts: Sequence[str | Path], out: str | Path, overwrite: bool = False)
         raise ValueError("index merge needs the shard databases to merge")
     databases = sorted((Database.open(part) for part in parts), key=_shard_index)
     first = databases[0]
-    count = first.meta["shard"][1]
+    count = first.meta.shard[1]
     found = [_shard_index(db) for db in databases]
     if found != list(range(count)):
         raise ValueError(f"index merge needs shards 0..{count - 1} of {count}, got {found}")
-    reference = {k: v for k, v in first.meta.items() if k not in PER_SHARD}
+    reference = {k: v for k, v in first.meta.to_dict().items() if k not in PER_SHARD}
     for database in databases[1:]:
-        other = {k: v for k, v in database.meta.items() if k not in PER_SHARD}
+        other = {k: v for k, v in database.meta.to_dict().items() if k not in PER_SHARD}
         if other != reference:
             changed = sorted(
                 k for k in other.keys() | reference.keys() if other.get(k) != reference.get(k)
@@ -43,8 +44,8 @@ def merge(parts: Sequence[str | Path], out: str | Path, overwrite: bool = False)
                 f"(differs in {', '.join(changed)})"
             )
     total = sum(len(database) for database in databases)
-    if total != first.meta["total_cells"]:
-        raise ValueError(f"shards hold {total} cells, the build has {first.meta['total_cells']}")
+    if total != first.meta.total_cells:
+        raise ValueError(f"shards hold {total} cells, the build has {first.meta.total_cells}")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -55,17 +56,17 @@ def merge(parts: Sequence[str | Path], out: str | Path, overwrite: bool = False)
             shutil.copytree(source, out / name)
         elif source.is_file():
             shutil.copy2(source, out / name)
-    meta = dict(reference)
-    del meta["total_cells"]
-    meta["count"] = total
-    meta["cells_without_aerial"] = sum(db.meta["cells_without_aerial"] for db in databases)
-    write_json_atomic(out / "meta.json", meta)
+    without_aerial = sum(db.meta.cells_without_aerial for db in databases)
+    meta = replace(
+        first.meta, count=total, cells_without_aerial=without_aerial, shard=None, total_cells=None
+    )
+    meta.save(out)
     log.info("index merge: %d shards, %d cells -> %s", count, total, out)
     return out
 
 
 def _shard_index(database: Database) -> int:
-    shard = database.meta.get("shard")
+    shard = database.meta.shard
     if shard is None:
         raise ValueError(f"{database.path} is not a shard (built without --shard)")
     return int(shard[0])

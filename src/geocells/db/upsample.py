@@ -20,6 +20,8 @@ import logging
 
 import numpy as np
 
+from geocells.geo import cell_level, cell_neighbors, cell_parent, cell_to_latlng, cell_to_token
+
 log = logging.getLogger(__name__)
 
 METHODS = ("parent", "bilinear")
@@ -69,7 +71,6 @@ def _lookup_rows(proto_cells: np.ndarray, cells: np.ndarray) -> np.ndarray:
 
 def _closest(candidates: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Index along axis 1 of the candidate cell whose centre is nearest ``target`` ([N, 3])."""
-    from geocells.geo import cell_to_latlng
 
     lat, lon = cell_to_latlng(candidates.reshape(-1))
     centres = unit_vectors(lat, lon).reshape(*candidates.shape, 3)
@@ -83,7 +84,6 @@ def surrounding_cells(cells: np.ndarray, level: int) -> tuple[np.ndarray, np.nda
     ``cells: uint64[N]`` (finer than ``level``) -> ``(neighbours uint64[N, 4],
     weights float64[N, 4])`` ordered (parent, u-neighbour, v-neighbour, diagonal).
     """
-    from geocells.geo import cell_neighbors, cell_parent, cell_to_latlng
 
     rows = np.arange(len(cells))
     parent = cell_parent(cells, level)
@@ -131,7 +131,6 @@ def upsample_prototypes(
     ``proto_cells: uint64[P]`` sorted, ``prototypes: [P, D]`` -> ``float32 [N, D]``,
     L2-normalised when ``normalize``.
     """
-    from geocells.geo import cell_level
 
     if method not in METHODS:
         raise ValueError(f"unknown upsampling method {method!r}; valid: {', '.join(METHODS)}")
@@ -150,8 +149,6 @@ def upsample_prototypes(
         neighbours, weights = surrounding_cells(cells, proto_level)
     rows = _lookup_rows(proto_cells, neighbours.reshape(-1)).reshape(neighbours.shape)
     if np.any(rows[:, 0] < 0):
-        from geocells.geo import cell_to_token
-
         missing = neighbours[rows[:, 0] < 0, 0]
         raise ValueError(
             f"{len(missing)} cells have no level-{proto_level} prototype (first: "
@@ -169,6 +166,5 @@ def upsample_prototypes(
 
 def _parents(cells: np.ndarray, level: int) -> np.ndarray:
     """Level-``level`` ancestors as an ``[N, 1]`` array."""
-    from geocells.geo import cell_parent
 
     return cell_parent(cells, level)[:, None]

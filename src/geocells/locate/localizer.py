@@ -22,15 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geocells.index.confidence import ConfidenceModel
-from geocells.index.search_index import INDEX_FILE
-from geocells.index.store import Database
+from geocells.calibrate.confidence import ConfidenceModel
+from geocells.data import load_image
+from geocells.db.store import Database
+from geocells.geo import cell_to_latlng, cell_to_token
+from geocells.io import sha256_file
+from geocells.models import GeoModel, load_model
+from geocells.search.index_file import open_searcher
+from geocells.search.ivfpq import CellSearcher
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from geocells.index.ann import CellSearcher
-    from geocells.models import GeoModel
 
     ImageInput = str | Path | Image.Image | np.ndarray
 
@@ -80,34 +82,24 @@ class Localizer:
         cls, db: str | Path, backend: str = "auto", device: str = "cpu", batch_size: int = 32
     ) -> Localizer:
         """Open database ``db`` with its own model; ``backend``: auto | exact | ivfpq."""
-        from geocells.index.ann import CellSearcher
-        from geocells.index.provenance import sha256_file
-        from geocells.models import load_model
 
         database = Database.open(db)
-        checkpoint = database.path / database.meta["model"]["file"]
+        checkpoint = database.model_path
         if not checkpoint.is_file():
             raise OSError(f"database {database.path} lacks its model copy {checkpoint}")
-        if sha256_file(checkpoint) != database.meta["model"]["sha256"]:
+        if sha256_file(checkpoint) != database.meta.model_sha256:
             raise ValueError(f"{checkpoint} does not match the model the database was built with")
         model = load_model(checkpoint, device=device)
-        index_path = database.path / INDEX_FILE
-        if index_path.is_file() and backend in ("auto", "ivfpq"):
-            searcher = CellSearcher.load(
-                index_path, database.aerial, database.proto, database.kappa
-            )
-        else:
-            searcher = CellSearcher.build(database.aerial, database.proto, database.kappa, backend)
+        searcher = open_searcher(database, backend)
         confidence = None
-        if "confidence" in database.meta:
-            confidence = ConfidenceModel.from_dict(database.meta["confidence"])
+        if database.meta.confidence is not None:
+            confidence = ConfidenceModel.from_dict(database.meta.confidence)
         else:
             log.warning("database %s is not calibrated: confidence is NaN", database.path)
         return cls(database, model, searcher, confidence, batch_size)
 
     def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Ground embeddings ``float32 [B, D]`` of paths, PIL images or uint8 HxWx3 arrays."""
-        from geocells.data import load_image
 
         loaded = [load_image(image) if isinstance(image, str | Path) else image for image in images]
         return self.model.ground.encode(loaded, batch_size=self.batch_size)
@@ -136,7 +128,6 @@ class Localizer:
         self, scores: np.ndarray, rows: np.ndarray, top_k: int
     ) -> list[list[Prediction]]:
         """Predictions from search output ``scores, rows [Q, k]`` (k >= 2 for confidence)."""
-        from geocells.geo import cell_to_latlng, cell_to_token
 
         found = rows >= 0
         cells = np.asarray(self.database.cells)[np.where(found, rows, 0)]
@@ -144,10 +135,11 @@ class Localizer:
         tokens = cell_to_token(cells.reshape(-1))
         shape = rows.shape
         lat, lon, tokens = lat.reshape(shape), lon.reshape(shape), tokens.reshape(shape)
-        if self.confidence is not None and shape[1] >= 2 and found[:, 1].all():
-            confidence = self.confidence.predict(scores)
-        else:
-            confidence = np.full(shape, np.nan)
+        confidence = np.full(shape, np.nan)
+        # Per query: one with fewer than two hits has no margin, the others still do.
+        scored = found[:, 1] if shape[1] >= 2 else np.zeros(shape[0], bool)
+        if self.confidence is not None and scored.any():
+            confidence[scored] = self.confidence.predict(scores[scored])
         return [
             [
                 Prediction(

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
+from geocells.geo import haversine_m
+
 
 def kappa_grid(low: float = 0.05, high: float = 20.0, num: int = 41) -> np.ndarray:
     """Log-spaced κ values from ``low`` to ``high``, with κ = 1 always included."""
@@ -63,7 +65,6 @@ def top1_errors(
     query_lon: np.ndarray,
 ) -> np.ndarray:
     """Distance (m) from each query to its top-1 cell, per κ: ``-> float [K, Q]``."""
-    from geocells.geo import haversine_m
 
     return haversine_m(
         cell_lat[best_rows].reshape(-1),

@@ -1,6 +1,6 @@
 """The compressed search index stored with a database (``DB/index.faiss`` + ``.json``).
 
-The IVF-PQ index of ``geocells.index.ann`` indexes ``aerial + κ · proto`` by default, so
+The IVF-PQ index of ``geocells.search.ivfpq`` indexes ``aerial + κ · proto`` by default, so
 it is tied to the κ it was built with: ``geocells calibrate`` (re)builds it after choosing
 κ. Small databases use exact search and need no file.
 """
@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from geocells.index.store import Database
+from geocells.db.store import Database
+from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,6 @@ def index_files(db: Path) -> list[Path]:
 def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = False) -> Path | None:
     """Build and save the IVF-PQ index for the database's current κ when ``backend``
     resolves to it; ``None`` for exact search. ``rebuild`` replaces an existing index."""
-    from geocells.index.ann import AUTO_EXACT_MAX_CELLS, CellSearcher
 
     database = Database.open(db)
     path = database.path / INDEX_FILE
@@ -43,3 +43,13 @@ def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = Fa
         database.aerial, database.proto, database.kappa, "ivfpq", progress=True
     )
     return searcher.save(path)
+
+
+def open_searcher(database: Database, backend: str = "auto"):
+    """The searcher that serves ``database``: its saved IVF-PQ index when it has one and
+    ``backend`` allows it (auto | ivfpq), else one built now (exact for auto up to 200k)."""
+
+    path = database.path / INDEX_FILE
+    if path.is_file() and backend in ("auto", "ivfpq"):
+        return CellSearcher.load(path, database.aerial, database.proto, database.kappa)
+    return CellSearcher.build(database.aerial, database.proto, database.kappa, backend)

@@ -9,8 +9,9 @@
     out/demo.json  the overrides and how long each stage took
 
 Every stage skips work that is already finished, so running the demo again resumes where
-it stopped. Overrides are ``group.key=value`` with group ``synth``, ``train``, ``index``
-(e.g. ``synth.seed=3``, ``train.train.max_steps=200``); a folder keeps the overrides it
+it stopped. Overrides are ``group.key=value`` with group ``synth``, ``train``, ``index``,
+``calibrate`` or ``eval`` (e.g. ``synth.seed=3``, ``train.train.max_steps=200``,
+``eval.compare_ivfpq=false``); a folder keeps the overrides it
 was made with, and other overrides are refused there (use another ``out`` or
 ``overwrite``).
 """
@@ -24,9 +25,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from geocells.calibrate import stage as calibrate
+from geocells.config import load_preset, resolve_config
+from geocells.db import build
+from geocells.eval import evaluate
+from geocells.io import write_json
+from geocells.synth import SynthConfig
+from geocells.synth import run as synth_run
+from geocells.train.config import experiment_config
+from geocells.train.trainer import run as train_run
+
 logger = logging.getLogger(__name__)
 
-GROUPS = ("synth", "train", "index")
+GROUPS = ("synth", "train", "index", "calibrate", "eval")
 SYNTH_PRESET = "demo"
 TRAIN_PRESET = "cpu-small"
 STATE_FILE = "demo.json"
@@ -68,10 +79,7 @@ def _check_state(out: Path, overrides: list[str], overwrite: bool) -> dict:
 
 
 def _save_state(out: Path, state: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / f".{STATE_FILE}.tmp"
-    partial.write_text(json.dumps(state, indent=2) + "\n")
-    partial.replace(out / STATE_FILE)
+    write_json(out / STATE_FILE, state)
 
 
 def _stage(state: dict, out: Path, name: str, output: Path, work) -> None:
@@ -96,20 +104,14 @@ def run(
     train_preset: str = TRAIN_PRESET,
 ) -> Path:
     """Run (or resume) the whole pipeline in ``out``; returns the report folder."""
-    from geocells.config import load_preset, resolve_config
-    from geocells.eval import evaluate
-    from geocells.index import build, calibrate
-    from geocells.synth import SynthConfig
-    from geocells.synth import run as synth_run
-    from geocells.train.config import experiment_config
-    from geocells.train.trainer import run as train_run
-
     out = Path(out).resolve()
     groups = split_overrides(overrides)
     # Resolve every config first, so a bad override fails before any work is done.
     synth_cfg = resolve_config(SynthConfig, load_preset(synth_preset, "synth"), groups["synth"])
     train_cfg = experiment_config(train_preset, groups["train"])
     index_cfg = resolve_config(build.IndexConfig, {}, groups["index"])
+    calibrate_cfg = resolve_config(calibrate.CalibrateConfig, {}, groups["calibrate"])
+    eval_options = resolve_config(evaluate.EvalOptions, {}, groups["eval"])
     settings = [f"presets: synth={synth_preset} train={train_preset}", *overrides]
     state = _check_state(out, settings, overwrite)
     _save_state(out, state)
@@ -124,7 +126,7 @@ def run(
     _stage(state, out, "index", db / "meta.json",
            lambda: build.run(run_dir, db, dataset=dataset, cfg=index_cfg))  # fmt: skip
     _stage(state, out, "calibrate", db / "calibration.csv",
-           lambda: calibrate.run(db, dataset, split="val"))  # fmt: skip
+           lambda: calibrate.run(db, dataset, split="val", cfg=calibrate_cfg))  # fmt: skip
     _stage(state, out, "eval", report / evaluate.REPORT_FILE,
-           lambda: evaluate.run(db, dataset, "test", report))  # fmt: skip
+           lambda: evaluate.run(db, dataset, "test", report, options=eval_options))  # fmt: skip
     return report

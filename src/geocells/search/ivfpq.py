@@ -1,4 +1,4 @@
-"""Nearest-cell search over the fused cell codes: exact (chunked) and compressed (faiss IVF-PQ).
+"""The searcher over the fused cell codes: exact (``search.exact``) or compressed (faiss IVF-PQ).
 
 The score of cell ``i`` for a query ``q`` is ``aerial_i · q + kappa * proto_i · q`` (the
 codes are not re-normalised; DESIGN §1). Both backends read the database from the float16
@@ -19,11 +19,23 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
+
+from geocells.io import atomic_write, write_json
+from geocells.search.coarse import coarse_index, pow2_near, two_level_centroids
+from geocells.search.exact import (
+    check_database,
+    check_finite_rows,
+    check_queries,
+    exact_search,
+    fused_codes,
+    rerank_exact,
+    top_k_over_chunks,
+)
+from geocells.search.memmap import advise_random_access
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +47,6 @@ LIST_SIZE = 512
 # Above this many lists the coarse quantiser is an HNSW graph over two-level k-means
 # centroids: flat k-means and flat assignment cost O(N · nlist) and would dominate.
 FLAT_MAX_LISTS = 4096
-KMEANS_ITERATIONS = 10
 HNSW_LINKS = 32  # graph degree of the HNSW coarse quantiser
 HNSW_EF_CONSTRUCTION = 80
 # Search breadth when assigning database rows to lists. At 65,536 lists, 32 put 0.9 % of
@@ -78,7 +89,7 @@ class IVFPQParams:
             raise ValueError(f"unknown coarse quantiser {self.coarse!r}; expected one of {COARSE}")
         # Short lists: with noisy queries, the coarse step finds the right list far more
         # often per code scanned when lists are small (docs/scaling.md, "Coarse lists").
-        nlist = self.nlist or _pow2_near(num_cells / LIST_SIZE, low=16, high=65_536)
+        nlist = self.nlist or pow2_near(num_cells / LIST_SIZE, low=16, high=65_536)
         nlist = min(nlist, max(1, num_cells // 39))
         coarse = self.coarse
         if coarse == "auto":
@@ -98,151 +109,6 @@ def _default_nprobe(nlist: int, coarse: str) -> int:
     if coarse == "flat":
         return min(nlist, 64)
     return min(nlist, max(64, round(2 * math.sqrt(nlist))))
-
-
-def _pow2_near(value: float, low: int, high: int) -> int:
-    """The power of two nearest to ``value`` (in log space), clipped to [low, high]."""
-    return int(min(max(2 ** round(math.log2(max(value, 1.0))), low), high))
-
-
-def _check_database(aerial: np.ndarray, proto: np.ndarray) -> None:
-    """Shapes of the two code arrays must agree; raise ValueError naming the mismatch."""
-    if aerial.ndim != 2 or proto.ndim != 2:
-        raise ValueError(f"aerial and proto must be 2-D, got {aerial.shape} and {proto.shape}")
-    if aerial.shape != proto.shape:
-        raise ValueError(f"aerial {aerial.shape} and proto {proto.shape} shapes differ")
-    if aerial.shape[0] == 0:
-        raise ValueError("the database has no cells")
-
-
-def _check_queries(queries: np.ndarray, dim: int, top_k: int) -> np.ndarray:
-    """Validated float32 [Q, D] queries; ValueError on wrong shape, NaN/inf or bad top_k."""
-    queries = np.asarray(queries, dtype=np.float32)
-    if queries.ndim == 1:
-        queries = queries[None]
-    if queries.ndim != 2 or queries.shape[1] != dim:
-        raise ValueError(f"queries must be [Q, {dim}], got shape {queries.shape}")
-    bad = ~np.isfinite(queries).all(axis=1)
-    if bad.any():
-        raise ValueError(f"queries contain NaN or inf (rows {np.flatnonzero(bad)[:10].tolist()})")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    return np.ascontiguousarray(queries)
-
-
-def _check_finite_rows(block: np.ndarray, offset: int, name: str) -> None:
-    """Raise ValueError naming the first non-finite database rows of ``block``."""
-    bad = ~np.isfinite(block).all(axis=1)
-    if bad.any():
-        rows = (np.flatnonzero(bad)[:10] + offset).tolist()
-        raise ValueError(f"{name} codes contain NaN or inf (rows {rows})")
-
-
-def _merge_top_k(
-    best_scores: np.ndarray, best_rows: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge candidate [Q, m] scores/rows into the running [Q, k] best (unsorted)."""
-    all_scores = np.concatenate([best_scores, scores], axis=1)
-    all_rows = np.concatenate([best_rows, rows], axis=1)
-    if all_scores.shape[1] <= k:
-        return all_scores, all_rows
-    keep = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
-    return np.take_along_axis(all_scores, keep, 1), np.take_along_axis(all_rows, keep, 1)
-
-
-def _sort_desc(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each query's results by decreasing score (ties by row)."""
-    order = np.lexsort((rows, -scores), axis=1)
-    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
-
-
-def exact_search(
-    aerial: np.ndarray,
-    proto: np.ndarray,
-    kappa: float,
-    queries: np.ndarray,
-    top_k: int,
-    chunk_rows: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force top-k over float16 rows in chunks: -> (scores f32 [Q, k], rows i64 [Q, k])."""
-    _check_database(aerial, proto)
-    num_cells, dim = aerial.shape
-    queries = _check_queries(queries, dim, top_k)
-    # Keep the [chunk, Q] float32 score block near 64 MB whatever the batch size.
-    chunk_rows = chunk_rows or int(np.clip(16_000_000 // max(len(queries), 1), 8_192, 262_144))
-    chunks = (
-        (start, _fused_codes(aerial, proto, kappa, start, min(start + chunk_rows, num_cells)))
-        for start in range(0, num_cells, chunk_rows)
-    )
-    return _top_k_over_chunks(chunks, queries, min(top_k, num_cells), aerial, proto)
-
-
-def _fused_codes(
-    aerial: np.ndarray, proto: np.ndarray, kappa: float, start: int, stop: int
-) -> np.ndarray:
-    """Rows start..stop of the cell codes z = a + kappa p as float32 [n, D]."""
-    # astype always copies: the in-place add must never write into the caller's rows.
-    codes = aerial[start:stop].astype(np.float32)
-    codes += np.float32(kappa) * proto[start:stop].astype(np.float32)
-    return codes
-
-
-def _top_k_over_chunks(chunks, queries, k, aerial, proto) -> tuple[np.ndarray, np.ndarray]:
-    """Running top-k of ``queries`` over ``(first_row, codes f32 [n, D])`` chunks, sorted."""
-    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
-    q_t = queries.T
-    for start, codes in chunks:
-        stop = start + len(codes)
-        block = codes @ q_t
-        if not np.isfinite(block).all():
-            _check_finite_rows(np.asarray(aerial[start:stop]), start, "aerial")
-            _check_finite_rows(np.asarray(proto[start:stop]), start, "proto")
-            raise ValueError(f"non-finite scores in database rows {start}..{stop}")
-        scores = block.T  # [Q, n]
-        if scores.shape[1] > k:
-            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            cand_scores = np.take_along_axis(scores, part, 1)
-        else:
-            part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-            cand_scores = scores
-        best_scores, best_rows = _merge_top_k(
-            best_scores, best_rows, cand_scores, part.astype(np.int64) + start, k
-        )
-    return _sort_desc(best_scores, best_rows)
-
-
-def rerank_exact(
-    aerial: np.ndarray,
-    proto: np.ndarray,
-    kappa: float,
-    queries: np.ndarray,
-    candidates: np.ndarray,
-    top_k: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact scores of candidate rows [Q, m] (-1 = none) -> best (scores [Q, k], rows [Q, k])."""
-    valid = candidates >= 0
-    if not valid.any():
-        k = min(top_k, candidates.shape[1])
-        shape = (len(candidates), k)
-        return np.full(shape, -np.inf, np.float32), np.full(shape, -1, np.int64)
-    unique_rows = np.unique(candidates[valid])  # sorted: memmap reads walk the file forwards
-    prefetch_rows(aerial, unique_rows)
-    prefetch_rows(proto, unique_rows)
-    codes_a = np.asarray(aerial[unique_rows], dtype=np.float32)
-    codes_p = np.asarray(proto[unique_rows], dtype=np.float32)
-    position = np.searchsorted(unique_rows, np.where(valid, candidates, unique_rows[:1]))
-    codes_a += np.float32(kappa) * codes_p  # fused codes of the unique candidates [U, D]
-    if not np.isfinite(codes_a).all():
-        raise ValueError("database rows among the candidates contain NaN or inf")
-    scores = np.matmul(codes_a[position], queries[:, :, None])[..., 0]  # [Q, m]
-    scores = np.where(valid, scores, -np.inf).astype(np.float32)
-    rows = np.where(valid, candidates, -1).astype(np.int64)
-    k = min(top_k, scores.shape[1])
-    if scores.shape[1] > k:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        scores, rows = np.take_along_axis(scores, part, 1), np.take_along_axis(rows, part, 1)
-    return _sort_desc(scores, rows)
 
 
 def _index_vectors(aerial_block, proto_block, layout: str, kappa: float) -> np.ndarray:
@@ -276,7 +142,7 @@ def build_ivfpq_index(
     rng = np.random.default_rng(params.seed)
     sample = np.sort(rng.choice(num_cells, size=params.train_size, replace=False))
     train = _index_vectors(aerial[sample], proto[sample], params.layout, kappa)
-    _check_finite_rows(train, 0, "sampled training")
+    check_finite_rows(train, 0, "sampled training")
     if params.coarse == "hnsw":
         logger.info(
             "two-level k-means: %d coarse centroids from %d vectors", params.nlist, len(train)
@@ -301,64 +167,10 @@ def build_ivfpq_index(
     for start in tqdm(starts, desc="index add", unit="chunk", disable=not progress):
         stop = min(start + params.add_chunk, num_cells)
         block_a, block_p = np.asarray(aerial[start:stop]), np.asarray(proto[start:stop])
-        _check_finite_rows(block_a, start, "aerial")
-        _check_finite_rows(block_p, start, "proto")
+        check_finite_rows(block_a, start, "aerial")
+        check_finite_rows(block_p, start, "proto")
         index.add(_index_vectors(block_a, block_p, params.layout, kappa))
     return index
-
-
-def two_level_centroids(
-    sample: np.ndarray, nlist: int, seed: int = 0, progress: bool = False
-) -> np.ndarray:
-    """``nlist`` unit-norm coarse centroids [nlist, D] of ``sample`` by two-level k-means.
-
-    Spherical k-means into ~sqrt(nlist) groups, then each group into a share of the
-    ``nlist`` centroids proportional to its size: O(N · sqrt(nlist)) instead of the
-    O(N · nlist) of flat k-means, which is what makes 65,536 lists trainable on 2 cores.
-    """
-    import faiss
-    from tqdm import tqdm
-
-    if len(sample) < nlist:
-        raise ValueError(f"{len(sample)} training vectors are too few for nlist={nlist}")
-    dim = sample.shape[1]
-    groups = _pow2_near(math.sqrt(nlist), low=1, high=nlist)
-    options = {"niter": KMEANS_ITERATIONS, "spherical": True, "min_points_per_centroid": 1}
-    top = faiss.Kmeans(dim, groups, seed=seed, **options)
-    top.train(sample)
-    _, assignment = top.index.search(sample, 1)
-    assignment = assignment[:, 0]
-    shares = _proportional_shares(np.bincount(assignment, minlength=groups), nlist)
-    parts = []
-    for group in tqdm(range(groups), desc="coarse k-means", unit="group", disable=not progress):
-        members = sample[assignment == group]
-        if shares[group] == len(members):
-            parts.append(members)
-        elif shares[group] > 0:
-            sub = faiss.Kmeans(dim, int(shares[group]), seed=seed + 1 + group, **options)
-            sub.train(members)
-            parts.append(sub.centroids)
-    centroids = np.concatenate(parts).astype(np.float32)
-    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    return centroids
-
-
-def _proportional_shares(sizes: np.ndarray, total: int) -> np.ndarray:
-    """Split ``total`` over groups in proportion to ``sizes``: >= 1 per non-empty group,
-    never more than the group's size, summing exactly to ``total`` (<= sizes.sum())."""
-    sizes = np.asarray(sizes, dtype=np.int64)
-    if total > sizes.sum():
-        raise ValueError(f"cannot split {total} centroids over {sizes.sum()} vectors")
-    exact = sizes * (total / sizes.sum())
-    shares = np.minimum(np.maximum(np.floor(exact).astype(np.int64), sizes > 0), sizes)
-    while shares.sum() != total:  # a few passes: hand out (or take back) one at a time
-        if shares.sum() < total:
-            room = np.where(shares < sizes, exact - shares, -np.inf)
-            shares[int(np.argmax(room))] += 1
-        else:
-            excess = np.where(shares > 1, shares - exact, -np.inf)
-            shares[int(np.argmax(excess))] -= 1
-    return shares
 
 
 class CellSearcher:
@@ -379,7 +191,7 @@ class CellSearcher:
         params: IVFPQParams | None = None,
         index_kappa: float | None = None,
     ) -> None:
-        _check_database(aerial, proto)
+        check_database(aerial, proto)
         if backend not in ("exact", "ivfpq"):
             raise ValueError(f"unknown search backend {backend!r}; expected 'exact' or 'ivfpq'")
         if backend == "ivfpq" and index is None:
@@ -428,7 +240,7 @@ class CellSearcher:
         **params,
     ) -> CellSearcher:
         """Build a searcher; ``params`` are IVFPQParams fields (compressed backend only)."""
-        _check_database(aerial, proto)
+        check_database(aerial, proto)
         if backend not in BACKENDS:
             raise ValueError(f"unknown search backend {backend!r}; expected one of {BACKENDS}")
         known = {f.name for f in fields(IVFPQParams)}
@@ -440,8 +252,8 @@ class CellSearcher:
             backend = "exact" if num_cells <= AUTO_EXACT_MAX_CELLS else "ivfpq"
         if backend == "exact":
             for start in range(0, num_cells, 262_144):
-                _check_finite_rows(np.asarray(aerial[start : start + 262_144]), start, "aerial")
-                _check_finite_rows(np.asarray(proto[start : start + 262_144]), start, "proto")
+                check_finite_rows(np.asarray(aerial[start : start + 262_144]), start, "aerial")
+                check_finite_rows(np.asarray(proto[start : start + 262_144]), start, "proto")
             return cls(aerial, proto, kappa, "exact")
         kappa = _check_kappa(kappa)
         resolved = IVFPQParams(**params).resolved(num_cells, aerial.shape[1])
@@ -458,17 +270,19 @@ class CellSearcher:
         Rows are database row numbers; where fewer than k cells were found the row is -1
         and the score -inf.
         """
-        queries = _check_queries(queries, self.dim, top_k)
+        queries = check_queries(queries, self.dim, top_k)
         if self.backend == "exact":
             if self.num_cells * self.dim * 4 > FUSED_CACHE_MAX_BYTES:
-                return exact_search(self.aerial, self.proto, self.kappa, queries, top_k)
+                return exact_search(
+                    queries, aerial=self.aerial, proto=self.proto, kappa=self.kappa, top_k=top_k
+                )
             # Small database: fuse and convert the codes once per kappa, not on every call
             # (the float16 -> float32 conversion dominated single-query latency).
             if self._fused is None or self._fused[0] != self.kappa:
-                codes = _fused_codes(self.aerial, self.proto, self.kappa, 0, self.num_cells)
+                codes = fused_codes(self.aerial, self.proto, self.kappa, 0, self.num_cells)
                 self._fused = (self.kappa, codes)
             k = min(top_k, self.num_cells)
-            return _top_k_over_chunks([(0, self._fused[1])], queries, k, self.aerial, self.proto)
+            return top_k_over_chunks([(0, self._fused[1])], queries, k, self.aerial, self.proto)
         layout = self.params.layout
         if layout == "sum" and self.kappa != self.index_kappa:
             raise ValueError(
@@ -519,13 +333,9 @@ class CellSearcher:
             "params": asdict(self.params) if self.params else None,
         }
         if self.index is not None:
-            tmp = path.with_name(path.name + ".tmp")
-            faiss.write_index(self.index, str(tmp))
-            os.replace(tmp, path)
-        meta_path = _meta_path(path)
-        tmp_meta = meta_path.with_name(meta_path.name + ".tmp")
-        tmp_meta.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp_meta, meta_path)
+            with atomic_write(path) as tmp:
+                faiss.write_index(self.index, str(tmp))
+        write_json(_meta_path(path), meta)
         return path
 
     @classmethod
@@ -542,7 +352,7 @@ class CellSearcher:
         meta = json.loads(meta_path.read_text())
         if meta.get("format_version") != _FORMAT_VERSION:
             raise ValueError(f"{meta_path}: unsupported format {meta.get('format_version')}")
-        _check_database(aerial, proto)
+        check_database(aerial, proto)
         if (meta["num_cells"], meta["dim"]) != tuple(aerial.shape):
             raise ValueError(
                 f"{path} was built for {meta['num_cells']} x {meta['dim']} codes, "
@@ -562,87 +372,6 @@ class CellSearcher:
             raise ValueError(f"{path} holds {index.ntotal} vectors, expected {aerial.shape[0]}")
         params = IVFPQParams(**meta["params"])
         return cls(aerial, proto, kappa, "ivfpq", index, params, index_kappa=meta["index_kappa"])
-
-
-def advise_random_access(array: np.ndarray) -> bool:
-    """Tell the kernel a memmap is read at random rows (no read-ahead); True if done.
-
-    Re-ranking reads ~64 rows of 512 B per query; with the default read-ahead each page
-    fault pulls in up to ~128 kB around the row, which dominated query time once the
-    codes no longer fit the page cache (docs/scaling.md). Arrays in RAM are left alone.
-    """
-    import mmap
-
-    handle = getattr(array, "_mmap", None)
-    if handle is None:
-        base = getattr(array, "base", None)
-        handle = getattr(base, "_mmap", None) if base is not None else None
-    if handle is None or not hasattr(handle, "madvise"):
-        return False
-    handle.madvise(mmap.MADV_RANDOM)
-    return True
-
-
-def _memmap_handle(array: np.ndarray):
-    """(mmap object, byte position of element 0 inside it) of a numpy memmap, else None."""
-    handle = getattr(array, "_mmap", None)
-    if handle is None or getattr(array, "offset", None) is None:
-        return None
-    import mmap
-
-    # numpy maps from the allocation-granularity boundary below the data offset.
-    return handle, array.offset % mmap.ALLOCATIONGRANULARITY
-
-
-def prefetch_rows(array: np.ndarray, rows: np.ndarray) -> int:
-    """Ask the kernel to start reading the pages of ``rows`` of a 2-D memmap, all at once.
-
-    Re-ranking then finds them in the page cache instead of faulting them in one by one:
-    the disk serves the reads concurrently. Returns the number of rows advised (0 for an
-    array in RAM or a memmap this cannot address).
-    """
-    import mmap
-
-    found = _memmap_handle(array)
-    if found is None or array.ndim != 2 or not array.flags.c_contiguous:
-        return 0
-    handle, origin = found
-    row_bytes = array.shape[1] * array.itemsize
-    page = mmap.PAGESIZE
-    for row in np.asarray(rows, dtype=np.int64):
-        first = origin + int(row) * row_bytes
-        start = first - first % page
-        length = min(first + row_bytes - start, len(handle) - start)
-        handle.madvise(mmap.MADV_WILLNEED, start, length)
-    return len(rows)
-
-
-def coarse_index(index):
-    """Query-time list finder of an index with an HNSW quantiser, else None.
-
-    The HNSW graph assigns rows to lists well (``HNSW_EF_ADD``) but, asked for the
-    hundreds of lists a noisy query must visit, it returns only ~90 % of the true top
-    ones (0.983 top-1 agreement at nprobe 512 of 65,536 lists). A flat IVF over the
-    centroids themselves (√nlist groups, a quarter of them scanned) finds them more
-    completely in the same ~1.3 ms (0.992; docs/scaling.md, "Coarse lists").
-    """
-    import faiss
-
-    quantizer = faiss.downcast_index(index.quantizer)
-    if not isinstance(quantizer, faiss.IndexHNSW):
-        return None
-    centroids = quantizer.reconstruct_n(0, quantizer.ntotal)
-    groups = _pow2_near(math.sqrt(len(centroids)), low=1, high=len(centroids))
-    dim = centroids.shape[1]
-    top = faiss.IndexFlatIP(dim)
-    finder = faiss.IndexIVFFlat(top, dim, groups, faiss.METRIC_INNER_PRODUCT)
-    finder.own_fields = True
-    top.this.disown()  # the finder now owns and frees it
-    finder.cp.spherical = True
-    finder.cp.seed = 0
-    finder.train(centroids)
-    finder.add(centroids)  # ids = list numbers
-    return finder
 
 
 def _meta_path(path: Path) -> Path:

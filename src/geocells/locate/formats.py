@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from geocells.geo import cell_vertices, token_to_cell
+
 if TYPE_CHECKING:
-    from geocells.locate import Localizer, Prediction
+    from geocells.locate.localizer import Localizer, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -43,28 +45,27 @@ def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], Failures]:
 
 
 def locate_files(
-    localizer: Localizer, paths: Sequence[Path], top_k: int, progress: bool = True
+    localizer: Localizer,
+    paths: Sequence[Path],
+    top_k: int,
+    progress: bool = True,
+    chunk: int = 1024,
 ) -> tuple[Results, Failures]:
-    """Locate every readable image; unreadable ones are returned with their reason."""
+    """Locate every readable image (``chunk`` files embedded at a time); unreadable ones
+    are returned with their reason, in input order."""
     from tqdm import tqdm
-
-    from geocells.data import ImageLoadError, load_image
 
     results: Results = []
     failures: Failures = []
-    batch_size = localizer.batch_size
     bar = tqdm(total=len(paths), unit="img", desc="locate", disable=not progress)
-    for start in range(0, len(paths), batch_size):
-        images, names = [], []
-        for path in paths[start : start + batch_size]:
-            try:
-                images.append(load_image(path))
-                names.append(str(path))
-            except (ImageLoadError, OSError) as err:
-                failures.append((str(path), getattr(err, "reason", None) or str(err)))
-        if images:
-            results.extend(zip(names, localizer.locate(images, top_k)))
-        bar.update(len(paths[start : start + batch_size]))
+    for start in range(0, len(paths), chunk):
+        part = list(paths[start : start + chunk])
+        embedded = localizer.model.ground.embed_files(part, localizer.batch_size, desc="locate")
+        failures.extend((str(part[i]), reason) for i, reason in embedded.failures)
+        if len(embedded.kept):
+            predictions = localizer.search(embedded.embeddings, top_k)
+            results.extend(zip((str(part[i]) for i in embedded.kept), predictions))
+        bar.update(len(part))
     bar.close()
     return results, failures
 
@@ -105,8 +106,6 @@ def to_csv(results: Results) -> str:
 def to_geojson(results: Results) -> dict[str, Any]:
     """A FeatureCollection: a Point per prediction and the Polygon of each top-k cell."""
     import numpy as np
-
-    from geocells.geo import cell_vertices, token_to_cell
 
     features = []
     for image, predictions in results:

@@ -1,0 +1,1 @@
+"""geocells.calibrate: choose κ on a validation split (``stage.run``), the confidence model."""

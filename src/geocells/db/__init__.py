@@ -1,0 +1,1 @@
+"""geocells.db: the cell-code database: store, build, merge, prototype upsampling."""

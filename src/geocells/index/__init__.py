@@ -1,1 +1,0 @@
-"""geocells.index."""

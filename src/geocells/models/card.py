@@ -1,0 +1,129 @@
+"""ModelCard: everything a trained model needs to be rebuilt, stored in its checkpoint.
+
+The card holds the model config, the two S2 levels and the aerial tile footprint. The
+experiment config a run was trained with rides along as ``experiment`` (provenance: a
+plain dict, never parsed on load), so renaming or adding a trainer setting can never
+break loading a checkpoint or a database built from one.
+
+Checkpoint metadata (safetensors): ``geocells_format = geocells-model-v2`` and
+``geocells_card`` (the card's JSON). Version-1 checkpoints stored the whole experiment
+config under ``geocells_config``; ``card_from_metadata`` reads those too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from geocells.config import ConfigError, config_to_dict, resolve_config
+from geocells.io import Artifact, ArtifactError
+from geocells.models.config import ModelConfig
+
+FORMAT_METADATA_KEY = "geocells_format"
+CARD_METADATA_KEY = "geocells_card"
+V1_CONFIG_METADATA_KEY = "geocells_config"
+FORMAT = "geocells-model-v2"
+FORMAT_V1 = "geocells-model-v1"
+
+
+@dataclass
+class ModelCard(Artifact):
+    """Model config + levels + tile size: all ``build_model`` needs; ``experiment``: provenance."""
+
+    VERSION: ClassVar[int] = 2
+    KIND: ClassVar[str] = "model card"
+    REBUILD: ClassVar[str] = "geocells train DATASET --out RUN"
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cell_level: int = 16  # Lc: database cells and ground<->aerial labels
+    prototype_level: int = 15  # Lp: one prototype per cell of this level
+    aerial_tile_m: float = 154.0  # footprint (edge, metres) of an aerial tile
+    experiment: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.check()
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first level or size that cannot be used."""
+        for name in ("cell_level", "prototype_level"):
+            if not 0 <= getattr(self, name) <= 30:
+                raise ConfigError(f"data.{name} must be in 0..30, got {getattr(self, name)}")
+        if self.prototype_level > self.cell_level:
+            raise ConfigError(
+                f"data.prototype_level ({self.prototype_level}) must not exceed "
+                f"data.cell_level ({self.cell_level})"
+            )
+        if self.aerial_tile_m <= 0:
+            raise ConfigError(f"data.aerial_tile_m must be positive, got {self.aerial_tile_m}")
+
+    @classmethod
+    def from_experiment(cls, experiment: Any) -> ModelCard:
+        """The card of an experiment config (any dataclass with ``model`` and ``data``)."""
+        data = experiment.data
+        return cls(
+            model=experiment.model,
+            cell_level=data.cell_level,
+            prototype_level=data.prototype_level,
+            aerial_tile_m=data.aerial_tile_m,
+            experiment=config_to_dict(experiment),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {**dataclasses.asdict(self), "model": config_to_dict(self.model)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> ModelCard:
+        """Rebuild from ``to_dict`` output; unknown *model* keys are errors (they would build
+        another network), anything under ``experiment`` is kept unread."""
+        where = source or cls.KIND
+        if not isinstance(data, dict) or data.get("format_version") != cls.VERSION:
+            raise cls.refusal(data.get("format_version") if isinstance(data, dict) else None, where)
+        try:
+            model = resolve_config(ModelConfig, data.get("model", {}))
+        except ConfigError as err:
+            raise ArtifactError(f"{where}: the model config cannot be used: {err}") from None
+        keys = ("cell_level", "prototype_level", "aerial_tile_m", "experiment")
+        return cls(model=model, **{key: data[key] for key in keys if key in data})
+
+    @classmethod
+    def from_experiment_dict(cls, experiment: dict[str, Any], where: str) -> ModelCard:
+        """The card of a version-1 checkpoint: its ``model`` and ``data`` sections only."""
+        if not isinstance(experiment, dict) or not isinstance(experiment.get("model"), dict):
+            raise ArtifactError(f"{where}: the stored config has no model section")
+        data = experiment.get("data", {})
+        defaults = cls()
+        card = {
+            "format_version": cls.VERSION,
+            "model": experiment["model"],
+            "cell_level": data.get("cell_level", defaults.cell_level),
+            "prototype_level": data.get("prototype_level", defaults.prototype_level),
+            "aerial_tile_m": data.get("aerial_tile_m", defaults.aerial_tile_m),
+            "experiment": experiment,
+        }
+        return cls.from_dict(card, where)
+
+    def metadata(self) -> dict[str, str]:
+        """safetensors metadata that lets ``load_model`` rebuild the model from the file."""
+        return {FORMAT_METADATA_KEY: FORMAT, CARD_METADATA_KEY: json.dumps(self.to_dict())}
+
+
+def card_from_metadata(metadata: dict[str, str], where: str) -> ModelCard:
+    """The card stored in a checkpoint's metadata (format v2, or v1's experiment config)."""
+    kind = metadata.get(FORMAT_METADATA_KEY)
+    try:
+        if kind == FORMAT and CARD_METADATA_KEY in metadata:
+            return ModelCard.from_dict(json.loads(metadata[CARD_METADATA_KEY]), where)
+        if kind == FORMAT_V1 and V1_CONFIG_METADATA_KEY in metadata:
+            return ModelCard.from_experiment_dict(
+                json.loads(metadata[V1_CONFIG_METADATA_KEY]), where
+            )
+    except json.JSONDecodeError as err:
+        raise ArtifactError(f"{where}: the model card is not valid JSON ({err})") from None
+    raise ArtifactError(
+        f"{where} is not a geocells model checkpoint (format {kind!r}; this geocells reads "
+        f"{FORMAT} and {FORMAT_V1}); retrain with: {ModelCard.REBUILD}"
+    )

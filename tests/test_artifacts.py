@@ -1,0 +1,187 @@
+"""Artifacts as versioned contracts: old checkpoints and databases load or are refused clearly."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from geocells.db.store import Database
+from geocells.io import (
+    ArtifactError,
+    RunInfo,
+    atomic_write,
+    dataset_of_run,
+    write_json,
+)
+from geocells.models import ModelConfig, build_model, load_model
+from geocells.models.card import ModelCard
+from geocells.train.config import ExperimentConfig, experiment_from_card
+
+CELLS = np.array([11, 23, 35], dtype=np.uint64)
+SMALL = ModelConfig(
+    backbone="test_resnet", clusters=4, cluster_dim=8, global_dim=16, hidden_dim=32, dim=16,
+    input_size=96, aerial_input_size=96,
+)  # fmt: skip
+
+
+def _v1_checkpoint(path, experiment: dict) -> None:
+    """A checkpoint as geocells-model-v1 wrote it: the whole experiment config in metadata."""
+    torch.manual_seed(0)
+    card = ModelCard(model=SMALL, cell_level=17, prototype_level=15, aerial_tile_m=120.0)
+    model = build_model(card, CELLS, load_pretrained=False)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {"geocells_format": "geocells-model-v1", "geocells_config": json.dumps(experiment)}
+    save_file(state, str(path), metadata=meta)
+
+
+def _old_experiment() -> dict:
+    """An experiment config of an older/newer trainer: unknown keys in several groups."""
+    from geocells.config import config_to_dict
+
+    data = config_to_dict(ExperimentConfig(model=SMALL))
+    data["data"].update(cell_level=17, aerial_tile_m=120.0)
+    data["refit"]["renamed_setting"] = 3  # a trainer key this version does not know
+    data["schedule"] = {"warmup": 10}  # a whole group this version does not know
+    return data
+
+
+def test_checkpoint_with_extra_experiment_keys_loads(tmp_path):
+    path = tmp_path / "last.safetensors"
+    _v1_checkpoint(path, _old_experiment())
+    model = load_model(path)
+    assert (model.cell_level, model.prototype_level, model.aerial_tile_m) == (17, 15, 120.0)
+    assert model.card.model == SMALL
+    assert model.card.experiment["refit"]["renamed_setting"] == 3  # kept as provenance
+    np.testing.assert_array_equal(model.prototypes.cells, CELLS)
+    # The trainer's view drops what it does not know, keeps the rest.
+    experiment = experiment_from_card(model.card)
+    assert experiment.data.cell_level == 17 and experiment.model == SMALL
+
+
+def test_v2_card_round_trip_and_refusals(tmp_path):
+    card = ModelCard.from_experiment(ExperimentConfig(model=SMALL))
+    assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
+    bad_model = {**card.to_dict(), "model": {**card.to_dict()["model"], "depth_new": 3}}
+    with pytest.raises(ArtifactError, match="depth_new"):
+        ModelCard.from_dict(bad_model, "x.safetensors")
+    with pytest.raises(ArtifactError, match=r"format_version 9.*geocells train"):
+        ModelCard.from_dict({**card.to_dict(), "format_version": 9}, "x.safetensors")
+    path = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"geocells_format": "other-v7"})
+    with pytest.raises(ValueError, match=r"other-v7.*geocells-model-v2"):
+        load_model(path)
+
+
+def _v1_meta(count: int, dim: int) -> dict:
+    """meta.json as the version-1 build wrote it (nested levels and model)."""
+    return {
+        "format_version": 1, "count": count, "dim": dim, "kappa": 2.5,
+        "kappa_calibrated": True, "levels": {"cell": 16, "proto": 15}, "tile_size_m": 154.0,
+        "tile_px": 32, "model": {"file": "model/last.safetensors", "sha256": "ab" * 32},
+        "dataset": "/data/x", "dataset_sha256": "cd" * 32, "cells_without_aerial": 0,
+        "index": {"chunk_size": 2048}, "region": {"name": "r", "area_km2": 2.0},
+        "confidence": {"features": ["score"]}, "calibration": {"split": "val"},
+    }  # fmt: skip
+
+
+def _write_arrays(db, count: int, dim: int) -> None:
+    db.mkdir(parents=True)
+    np.save(db / "cells.npy", np.arange(1, count + 1, dtype=np.uint64))
+    for name in ("aerial", "proto"):
+        np.save(db / f"{name}.npy", np.zeros((count, dim), np.float16))
+
+
+def test_database_of_version_1_loads_and_a_newer_one_is_refused(tmp_path):
+    db = tmp_path / "db"
+    _write_arrays(db, 5, 4)
+    write_json(db / "meta.json", _v1_meta(5, 4))
+    database = Database.open(db)
+    assert (database.cell_level, database.meta.proto_level, database.kappa) == (16, 15, 2.5)
+    assert database.model_path == db / "model" / "last.safetensors"
+    assert database.meta.model_sha256 == "ab" * 32 and database.meta.area_km2 == 2.0
+    database.update_meta(kappa=1.5)  # rewritten as the current version
+    again = json.loads((db / "meta.json").read_text())
+    assert again["format_version"] == 2 and again["kappa"] == 1.5 and "levels" not in again
+    assert Database.open(db).meta == database.meta
+    for version in (3, None):
+        meta = _v1_meta(5, 4)
+        if version is None:
+            del meta["format_version"]
+        else:
+            meta["format_version"] = version
+        write_json(db / "meta.json", meta)
+        found = "no format_version" if version is None else "format_version 3"
+        with pytest.raises(ArtifactError, match=rf"{found}.*reads version 2.*geocells index"):
+            Database.open(db)
+
+
+def test_version_1_database_without_levels_is_refused_with_the_rebuild_command(tmp_path):
+    db = tmp_path / "db"
+    _write_arrays(db, 2, 4)
+    meta = _v1_meta(2, 4)
+    del meta["levels"]
+    write_json(db / "meta.json", meta)
+    with pytest.raises(ArtifactError, match=r"without levels/model.*geocells index RUN"):
+        Database.open(db)
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "a.json"
+    write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError), atomic_write(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_run_info_reads_old_run_json_and_names_missing_ones(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"dataset": "/data/d"}))  # pre-version file
+    assert dataset_of_run(run) == dataset_of_run(run / "checkpoints" / "last.safetensors")
+    assert str(dataset_of_run(run)) == "/data/d"
+    assert dataset_of_run(run, override=tmp_path) == tmp_path
+    RunInfo(dataset="/data/e", dataset_sha256="f").save(run)
+    assert RunInfo.load(run).dataset == "/data/e"
+    shutil.rmtree(run)
+    run.mkdir()
+    with pytest.raises(ArtifactError, match="does not record its dataset"):
+        dataset_of_run(run)
+
+
+def test_embed_files_skips_unreadable_images_and_reports_them(tmp_path):
+    from PIL import Image
+
+    model = build_model(ModelCard(model=SMALL), CELLS, load_pretrained=False)
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(good)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    paths = [good, broken, tmp_path / "missing.jpg", good]
+
+    def sizes(images):
+        return np.array([[image.shape[0]] for image in images])
+
+    embedded = model.ground.embed_files(paths, batch_size=3, extra=sizes)
+    assert embedded.kept.tolist() == [0, 3]
+    assert [position for position, _ in embedded.failures] == [1, 2]
+    assert embedded.embeddings.shape == (2, SMALL.dim)
+    assert embedded.extra.tolist() == [[20], [20]]
+    np.testing.assert_allclose(embedded.embeddings[0], embedded.embeddings[1], rtol=1e-5)
+    np.testing.assert_allclose(embedded.embeddings[0], model.ground.encode([np.asarray(
+        Image.open(good).convert("RGB"))])[0], rtol=1e-5)  # fmt: skip
+
+
+def test_dataset_info_round_trip_and_missing_file(tmp_path):
+    from geocells.io import DatasetInfo
+
+    info = DatasetInfo(source="synth", fingerprint="ab")
+    info.save(tmp_path)
+    assert DatasetInfo.load(tmp_path) == info
+    assert json.loads((tmp_path / "dataset.json").read_text())["format_version"] == 1
+    with pytest.raises(ArtifactError, match=r"dataset.json not found.*geocells synth"):
+        DatasetInfo.load(tmp_path / "elsewhere")

@@ -1,0 +1,27 @@
+"""The package layers: no module imports a later stage (import-linter's contract)."""
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_no_module_imports_a_later_stage(monkeypatch):
+    cli = pytest.importorskip("importlinter.cli")
+    monkeypatch.chdir(ROOT)  # the contract lives in pyproject.toml
+    assert cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+
+
+def test_the_contract_lists_every_package():
+    """A new subpackage must take its place in the layers (else it is unconstrained)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    layers = config["tool"]["importlinter"]["contracts"][0]["layers"]
+    named = {name.strip("() ") for layer in layers for name in layer.split("|")}
+    source = ROOT / "src" / "geocells"
+    packages = {
+        p.stem for p in source.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()
+    }
+    assert packages - {"__init__", "__main__"} <= named
