@@ -88,8 +88,17 @@ def resolve_config(
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A plain nested dict of a config dataclass (for JSON, YAML and checkpoints)."""
-    return dataclasses.asdict(cfg)
+    """A plain nested dict of a config dataclass (for JSON, YAML and checkpoints); tuples
+    become lists, so the dict equals its own JSON round trip."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(item) for item in value]
+        return value
+
+    return plain(dataclasses.asdict(cfg))
 
 
 def save_config(cfg: Any, path: Path) -> Path:
