@@ -23,9 +23,13 @@ def serve_app(cfg, localizer=None, timeout_s: float = 60.0) -> Iterator[str]:
     from geocells.serve import create_app
 
     config = uvicorn.Config(
-        create_app(cfg, localizer), host="127.0.0.1", port=0, log_level="warning",
-        access_log=False, lifespan="on",
-    )  # fmt: skip
+        create_app(cfg, localizer),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
     thread.start()
@@ -39,7 +43,9 @@ def serve_app(cfg, localizer=None, timeout_s: float = 60.0) -> Iterator[str]:
     try:
         while httpx.get(f"{url}/health").status_code != 200:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the test server never became ready: {httpx.get(url + '/health').text}")
+                raise RuntimeError(
+                    f"the test server never became ready: {httpx.get(url + '/health').text}"
+                )
             time.sleep(0.05)
         yield url
     finally:
@@ -52,7 +58,13 @@ def micro_server(micro_db) -> Iterator[str]:
     """The micro database served with small limits (4 files, 1 MB uploads, 1 M pixels)."""
     from geocells.serve import ServeConfig
 
-    cfg = ServeConfig(db=str(micro_db), max_files=4, max_upload_mb=1.0, max_pixels=1_000_000,
-                      max_top_k=8, batch_window_ms=5.0)  # fmt: skip
+    cfg = ServeConfig(
+        db=str(micro_db),
+        max_files=4,
+        max_upload_mb=1.0,
+        max_pixels=1_000_000,
+        max_top_k=8,
+        batch_window_ms=5.0,
+    )
     with serve_app(cfg) as url:
         yield url

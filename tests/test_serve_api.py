@@ -20,8 +20,9 @@ def photos(micro_dataset):
 
 def _files(*items):
     """multipart ``files`` parts from (name, bytes[, content type]) tuples."""
-    return [("files", (item[0], item[1], item[2] if len(item) > 2 else "image/jpeg"))
-            for item in items]  # fmt: skip
+    return [
+        ("files", (item[0], item[1], item[2] if len(item) > 2 else "image/jpeg")) for item in items
+    ]
 
 
 def _png(image: Image.Image) -> bytes:
@@ -62,7 +63,11 @@ def test_geojson_has_points_polygons_and_errors(micro_server, photos):
     kinds = [(f["geometry"]["type"], f["properties"]["kind"]) for f in body["features"]]
     assert kinds == [("Point", "prediction"), ("Polygon", "cell")] * 2
     assert body["errors"] == [
-        {"index": 1, "filename": "bad.jpg", "error": "bad.jpg: not an image or an unsupported format"}
+        {
+            "index": 1,
+            "filename": "bad.jpg",
+            "error": "bad.jpg: not an image or an unsupported format",
+        }
     ]
 
 
@@ -106,13 +111,16 @@ def test_request_level_abuse_is_refused_and_the_service_goes_on(micro_server, ph
     assert big.status_code == 413 and "over the limit of 1 MB" in big.json()["error"]
 
     def chunks():  # streamed without Content-Length: the limit counts bytes as they come
-        yield (b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
-               b"Content-Type: image/jpeg\r\n\r\n")  # fmt: skip
+        yield (
+            b'--x\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n"
+        )
         for _ in range(40):
             yield b"\xff" * 65536
 
-    streamed = httpx.post(url, content=chunks(),
-                          headers={"content-type": "multipart/form-data; boundary=x"})  # fmt: skip
+    streamed = httpx.post(
+        url, content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"}
+    )
     assert streamed.status_code == 413
     wrong_type = httpx.post(url, json={"image": "photo.jpg"})
     assert wrong_type.status_code == 415 and "multipart/form-data" in wrong_type.json()["error"]
@@ -120,7 +128,11 @@ def test_request_level_abuse_is_refused_and_the_service_goes_on(micro_server, ph
     assert no_files.status_code in (415, 422) and "error" in no_files.json()
     missing = httpx.post(url, files=[("photo", ("a.jpg", photos[0], "image/jpeg"))])
     assert missing.status_code == 422 and "files" in missing.json()["error"]
-    for params, where in (({"top_k": 0}, "top_k"), ({"top_k": 9}, "top_k"), ({"format": "x"}, "format")):
+    for params, where in (
+        ({"top_k": 0}, "top_k"),
+        ({"top_k": 9}, "top_k"),
+        ({"format": "x"}, "format"),
+    ):
         bad = httpx.post(url, params=params, files=_files(("a.jpg", photos[0])))
         assert bad.status_code == 422 and where in bad.json()["error"]
     assert httpx.get(f"{micro_server}/health").json()["status"] == "ready"
@@ -169,14 +181,16 @@ def test_tiles_render_the_aerial_source(micro_server, micro_dataset):
     assert pixels.shape == (256, 256, 4) and (pixels[..., 3] == 255).all()
     # A tile this small is one crop centred on the tile, as wide as the tile.
     west, south, east, north = mercantile.bounds(tile)
-    centre_lat = mercantile.lnglat(*[(a + b) / 2 for a, b in zip(
-        mercantile.xy(west, south), mercantile.xy(east, north))])[1]  # fmt: skip
+    centre_lat = mercantile.lnglat(
+        *[(a + b) / 2 for a, b in zip(mercantile.xy(west, south), mercantile.xy(east, north))]
+    )[1]
     width_m = (east - west) * metres_per_degree(centre_lat)[1]
     crop = open_aerial(micro_dataset / "aerial").crop(centre_lat, (west + east) / 2, width_m, 256)
     np.testing.assert_array_equal(pixels[..., :3], crop)
     edge = mercantile.tile(2.0, 48.0, 14)  # straddles the imagery's south-west corner
-    edge_pixels = np.asarray(Image.open(io.BytesIO(
-        httpx.get(f"{micro_server}/tiles/14/{edge.x}/{edge.y}.png").content)))  # fmt: skip
+    edge_pixels = np.asarray(
+        Image.open(io.BytesIO(httpx.get(f"{micro_server}/tiles/14/{edge.x}/{edge.y}.png").content))
+    )
     assert 0 < (edge_pixels[..., 3] == 255).mean() < 1
     far = np.asarray(Image.open(io.BytesIO(httpx.get(f"{micro_server}/tiles/5/3/3.png").content)))
     assert far.shape == (256, 256, 4) and not far[..., 3].any()
@@ -190,11 +204,18 @@ def test_health_info_and_metrics(micro_server, photos):
     assert httpx.get(f"{micro_server}/health").json() == {"status": "ready", "cells": 42}
     info = httpx.get(f"{micro_server}/info").json()
     assert info["tiles"] and info["calibrated"] and info["limits"]["max_files"] == 4
-    httpx.post(f"{micro_server}/locate", files=_files(("a.jpg", photos[0]), ("b.txt", b"x", "text/plain")))
+    httpx.post(
+        f"{micro_server}/locate", files=_files(("a.jpg", photos[0]), ("b.txt", b"x", "text/plain"))
+    )
     text = httpx.get(f"{micro_server}/metrics").text
     assert 'geocells_requests_total{route="/locate",status="200"}' in text
     assert 'geocells_image_errors_total{reason="content_type"}' in text
-    assert "geocells_batch_size_count" in text and 'geocells_request_seconds_bucket{route="/locate",le="+Inf"}' in text
-    located = [line for line in text.splitlines() if line.startswith("geocells_images_located_total")]
+    assert (
+        "geocells_batch_size_count" in text
+        and 'geocells_request_seconds_bucket{route="/locate",le="+Inf"}' in text
+    )
+    located = [
+        line for line in text.splitlines() if line.startswith("geocells_images_located_total")
+    ]
     assert int(located[0].split()[1]) >= 1
     assert httpx.get(f"{micro_server}/openapi.json").json()["paths"]["/locate"]["post"]

@@ -8,9 +8,9 @@ import time
 import httpx
 import numpy as np
 import pytest
-from fixtures_serve import serve_app
 from PIL import Image
 
+from fixtures_serve import serve_app
 from geocells.locate import Localizer
 from geocells.serve import ServeConfig
 from geocells.serve.batching import Batcher, QueueFullError
@@ -40,8 +40,11 @@ def test_concurrent_submits_share_one_batch_and_keep_their_top_k():
         await batcher.stop()
         return results
 
-    assert _run(main()) == [[["a:0"]], [["b:0", "b:1", "b:2"], ["c:0", "c:1", "c:2"]],
-                            [["d:0", "d:1"]]]  # fmt: skip
+    assert _run(main()) == [
+        [["a:0"]],
+        [["b:0", "b:1", "b:2"], ["c:0", "c:1", "c:2"]],
+        [["d:0", "d:1"]],
+    ]
     assert sizes == [4]
 
 
@@ -114,8 +117,9 @@ def test_server_batches_waiting_requests_and_answers_503_when_full(micro_db, mic
     buffer = io.BytesIO()
     Image.fromarray(np.full((40, 50, 3), 120, np.uint8)).save(buffer, "JPEG")
     files = [("files", ("p.jpg", buffer.getvalue(), "image/jpeg"))]
-    cfg = ServeConfig(db=str(micro_db), batch_size=8, queue_size=4, batch_window_ms=1.0,
-                      retry_after_s=3)  # fmt: skip
+    cfg = ServeConfig(
+        db=str(micro_db), batch_size=8, queue_size=4, batch_window_ms=1.0, retry_after_s=3
+    )
     with serve_app(cfg, localizer) as url:
         answers: list[httpx.Response] = []
 

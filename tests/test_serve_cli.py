@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from fixtures_serve import serve_app
 from PIL import Image
 
+from fixtures_serve import serve_app
 from geocells.cli import main
 from geocells.serve import ServeConfig
 
@@ -44,7 +44,9 @@ def test_token_guards_the_api_but_not_health(micro_db):
         assert httpx.get(f"{url}/").status_code == 200  # the page asks for the token itself
         for path in ("/info", "/metrics", "/tiles/17/66265/45560.png"):
             response = httpx.get(f"{url}{path}")
-            assert response.status_code == 401 and response.json() == {"error": "missing bearer token"}
+            assert response.status_code == 401 and response.json() == {
+                "error": "missing bearer token"
+            }
             assert response.headers["www-authenticate"] == "Bearer"
         wrong = httpx.post(f"{url}/locate", files=files, headers={"Authorization": "Bearer nope"})
         assert wrong.status_code == 401 and "wrong" in wrong.json()["error"]
@@ -65,10 +67,23 @@ def test_cli_serves_until_interrupted(micro_db):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "geocells", "serve", str(micro_db), "--port", str(port),
-         "--no-access-log", "--threads", "1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "geocells",
+            "serve",
+            str(micro_db),
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--threads",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

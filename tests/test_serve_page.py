@@ -25,6 +25,14 @@ document.getElementById("drop").dispatchEvent(
   new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
 """
 
+# (selector, width, all?) -> whether all (or some) matching images loaded at that width.
+LOADED_IMAGES = """
+const [selector, width, all] = arguments;
+const images = [...document.querySelectorAll(selector)];
+const loaded = (i) => i.complete && i.naturalWidth === width;
+return images.length > 0 && (all ? images.every(loaded) : images.some(loaded));
+"""
+
 
 def _executables() -> tuple[str, str]:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -45,8 +53,13 @@ def browser():
     binary, driver_path = _executables()
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,800"):  # fmt: skip
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,800",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_script_timeout(30)
@@ -68,8 +81,10 @@ def _open(browser, url: str) -> None:
     from selenium.webdriver.common.by import By
 
     browser.get(url)
-    _wait(lambda: "cells at level" in browser.find_element(By.ID, "database").text,
-          what="the database line")  # fmt: skip
+    _wait(
+        lambda: "cells at level" in browser.find_element(By.ID, "database").text,
+        what="the database line",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,29 +102,40 @@ def test_dropping_photos_draws_markers_candidates_and_tiles(browser, micro_serve
     top_k.send_keys("3")
     payloads = [base64.b64encode(open(path, "rb").read()).decode() for path in photo_paths]
     browser.execute_script(DROP_SCRIPT, ["first.jpg", "second.jpg"], payloads)
-    markers = _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, "path.geocells-marker")) == 6
-                    and browser.find_elements(By.CSS_SELECTOR, "path.geocells-marker"),
-                    what="6 markers")  # fmt: skip
+    markers = _wait(
+        lambda: (
+            len(browser.find_elements(By.CSS_SELECTOR, "path.geocells-marker")) == 6
+            and browser.find_elements(By.CSS_SELECTOR, "path.geocells-marker")
+        ),
+        what="6 markers",
+    )
     assert len(markers) == 6
     assert len(browser.find_elements(By.CSS_SELECTOR, "path.geocells-cell")) == 6
     assert browser.find_element(By.ID, "status").text == "2 of 2 photo(s) located"
     cards = browser.find_elements(By.CSS_SELECTOR, ".candidate")
     assert len(cards) == 6
-    _wait(lambda: browser.execute_script(
-        "return [...document.querySelectorAll('.candidate img')].every(i => i.complete && i.naturalWidth === 128)"),
-        what="candidate tiles")  # fmt: skip
+    _wait(
+        lambda: browser.execute_script(LOADED_IMAGES, ".candidate img", 128, True),
+        what="candidate tiles",
+    )
     # Clicking a candidate flies the map to it.
     card = cards[4]
     lat, lon = (float(v) for v in card.text.splitlines()[-1].split(","))
     card.click()
-    _wait(lambda: browser.execute_script(
-        "const c = state.map.getCenter(); return Math.abs(c.lat - arguments[0]) < 1e-4"
-        " && Math.abs(c.lng - arguments[1]) < 1e-4 && state.map.getZoom() >= 17;", lat, lon),
-        what="the map to fly to the candidate")  # fmt: skip
+    _wait(
+        lambda: browser.execute_script(
+            "const c = state.map.getCenter(); return Math.abs(c.lat - arguments[0]) < 1e-4"
+            " && Math.abs(c.lng - arguments[1]) < 1e-4 && state.map.getZoom() >= 17;",
+            lat,
+            lon,
+        ),
+        what="the map to fly to the candidate",
+    )
     assert "active" in card.get_attribute("class")
-    _wait(lambda: browser.execute_script(
-        "return [...document.querySelectorAll('img.leaflet-tile')].some(i => i.complete && i.naturalWidth === 256)"),
-        what="aerial map tiles")  # fmt: skip
+    _wait(
+        lambda: browser.execute_script(LOADED_IMAGES, "img.leaflet-tile", 256, False),
+        what="aerial map tiles",
+    )
     resources = browser.execute_script(
         "return performance.getEntriesByType('resource').map(r => r.name)"
     )
@@ -118,8 +144,9 @@ def test_dropping_photos_draws_markers_candidates_and_tiles(browser, micro_serve
     ), resources
 
 
-def test_picked_files_show_errors_and_still_locate_the_good_one(browser, micro_server, photo_paths,
-                                                                tmp_path):  # fmt: skip
+def test_picked_files_show_errors_and_still_locate_the_good_one(
+    browser, micro_server, photo_paths, tmp_path
+):
     from selenium.webdriver.common.by import By
 
     _open(browser, micro_server)
@@ -129,13 +156,17 @@ def test_picked_files_show_errors_and_still_locate_the_good_one(browser, micro_s
     Image.new("1", (2000, 1000)).save(big)  # 2 M pixels: over this server's 1 M limit
     picker = browser.find_element(By.ID, "picker")
     picker.send_keys("\n".join([str(bad), str(big), photo_paths[0]]))
-    _wait(lambda: "of 3 photo(s) located" in browser.find_element(By.ID, "status").text,
-          what="three answers")  # fmt: skip
+    _wait(
+        lambda: "of 3 photo(s) located" in browser.find_element(By.ID, "status").text,
+        what="three answers",
+    )
     assert browser.find_element(By.ID, "status").text == "1 of 3 photo(s) located"
     errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".photo .error")]
-    assert sorted(errors) == sorted([
-        "broken.jpg: not an image or an unsupported format",
-        "wide.png: 2000 x 1000 = 2000000 pixels is over the limit of 1000000 "
-        "(possible decompression bomb)",
-    ])  # fmt: skip
+    assert sorted(errors) == sorted(
+        [
+            "broken.jpg: not an image or an unsupported format",
+            "wide.png: 2000 x 1000 = 2000000 pixels is over the limit of 1000000 "
+            "(possible decompression bomb)",
+        ]
+    )
     assert len(browser.find_elements(By.CSS_SELECTOR, "path.geocells-marker")) == 5

@@ -161,23 +161,29 @@ def add_api_routes(app: FastAPI, cfg: ServeConfig) -> None:
         size_m, size_px = float(meta["tile_size_m"]), px or int(meta.get("tile_px", 256))
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(
-            service.tiles.executor, service.tiles.cell_png, float(lat[0]), float(lon[0]),
-            size_m, size_px,
-        )  # fmt: skip
+            service.tiles.executor,
+            service.tiles.cell_png,
+            float(lat[0]),
+            float(lon[0]),
+            size_m,
+            size_px,
+        )
         if data is None:
             raise HTTPException(404, f"cell {token} lies outside the aerial imagery")
         return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/tiles/{z}/{x}/{y}.png", summary="XYZ map tile of the aerial imagery",
-             responses={200: PNG})  # fmt: skip
+    @app.get(
+        "/tiles/{z}/{x}/{y}.png", summary="XYZ map tile of the aerial imagery", responses={200: PNG}
+    )
     async def tile(request: Request, z: int, x: int, y: int):
         service = _ready(request)
         if service.tiles is None:
             raise HTTPException(404, "this server has no aerial imagery (start it with --aerial)")
         loop = asyncio.get_running_loop()
         try:
-            data = await loop.run_in_executor(service.tiles.executor, service.tiles.tile_png,
-                                              z, x, y)  # fmt: skip
+            data = await loop.run_in_executor(
+                service.tiles.executor, service.tiles.tile_png, z, x, y
+            )
         except TileRequestError as err:
             raise HTTPException(400, str(err)) from None
         return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})

@@ -34,8 +34,18 @@ class ServeConfig:
     tile_cache: int = 1024  # rendered map tiles kept in memory
 
     def __post_init__(self) -> None:
-        positive = ("port", "workers", "max_files", "max_pixels", "max_side", "max_top_k",
-                    "batch_size", "queue_size", "retry_after_s", "tile_cache")  # fmt: skip
+        positive = (
+            "port",
+            "workers",
+            "max_files",
+            "max_pixels",
+            "max_side",
+            "max_top_k",
+            "batch_size",
+            "queue_size",
+            "retry_after_s",
+            "tile_cache",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"serve: {name} must be >= 1, got {getattr(self, name)}")

@@ -103,8 +103,9 @@ class Guard:
             offered = presented_token(headers)
             if offered is None or not hmac.compare_digest(offered.encode(), self.token.encode()):
                 reason = "missing" if offered is None else "wrong"
-                await send_json(send, 401, {"error": f"{reason} bearer token"},
-                                [("www-authenticate", "Bearer")])  # fmt: skip
+                await send_json(
+                    send, 401, {"error": f"{reason} bearer token"}, [("www-authenticate", "Bearer")]
+                )
                 return
         if scope["method"] != "POST":
             await self.app(scope, receive, send)
@@ -117,8 +118,12 @@ class Guard:
                 return
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
-            await send_json(send, 413, {"error": str(BodyTooLargeError(self.max_body).detail)},
-                            [("connection", "close")])  # fmt: skip
+            await send_json(
+                send,
+                413,
+                {"error": str(BodyTooLargeError(self.max_body).detail)},
+                [("connection", "close")],
+            )
             return
         await self.app(scope, self._limited(receive), send)
 

@@ -79,7 +79,9 @@ class Metrics:
                 "# TYPE geocells_requests_total counter",
             ]
             for (route, status), count in sorted(self.requests.items()):
-                lines.append(f'geocells_requests_total{{route="{route}",status="{status}"}} {count}')
+                lines.append(
+                    f'geocells_requests_total{{route="{route}",status="{status}"}} {count}'
+                )
             errors = sum(c for (_, s), c in self.requests.items() if s >= 400)
             lines += [
                 "# HELP geocells_request_errors_total HTTP requests answered 4xx or 5xx.",

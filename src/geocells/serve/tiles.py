@@ -117,8 +117,16 @@ class TileRenderer:
         step = TILE_PX // blocks
         for row in range(blocks):
             for col in range(blocks):
-                self._render_block(rgba, z, x + col / blocks, y + row / blocks, 1 / blocks,
-                                   row * step, col * step, step)  # fmt: skip
+                self._render_block(
+                    rgba,
+                    z,
+                    x + col / blocks,
+                    y + row / blocks,
+                    1 / blocks,
+                    row * step,
+                    col * step,
+                    step,
+                )
         if not rgba[..., 3].any():
             return self.empty_png
         return _png(rgba)
@@ -140,8 +148,16 @@ class TileRenderer:
             half = px // 2
             for dy in (0, 1):
                 for dx in (0, 1):
-                    self._render_block(out, z, x + dx * size / 2, y + dy * size / 2, size / 2,
-                                       top + dy * half, left + dx * half, half)  # fmt: skip
+                    self._render_block(
+                        out,
+                        z,
+                        x + dx * size / 2,
+                        y + dy * size / 2,
+                        size / 2,
+                        top + dy * half,
+                        left + dx * half,
+                        half,
+                    )
             return
         block = out[top : top + px, left : left + px]
         block[..., :3] = pixels
