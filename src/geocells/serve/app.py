@@ -123,7 +123,7 @@ def add_api_routes(app: FastAPI, cfg: ServeConfig) -> None:
         if not good:
             message = "; ".join(item.error for item in items)
             return _error(422, f"no image could be located: {message}", **body)
-        return body
+        return JSONResponse(body)  # already plain JSON types: skip FastAPI's slow encoder
 
     @app.get("/cells/{token}", summary="A database cell: centre, polygon, tile address")
     async def cell(request: Request, token: Annotated[str, Path(max_length=16)]):

@@ -28,7 +28,7 @@ class ServeConfig:
     max_side: int = 2048  # decoded images are shrunk to this longest side before queueing
     max_top_k: int = 50
     batch_size: int = 32  # most images per encoder call
-    batch_window_ms: float = 10.0  # how long the first image of a batch waits for company
+    batch_window_ms: float = 2.0  # how long the first image of a batch waits for company
     queue_size: int = 256  # most images waiting; beyond it POST /locate answers 503
     retry_after_s: int = 1  # the Retry-After of a 503
     tile_cache: int = 1024  # rendered map tiles kept in memory

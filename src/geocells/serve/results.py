@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,23 +24,25 @@ class ImageResult:
 
 def cell_polygons(tokens: list[str]) -> list[dict[str, Any]]:
     """GeoJSON Polygons (lon, lat; counter-clockwise, closed) of S2 cells."""
+    return [cell_polygon(token) for token in tokens]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def cell_polygon(token: str) -> dict[str, Any]:
+    """One cell's GeoJSON Polygon; cached, because answers keep naming the same cells and
+    the numpy call costs more than the rest of the response on a small model."""
     from geocells.geo import cell_vertices, token_to_cell
 
-    if not tokens:
-        return []
-    corners = cell_vertices(token_to_cell(np.array(tokens)))  # [N, 4, (lat, lon)], CCW
-    polygons = []
-    for cell in corners:
-        ring = [[float(lon), float(lat)] for lat, lon in cell]
-        polygons.append({"type": "Polygon", "coordinates": [[*ring, ring[0]]]})
-    return polygons
+    corners = cell_vertices(token_to_cell(np.array([token])))[0]  # [4, (lat, lon)], CCW
+    ring = [[float(lon), float(lat)] for lat, lon in corners]
+    return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
 
 
 def prediction_dicts(predictions: list[Prediction]) -> list[dict[str, Any]]:
     """Predictions as dicts with a ``rank`` and the ``polygon`` of their cell."""
     polygons = cell_polygons([p.token for p in predictions])
     return [
-        {"rank": rank, **p.to_dict(), "polygon": polygon}
+        {"rank": rank, **p.to_dict(), "polygon": polygon}  # shared, never mutated
         for rank, (p, polygon) in enumerate(zip(predictions, polygons), start=1)
     ]
 

@@ -160,6 +160,8 @@ async function locateAll(files) {
   // One request per photo: the server batches concurrent requests onto one encoder call.
   const outcomes = await Promise.all(images.map(locatePhoto));
   const located = outcomes.filter(Boolean).length;
+  const drawn = L.featureGroup(state.layers.flatMap((group) => group.getLayers()));
+  if (drawn.getLayers().length) state.map.fitBounds(drawn.getBounds().pad(0.3), { maxZoom: 17 });
   setStatus(`${located} of ${images.length} photo(s) located`);
   document.body.dataset.located = String(document.querySelectorAll(".photo").length);
 }
