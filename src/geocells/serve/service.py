@@ -73,7 +73,8 @@ class Service:
         self.metrics = Metrics()
         self.batcher: Batcher | None = None
         self.tiles: TileRenderer | None = None
-        self.assets: dict[str, tuple[bytes, str]] = {}
+        # The page is served from the first moment (it waits for /info itself).
+        self.assets: dict[str, tuple[bytes, str]] = static_assets()
         self.error: str | None = None
         self.ready = False
 
@@ -88,7 +89,6 @@ class Service:
     async def _load(self) -> None:
         from geocells.locate import Localizer
 
-        self.assets = await asyncio.to_thread(static_assets)
         if self.localizer is None:
             self.localizer = await asyncio.to_thread(
                 Localizer.load, self.cfg.db, self.cfg.backend, "cpu", self.cfg.batch_size

@@ -43,10 +43,16 @@ async function initMap() {
   const map = L.map("map", { zoomControl: true, preferCanvas: false });
   state.map = map;
   map.setView([0, 0], 2);
-  const response = await api("/info");
+  let response = await api("/info");
+  while (response.status === 503) {  // the server is still loading its database and model
+    const body = await response.json().catch(() => ({}));
+    document.getElementById("database").textContent = body.error || "loading…";
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    response = await api("/info");
+  }
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    document.getElementById("database").textContent = `not ready: ${body.error || response.status}`;
+    document.getElementById("database").textContent = `error: ${body.error || response.status}`;
     return;
   }
   const info = await response.json();
@@ -142,9 +148,7 @@ async function locatePhoto(file) {
     }
     const best = result.predictions[0];
     status.textContent = `best: ${percent(best.confidence)} within 100 m`;
-    const group = drawPredictions(file.name, result.predictions, colour, candidates);
-    const bounds = L.featureGroup(group.getLayers()).getBounds();
-    state.map.fitBounds(bounds.pad(0.5), { maxZoom: 17 });
+    drawPredictions(file.name, result.predictions, colour, candidates);
     return true;
   } catch (error) {
     status.textContent = `request failed: ${error}`;
@@ -161,7 +165,7 @@ async function locateAll(files) {
   const outcomes = await Promise.all(images.map(locatePhoto));
   const located = outcomes.filter(Boolean).length;
   const drawn = L.featureGroup(state.layers.flatMap((group) => group.getLayers()));
-  if (drawn.getLayers().length) state.map.fitBounds(drawn.getBounds().pad(0.3), { maxZoom: 17 });
+  if (drawn.getLayers().length) state.map.fitBounds(drawn.getBounds().pad(0.15), { maxZoom: 17 });
   setStatus(`${located} of ${images.length} photo(s) located`);
   document.body.dataset.located = String(document.querySelectorAll(".photo").length);
 }
