@@ -16,8 +16,11 @@ import pytest
 
 
 @contextlib.contextmanager
-def serve_app(cfg, localizer=None, timeout_s: float = 60.0) -> Iterator[str]:
-    """Run ``create_app(cfg, localizer)`` under uvicorn; yields ``http://127.0.0.1:PORT``."""
+def serve_app(
+    cfg, localizer=None, timeout_s: float = 60.0, wait_ready: bool = True
+) -> Iterator[str]:
+    """Run ``create_app(cfg, localizer)`` under uvicorn; yields ``http://127.0.0.1:PORT``
+    (once ``/health`` is 200, unless ``wait_ready`` is False)."""
     import uvicorn
 
     from geocells.serve import create_app
@@ -41,7 +44,7 @@ def serve_app(cfg, localizer=None, timeout_s: float = 60.0) -> Iterator[str]:
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     try:
-        while httpx.get(f"{url}/health").status_code != 200:
+        while wait_ready and httpx.get(f"{url}/health").status_code != 200:
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"the test server never became ready: {httpx.get(url + '/health').text}"

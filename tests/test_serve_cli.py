@@ -103,3 +103,21 @@ def test_cli_serves_until_interrupted(micro_db):
         output = process.communicate(timeout=30)[0]
     assert process.returncode == 0, output
     assert "serve: ready, 42 cells" in output and "Application shutdown complete" in output
+
+
+def test_a_database_that_fails_to_load_is_reported_not_served(micro_db, tmp_path):
+    import shutil
+
+    broken = tmp_path / "db"
+    shutil.copytree(micro_db, broken)
+    (broken / "model" / "last.safetensors").write_bytes(b"not the model")
+    with serve_app(ServeConfig(db=str(broken)), wait_ready=False) as url:
+        deadline = time.monotonic() + 60
+        while (health := httpx.get(f"{url}/health").json())["status"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert health["status"] == "failed" and "does not match the model" in health["error"]
+        assert httpx.get(f"{url}/health").status_code == 503
+        refused = httpx.post(f"{url}/locate", files=[("files", ("p.jpg", _jpeg(), "image/jpeg"))])
+        assert refused.status_code == 503 and "does not match the model" in refused.json()["error"]
+        assert httpx.get(f"{url}/").status_code == 200  # the page can still say what is wrong
