@@ -96,8 +96,20 @@ def main(args: argparse.Namespace) -> int:
     Database.open(cfg.db)  # a wrong path fails here, with one line, not in a worker
     os.environ[CONFIG_ENV] = cfg.to_json()
     options = dict(host=cfg.host, port=cfg.port, access_log=not args.no_access_log)
-    if cfg.workers > 1:
-        uvicorn.run("geocells.serve.app:app_from_env", factory=True, workers=cfg.workers, **options)
+    if cfg.workers > 1:  # each worker process imports worker_app and builds its own app
+        uvicorn.run(
+            "geocells.commands.serve:worker_app", factory=True, workers=cfg.workers, **options
+        )
     else:
         uvicorn.run(app_from_env(), **options)
     return 0
+
+
+def worker_app():
+    """The app of one ``--workers`` process: the CLI's logging, then ``app_from_env``."""
+    import logging
+
+    from geocells.serve.app import app_from_env
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return app_from_env()
