@@ -7,5 +7,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from fixtures_index import *  # noqa: F403
+from fixtures_serve import *  # noqa: F403
 from fixtures_synth import *  # noqa: F403
 from fixtures_train import *  # noqa: F403

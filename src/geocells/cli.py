@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "index": "index",
     "calibrate": "calibrate",
     "locate": "locate",
+    "serve": "serve",
     "eval": "eval",
     "demo": "demo",
     "bench": "bench",

@@ -1,0 +1,86 @@
+"""The typed configuration of ``geocells serve`` (every limit the service enforces)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where to listen, what to serve and the limits that keep the service up."""
+
+    db: str = ""  # database folder built by `geocells index`
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1  # uvicorn worker processes, each with its own Localizer
+    token: str = ""  # bearer token required on the API; "" = none (loopback only)
+    aerial: str = ""  # aerial source for tiles; "" = the aerial/ folder of the DB's dataset
+    backend: str = "auto"  # search backend: auto | exact | ivfpq
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    max_upload_mb: float = 20.0  # largest request body
+    max_files: int = 16  # images per POST /locate
+    max_pixels: int = 40_000_000  # larger images are refused before decoding
+    max_side: int = 2048  # decoded images are shrunk to this longest side before queueing
+    max_top_k: int = 50
+    batch_size: int = 32  # most images per encoder call
+    batch_window_ms: float = 2.0  # how long the first image of a batch waits for company
+    queue_size: int = 256  # most images waiting; beyond it POST /locate answers 503
+    retry_after_s: int = 1  # the Retry-After of a 503
+    tile_cache: int = 1024  # rendered map tiles kept in memory
+
+    def __post_init__(self) -> None:
+        positive = (
+            "port",
+            "workers",
+            "max_files",
+            "max_pixels",
+            "max_side",
+            "max_top_k",
+            "batch_size",
+            "queue_size",
+            "retry_after_s",
+            "tile_cache",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"serve: {name} must be >= 1, got {getattr(self, name)}")
+        if not self.max_upload_mb > 0:
+            raise ValueError(f"serve: max_upload_mb must be > 0, got {self.max_upload_mb}")
+        if self.batch_window_ms < 0:
+            raise ValueError(f"serve: batch_window_ms must be >= 0, got {self.batch_window_ms}")
+        if self.backend not in ("auto", "exact", "ivfpq"):
+            raise ValueError(f"serve: backend must be auto, exact or ivfpq, got {self.backend!r}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def to_json(self) -> str:
+        """The config as JSON (how ``--workers`` processes receive it)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        """Inverse of ``to_json``; unknown keys are errors."""
+        data: dict[str, Any] = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"serve config: unknown keys {unknown}; valid: {sorted(known)}")
+        return cls(**data)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
