@@ -1,7 +1,8 @@
 """Regions: (Multi)Polygons in WGS84 lon/lat with straight edges in lon/lat (GeoJSON).
 
-Inside/outside follows the even-odd rule over all rings (holes are rings too). Regions
-must not cross the antimeridian and must stay within ±85° latitude, so that straight
+Inside/outside follows the even-odd rule over all rings (holes are rings too). No polygon
+may cross the antimeridian (a MultiPolygon may have parts on both sides of it), and all
+must stay within ±85° latitude, so that straight
 lon/lat edges and the local planar maths in ``geocells.geo.cover`` stay meaningful.
 """
 
@@ -50,10 +51,14 @@ class Region:
         starts = np.concatenate(rings)
         ends = np.concatenate([np.roll(ring, -1, axis=0) for ring in rings])
         self.edges = np.concatenate([starts, ends], axis=1)  # [E, 4] lon1, lat1, lon2, lat2
-        if starts[:, 0].max() - starts[:, 0].min() > 180:
-            raise ValueError(
-                f"region {name!r} spans more than 180° of longitude; split it at the antimeridian"
-            )
+        for index, rings in enumerate(self.polygons):
+            # Per polygon: a MultiPolygon may hold parts on both sides of the antimeridian
+            # (each part's straight lon/lat edges stay meaningful), one polygon may not.
+            if np.ptp(rings[0][:, 0]) > 180:
+                raise ValueError(
+                    f"region {name!r}: polygon {index} spans more than 180° of longitude; "
+                    "split it at the antimeridian"
+                )
 
     def __repr__(self) -> str:
         rings = sum(len(p) for p in self.polygons)

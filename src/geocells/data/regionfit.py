@@ -1,0 +1,236 @@
+"""Regions that fit the data: the union of small lon/lat squares around the points.
+
+A dataset spread over several cities gets one polygon per city (or per cluster of
+points), not one box spanning a continent. How:
+
+1. The globe is cut into squares of ``step`` degrees (about ``pad_m / 2`` metres of
+   latitude; 360 / step is an even integer so rows and columns tile the globe exactly).
+2. Every square whose nearest point lies within ``pad_m`` of some point's square is kept,
+   so the region reaches at least ``pad_m`` beyond every point (at most about
+   ``pad_m + 1.5 step``). Squares are never joined across the antimeridian: a cluster on
+   both sides of it becomes two polygons, one on each side.
+3. Squares that touch only at a corner get one of the two empty squares filled, so every
+   boundary ring is a simple loop (S2 and GIS tools reject rings that touch themselves).
+4. The boundary edges between kept and empty squares are chained into rings (kept squares
+   on the left: outer rings run counter-clockwise, holes clockwise), collinear vertices
+   are dropped, and each hole is given to the smallest outer ring around it.
+
+The region's area is known from the squares before any ring is traced, which is what the
+memory guard (``estimate_cells``) needs: a worldwide point set is refused in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from geocells.geo.region import MAX_ABS_LAT, Region, points_in_edges
+
+EARTH_RADIUS_KM = 6371.0088
+METRES_PER_DEGREE = math.pi * EARTH_RADIUS_KM * 1000.0 / 180.0
+_CHUNK = 200_000  # points dilated at a time (bounds the offsets array)
+
+
+@dataclass
+class SquareCover:
+    """Kept squares: ``rows``, ``cols`` (int64) of a ``step``-degree global grid."""
+
+    step: float
+    rows: np.ndarray
+    cols: np.ndarray
+
+    @property
+    def ncols(self) -> int:
+        return round(360.0 / self.step)
+
+    def keys(self) -> np.ndarray:
+        return self.rows * self.ncols + self.cols
+
+    def area_km2(self) -> float:
+        """Area of the squares on the sphere (exact for lon/lat rectangles)."""
+        south = np.radians(-90.0 + self.rows * self.step)
+        north = south + math.radians(self.step)
+        band = np.sin(north) - np.sin(south)
+        return float(EARTH_RADIUS_KM**2 * math.radians(self.step) * band.sum())
+
+
+def grid_step(pad_m: float) -> float:
+    """Square size in degrees for a padding: about half the padding, tiling the globe."""
+    if not (math.isfinite(pad_m) and pad_m > 0):
+        raise ValueError(f"region padding must be a positive number of metres, got {pad_m}")
+    columns = max(2 * round(360.0 * METRES_PER_DEGREE / (pad_m / 2.0) / 2.0), 2)
+    return 360.0 / columns
+
+
+def cover_points(lat: np.ndarray, lon: np.ndarray, pad_m: float) -> SquareCover:
+    """The squares within ``pad_m`` of the points (rows beyond ±85° latitude dropped)."""
+    step = grid_step(pad_m)
+    ncols, nrows = round(360.0 / step), round(180.0 / step)
+    lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
+    rows = np.clip(np.floor((lat + 90.0) / step).astype(np.int64), 0, nrows - 1)
+    cols = np.floor((lon + 180.0) / step).astype(np.int64) % ncols
+    seeds = np.unique(rows * ncols + cols)
+    step_m = step * METRES_PER_DEGREE
+    reach_rows = math.ceil(pad_m / step_m) + 1
+    kept = []
+    for start in range(0, len(seeds), _CHUNK):
+        chunk = seeds[start : start + _CHUNK]
+        kept.append(_dilate(chunk // ncols, chunk % ncols, step, pad_m, reach_rows, ncols))
+    keys = np.unique(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
+    rows, cols = keys // ncols, keys % ncols
+    inside = (-90.0 + rows * step >= -MAX_ABS_LAT) & (-90.0 + (rows + 1) * step <= MAX_ABS_LAT)
+    return SquareCover(step, rows[inside], cols[inside])
+
+
+def _dilate(rows, cols, step, pad_m, reach_rows, ncols) -> np.ndarray:
+    """Keys of the squares whose nearest distance to a seed square is at most ``pad_m``."""
+    step_m = step * METRES_PER_DEGREE
+    centre_lat = np.radians(-90.0 + (rows + 0.5) * step)
+    # The narrowest latitude of the seed's band sets how far east-west the padding reaches.
+    cos_lat = np.maximum(np.cos(np.abs(centre_lat) + math.radians(step)), 0.05)
+    reach_cols = np.minimum(np.ceil(pad_m / (step_m * cos_lat)) + 1, ncols // 2).astype(np.int64)
+    widest = int(reach_cols.max()) if len(reach_cols) else 0
+    keys = []
+    for d_row in range(-reach_rows, reach_rows + 1):
+        gap_north = max(abs(d_row) - 1, 0) * step_m
+        if gap_north > pad_m:
+            continue
+        d_col = np.arange(-widest, widest + 1)
+        gap_east = np.maximum(np.abs(d_col)[None, :] - 1, 0) * step_m * cos_lat[:, None]
+        near = np.hypot(gap_north, gap_east) <= pad_m
+        near &= np.abs(d_col)[None, :] <= reach_cols[:, None]
+        seed, offset = np.nonzero(near)
+        new_rows = rows[seed] + d_row
+        new_cols = cols[seed] + d_col[offset]
+        # No wrap across the antimeridian: columns outside [0, ncols) fold to the other
+        # side as squares of their own (they are never joined to their old neighbours).
+        new_cols %= ncols
+        keys.append(new_rows * ncols + new_cols)
+    return np.concatenate(keys) if keys else np.zeros(0, np.int64)
+
+
+def mean_cell_area_km2(level: int) -> float:
+    """Average area of an S2 cell at ``level`` (6 faces, 4**level cells each)."""
+    return 4.0 * math.pi * EARTH_RADIUS_KM**2 / (6.0 * 4.0**level)
+
+
+def estimate_cells(area_km2: float, level: int, perimeter_km: float = 0.0) -> int:
+    """Cells of ``level`` meeting a region of that area and boundary length: the interior
+    by mean cell area (S2 cell areas vary by < 2x, the mean is close over many cells) plus
+    one cell per cell width of boundary (cells the boundary cuts)."""
+    cell_area = mean_cell_area_km2(level)
+    return int(math.ceil(area_km2 / cell_area + perimeter_km / math.sqrt(cell_area)))
+
+
+def _fill_pinches(cover: SquareCover) -> SquareCover:
+    """Fill an empty square wherever two kept squares touch only at a corner."""
+    ncols = cover.ncols
+    keys = np.sort(cover.keys())
+    while True:
+        rows, cols = keys // ncols, keys % ncols
+
+        def present(r, c):
+            ok = (c >= 0) & (c < ncols)
+            return ok & np.isin(r * ncols + np.clip(c, 0, ncols - 1), keys)
+
+        east, north = present(rows, cols + 1), present(rows + 1, cols)
+        west = present(rows, cols - 1)
+        diagonal = present(rows + 1, cols + 1) & ~east & ~north & (cols + 1 < ncols)
+        anti = present(rows + 1, cols - 1) & ~west & ~north & (cols >= 1)
+        added = np.concatenate([keys[diagonal] + 1, keys[anti] - 1])
+        if not len(added):
+            return SquareCover(cover.step, rows, cols)
+        keys = np.union1d(keys, added)
+
+
+def _boundary_edges(cover: SquareCover) -> tuple[np.ndarray, np.ndarray]:
+    """Directed boundary edges (kept square on the left) as vertex pairs ``[E, 2]`` (x, y)."""
+    ncols = cover.ncols
+    keys = np.sort(cover.keys())
+    rows, cols = cover.rows, cover.cols
+    order = np.argsort(rows * ncols + cols)
+    rows, cols = rows[order], cols[order]
+
+    def empty(r, c):
+        outside = (c < 0) | (c >= ncols)
+        return outside | ~np.isin(r * ncols + np.clip(c, 0, ncols - 1), keys)
+
+    starts, ends = [], []
+    sides = (  # neighbour offset, start corner, end corner (corner offsets in x=col, y=row)
+        ((-1, 0), (0, 0), (1, 0)),  # south side, heading east
+        ((0, 1), (1, 0), (1, 1)),  # east side, heading north
+        ((1, 0), (1, 1), (0, 1)),  # north side, heading west
+        ((0, -1), (0, 1), (0, 0)),  # west side, heading south
+    )
+    for (d_row, d_col), (sx, sy), (ex, ey) in sides:
+        mask = empty(rows + d_row, cols + d_col)
+        starts.append(np.stack([cols[mask] + sx, rows[mask] + sy], axis=1))
+        ends.append(np.stack([cols[mask] + ex, rows[mask] + ey], axis=1))
+    return np.concatenate(starts), np.concatenate(ends)
+
+
+def _chain_rings(starts: np.ndarray, ends: np.ndarray, ncols: int) -> list[np.ndarray]:
+    """Chain edges into closed rings of grid vertices, collinear vertices dropped."""
+    width = ncols + 1
+    start_keys = starts[:, 1] * width + starts[:, 0]
+    following = {int(k): i for i, k in enumerate(start_keys)}  # one outgoing edge per vertex
+    end_keys = ends[:, 1] * width + ends[:, 0]
+    used = np.zeros(len(starts), dtype=bool)
+    rings = []
+    for first in range(len(starts)):
+        if used[first]:
+            continue
+        ring, edge = [], first
+        while not used[edge]:
+            used[edge] = True
+            ring.append(edge)
+            edge = following[int(end_keys[edge])]
+        vertices = starts[ring]
+        direction = ends[ring] - starts[ring]
+        turning = np.any(direction != np.roll(direction, 1, axis=0), axis=1)
+        rings.append(vertices[turning].astype(np.float64))
+    return rings
+
+
+def _signed_area(ring: np.ndarray) -> float:
+    x, y = ring[:, 0], ring[:, 1]
+    return 0.5 * float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+
+
+def _assemble(rings: list[np.ndarray]) -> list[list[np.ndarray]]:
+    """Polygons (outer ring first, then its holes) from oriented rings in grid units."""
+    areas = [_signed_area(r) for r in rings]
+    outers = [i for i, a in enumerate(areas) if a > 0]
+    polygons = {i: [rings[i]] for i in outers}
+    edges = {
+        i: np.concatenate([rings[i], np.roll(rings[i], -1, axis=0)], axis=1) for i in outers
+    }
+    for hole in (i for i, a in enumerate(areas) if a < 0):
+        a, b = rings[hole][0], rings[hole][1]
+        direction = np.sign(b - a)
+        # The kept square left of the hole's first edge lies inside the hole's owner.
+        probe = (a + b) / 2 + 0.5 * np.array([-direction[1], direction[0]])
+        owners = [
+            i
+            for i in outers
+            if points_in_edges(np.array([probe[0]]), np.array([probe[1]]), edges[i])[0]
+        ]
+        if owners:
+            polygons[min(owners, key=lambda i: areas[i])].append(rings[hole])
+    return list(polygons.values())
+
+
+def region_from_cover(cover: SquareCover, name: str) -> Region:
+    """The (Multi)Polygon region of a square cover (lon/lat degrees)."""
+    if not len(cover.rows):
+        raise ValueError("no points inside ±85° latitude to derive a region from")
+    cover = _fill_pinches(cover)
+    starts, ends = _boundary_edges(cover)
+    rings = _chain_rings(starts, ends, cover.ncols)
+    polygons = [
+        [np.stack([-180.0 + r[:, 0] * cover.step, -90.0 + r[:, 1] * cover.step], 1) for r in p]
+        for p in _assemble(rings)
+    ]
+    return Region(polygons, name=name)
