@@ -103,5 +103,7 @@ def build_osv5m(root, train=True, test=True, extracted=False):
                 continue
             with zipfile.ZipFile(folder / f"{shard:02d}.zip", "w") as archive:
                 for i in members:
-                    archive.writestr(f"{shard:02d}/{i}.jpg", image_bytes(colour=(int(i) % 256, 0, 0)))
+                    archive.writestr(
+                        f"{shard:02d}/{i}.jpg", image_bytes(colour=(int(i) % 256, 0, 0))
+                    )
     return rows

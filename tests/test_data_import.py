@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from fixtures_import import build_osv5m, write_image
 
+from fixtures_import import build_osv5m, write_image
 from geocells.cli import main
 from geocells.data.dataset import Dataset
 from geocells.data.geoparquet import point_lonlat

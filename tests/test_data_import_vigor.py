@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from fixtures_import import BLUE, GREEN, RED, VIGOR_TILE_PX, build_vigor, vigor_metres_per_px
 
+from fixtures_import import BLUE, GREEN, RED, VIGOR_TILE_PX, build_vigor, vigor_metres_per_px
 from geocells.cli import main
 from geocells.data.aerial import OutOfCoverageError
 from geocells.data.aerial.base import metres_per_degree
@@ -29,9 +29,7 @@ def test_vigor_same_area_from_a_relative_root(tmp_path, monkeypatch, layout):
         splits = manifest.split_name[rows]
         official = tmp_path / "VIGOR"
         assert set(names[splits == "test"]) == _official(official, city, "same_area_balanced_test")
-        assert set(names[splits != "test"]) == _official(
-            official, city, "same_area_balanced_train"
-        )
+        assert set(names[splits != "test"]) == _official(official, city, "same_area_balanced_train")
         name, lat, lon = panoramas[2]
         row = np.flatnonzero(rows)[list(names).index(name)]
         assert manifest.lat[row] == pytest.approx(lat) and manifest.lon[row] == pytest.approx(lon)

@@ -81,7 +81,7 @@ def check_images(manifest, mode: str = "header", sample: int = DEFAULT_IMAGE_SAM
         found = [p for p in pool.map(problem, rows.tolist(), chunksize=256) if p]
     return {
         "mode": mode,
-        "checked": int(len(rows)),
+        "checked": len(rows),
         "of": len(manifest),
         "unreadable": len(found),
         "first": found[:20],

@@ -121,7 +121,7 @@ def estimate_cells(area_km2: float, level: int, perimeter_km: float = 0.0) -> in
     by mean cell area (S2 cell areas vary by < 2x, the mean is close over many cells) plus
     one cell per cell width of boundary (cells the boundary cuts)."""
     cell_area = mean_cell_area_km2(level)
-    return int(math.ceil(area_km2 / cell_area + perimeter_km / math.sqrt(cell_area)))
+    return math.ceil(area_km2 / cell_area + perimeter_km / math.sqrt(cell_area))
 
 
 def _fill_pinches(cover: SquareCover) -> SquareCover:
@@ -131,7 +131,7 @@ def _fill_pinches(cover: SquareCover) -> SquareCover:
     while True:
         rows, cols = keys // ncols, keys % ncols
 
-        def present(r, c):
+        def present(r, c, keys=keys):
             ok = (c >= 0) & (c < ncols)
             return ok & np.isin(r * ncols + np.clip(c, 0, ncols - 1), keys)
 
@@ -204,9 +204,7 @@ def _assemble(rings: list[np.ndarray]) -> list[list[np.ndarray]]:
     areas = [_signed_area(r) for r in rings]
     outers = [i for i, a in enumerate(areas) if a > 0]
     polygons = {i: [rings[i]] for i in outers}
-    edges = {
-        i: np.concatenate([rings[i], np.roll(rings[i], -1, axis=0)], axis=1) for i in outers
-    }
+    edges = {i: np.concatenate([rings[i], np.roll(rings[i], -1, axis=0)], axis=1) for i in outers}
     for hole in (i for i, a in enumerate(areas) if a < 0):
         a, b = rings[hole][0], rings[hole][1]
         direction = np.sign(b - a)

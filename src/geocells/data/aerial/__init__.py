@@ -2,8 +2,9 @@
 
 Backends: GeoTIFF/COG files in any CRS (one or a mosaic), an XYZ tile folder (with
 ``tiles.json``, gdal2tiles' ``tilemapresource.xml``, or neither), an MBTiles file, or a
-set of centred tiles listed in ``tileset.json`` (VIGOR's satellite images). Crop conventions (north-up, rotation sign, pixel-is-
-area, coverage) are in ``geocells.data.aerial.base``.
+set of centred tiles listed in ``tileset.json`` (VIGOR's satellite images). Crop
+conventions (north-up, rotation sign, pixel-is-area, coverage) are in
+``geocells.data.aerial.base``.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def open_aerial(path: str | Path, **options) -> AerialSource:
     tile set; with ``tiles.json`` or ``tilemapresource.xml`` an XYZ folder; otherwise a
     folder with exactly one ``*.mbtiles`` is that file; otherwise its GeoTIFFs (not
     recursive) form a mosaic; a folder of numeric ``{z}`` sub-folders only is an XYZ folder
-    with inferred metadata (other files, e.g. gdal2tiles viewers, ignored). ``options`` go to the backend (``max_cached_bytes``,
-    ``cache_tiles``).
+    with inferred metadata (other files, e.g. gdal2tiles viewers, are ignored).
+    ``options`` go to the backend (``max_cached_bytes``, ``cache_tiles``).
     """
     from geocells.data.aerial.geotiff import GeoTiffSource
     from geocells.data.aerial.tiles import TMS_FILE, MBTilesSource, XYZTileSource

@@ -16,11 +16,13 @@ An XYZ folder describes itself in one of three ways, tried in this order:
    and that is how it is read. gdal2tiles ``--xyz`` writes no such file.
 3. Nothing: the zooms are the numeric sub-folders, bounds the tiles present, and the scheme
    is taken as ``xyz`` (a warning says so; write a ``tiles.json`` with ``"scheme": "tms"``
-   if the rows are flipped — ``geocells dataset check`` shows the coverage either way). MBTiles read ``metadata`` (bounds, minzoom,
-maxzoom) and the ``tiles`` table, whose ``tile_row`` is in TMS order (y flipped) as the
-MBTiles spec says. Tiles are square, any size; PNG/WebP transparency is no-data; a
-missing tile is no-data. The highest zoom is used unless a crop is coarse enough for a
-lower zoom that exists; decoded tiles are kept in an LRU cache.
+   if the rows are flipped — ``geocells dataset check`` shows the coverage either way).
+
+MBTiles read ``metadata`` (bounds, minzoom, maxzoom) and the ``tiles`` table, whose
+``tile_row`` is in TMS order (y flipped) as the MBTiles spec says. Tiles are square, any
+size; PNG/WebP transparency is no-data; a missing tile is no-data. The highest zoom is
+used unless a crop is coarse enough for a lower zoom that exists; decoded tiles are kept
+in an LRU cache.
 """
 
 from __future__ import annotations
@@ -234,7 +236,7 @@ def _infer_meta(folder: Path) -> dict:
         raise ValueError(f"XYZ folder {folder} has no tiles.json and no {{z}} sub-folders")
     logger.warning(
         "XYZ folder %s has no tiles.json or tilemapresource.xml: zooms %d-%d, scheme "
-        "assumed 'xyz' (write tiles.json with \"scheme\": \"tms\" if y is flipped)",
+        'assumed \'xyz\' (write tiles.json with "scheme": "tms" if y is flipped)',
         folder,
         zooms[0],
         zooms[-1],

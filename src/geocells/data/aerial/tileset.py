@@ -155,7 +155,7 @@ def _read_tileset(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.nda
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(meta, dict) or meta.get("kind") != TILESET_KIND:
-        raise ValueError(f"{path}: want a JSON object with \"kind\": \"{TILESET_KIND}\"")
+        raise ValueError(f'{path}: want a JSON object with "kind": "{TILESET_KIND}"')
     tiles = meta.get("tiles")
     if not isinstance(tiles, list) or not tiles:
         raise ValueError(f"{path}: 'tiles' must be a non-empty list")

@@ -134,7 +134,7 @@ def satellite_tiles(cities: dict[str, tuple[Path, Path]], skipped) -> list[dict]
     from PIL import Image
 
     tiles = []
-    for city, (_, folder) in cities.items():
+    for _, folder in cities.values():
         entries = sorted(os.scandir(folder), key=lambda e: e.name) if folder.is_dir() else []
         width = None
         for entry in entries:
