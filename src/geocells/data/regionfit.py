@@ -124,6 +124,14 @@ def estimate_cells(area_km2: float, level: int, perimeter_km: float = 0.0) -> in
     return math.ceil(area_km2 / cell_area + perimeter_km / math.sqrt(cell_area))
 
 
+def perimeter_km(region: Region) -> float:
+    """Boundary length of a region (equirectangular per edge; for the cell estimate)."""
+    edges = region.edges
+    mid = np.radians((edges[:, 1] + edges[:, 3]) / 2)
+    d_lon = (edges[:, 2] - edges[:, 0]) * np.cos(mid)
+    return float(np.hypot(d_lon, edges[:, 3] - edges[:, 1]).sum() * METRES_PER_DEGREE / 1000)
+
+
 def _fill_pinches(cover: SquareCover) -> SquareCover:
     """Fill an empty square wherever two kept squares touch only at a corner."""
     ncols = cover.ncols

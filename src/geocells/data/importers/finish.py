@@ -136,10 +136,10 @@ def _choose_region(out: Path, manifest: GroundManifest, options: ImportOptions):
 
     if options.region is not None:
         region, write = Region.parse(options.region), True
-        area, perimeter = region.area_km2(), _perimeter_km(region)
+        area, perimeter = region.area_km2(), regionfit.perimeter_km(region)
     elif not replaceable_region(out / REGION_FILE):
         region, write = Region.from_geojson(out / REGION_FILE), False
-        area, perimeter = region.area_km2(), _perimeter_km(region)
+        area, perimeter = region.area_km2(), regionfit.perimeter_km(region)
         logger.info("keeping the region of your own in %s", out / REGION_FILE)
     else:
         cover = regionfit.cover_points(manifest.lat, manifest.lon, options.region_pad_m)
@@ -156,18 +156,8 @@ def _choose_region(out: Path, manifest: GroundManifest, options: ImportOptions):
         )
     if region is None:
         region = regionfit.region_from_cover(cover, IMPORT_REGION_NAME)
-        cells = regionfit.estimate_cells(area, options.cell_level, _perimeter_km(region))
+        cells = regionfit.estimate_cells(area, options.cell_level, regionfit.perimeter_km(region))
     return (region if write else None), cells
-
-
-def _perimeter_km(region) -> float:
-    """Boundary length (equirectangular, fine for the memory estimate)."""
-    from geocells.data.regionfit import METRES_PER_DEGREE
-
-    edges = region.edges
-    mid = np.radians((edges[:, 1] + edges[:, 3]) / 2)
-    d_lon = (edges[:, 2] - edges[:, 0]) * np.cos(mid)
-    return float(np.hypot(d_lon, edges[:, 3] - edges[:, 1]).sum() * METRES_PER_DEGREE / 1000)
 
 
 def _stage_aerial(out: Path, staging: Path, aerial: dict | None) -> bool:
