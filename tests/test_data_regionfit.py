@@ -67,7 +67,7 @@ def test_a_ring_of_points_keeps_its_hole():
     region = region_from_cover(cover_points(lat, lon, 500.0), "ring")
     assert [len(p) for p in region.polygons] == [2]  # one outer ring, one hole
     assert region.contains([10.0, 10.05], [20.0, 20.0]).tolist() == [False, True]
-    outer, hole = region.polygons[0]
+    outer, _ = region.polygons[0]
     assert region.area_km2() < Region([[outer]]).area_km2()
 
 
