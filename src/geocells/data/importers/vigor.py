@@ -153,6 +153,30 @@ def satellite_tiles(cities: dict[str, tuple[Path, Path]], skipped) -> list[dict]
     return tiles
 
 
+def _panoramas(found, assigned, protocol: str, skipped) -> dict[str, list]:
+    """Manifest columns of the panoramas on disk (``assigned``: their official splits,
+    consumed; None for hash splits); names that do not parse or are unlisted are skipped."""
+    columns: dict[str, list] = {k: [] for k in ("image_id", "path", "lat", "lon", "split")}
+    for city, (panoramas, _) in found.items():
+        for entry in sorted(os.scandir(panoramas), key=lambda e: e.name):
+            match = _PANORAMA.match(entry.name)
+            if not match:
+                skipped.append((entry.path, "name is not <panoid>,<lat>,<lon>,.jpg"))
+                continue
+            split = "" if assigned is None else assigned.pop((city, entry.name), None)
+            if split is None:
+                skipped.append((entry.path, f"not in the {protocol} split files"))
+                continue
+            for key, value in zip(columns, (f"{city}/{match['id']}", entry.path)):
+                columns[key].append(value)
+            columns["lat"].append(match["lat"])
+            columns["lon"].append(match["lon"])
+            columns["split"].append(split)
+    for city, name in assigned or {}:
+        skipped.append((f"{city}/{name}", "listed in the split files, no such panorama"))
+    return columns
+
+
 def import_vigor(
     root: str | Path,
     protocol: str = "same-area",
@@ -182,24 +206,7 @@ def import_vigor(
                 "official splits come with VIGOR as splits.zip (or use --protocol hash)"
             )
         assigned = official_splits(folder, list(found), protocol, skipped)
-    columns: dict[str, list] = {k: [] for k in ("image_id", "path", "lat", "lon", "split")}
-    for city, (panoramas, _) in found.items():
-        for entry in sorted(os.scandir(panoramas), key=lambda e: e.name):
-            match = _PANORAMA.match(entry.name)
-            if not match:
-                skipped.append((entry.path, "name is not <panoid>,<lat>,<lon>,.jpg"))
-                continue
-            split = "" if assigned is None else assigned.pop((city, entry.name), None)
-            if split is None:
-                skipped.append((entry.path, f"not in the {protocol} split files"))
-                continue
-            for key, value in zip(columns, (f"{city}/{match['id']}", entry.path)):
-                columns[key].append(value)
-            columns["lat"].append(match["lat"])
-            columns["lon"].append(match["lon"])
-            columns["split"].append(split)
-    for (city, name), _ in (assigned or {}).items():
-        skipped.append((f"{city}/{name}", "listed in the split files, no such panorama"))
+    columns = _panoramas(found, assigned, protocol, skipped)
     arrays = {k: np.array(v, dtype=object) for k, v in columns.items()}
     if protocol == "hash":
         arrays["split"] = assign_splits(arrays["image_id"], fractions)
