@@ -173,7 +173,8 @@ def _stage_aerial(out: Path, staging: Path, aerial: dict | None) -> bool:
         {**tile, "path": os.path.relpath(tile["path"], folder)} for tile in aerial.get("tiles", [])
     ]
     (staging / AERIAL_DIR).mkdir(parents=True, exist_ok=True)
-    text = json.dumps({**aerial, "tiles": tiles}, indent=0)
+    head = json.dumps({k: v for k, v in aerial.items() if k != "tiles"})[:-1]
+    text = head + ', "tiles": [\n' + ",\n".join(json.dumps(t) for t in tiles) + "\n]}\n"
     (staging / AERIAL_DIR / TILESET_FILE).write_text(text)
     return True
 
