@@ -33,6 +33,29 @@ METRES_PER_DEGREE = math.pi * EARTH_RADIUS_KM * 1000.0 / 180.0
 _CHUNK = 200_000  # points dilated at a time (bounds the offsets array)
 
 
+class RegionTooLarge(ValueError):
+    """The squares around the points already exceed the area allowed (``area_km2`` is a
+    lower bound: covering stopped as soon as it was exceeded)."""
+
+    def __init__(self, area_km2: float) -> None:
+        super().__init__(f"the region fitted to the points is over {area_km2:,.0f} km²")
+        self.area_km2 = area_km2
+
+
+def _unique(keys: np.ndarray) -> np.ndarray:
+    """Sorted unique int64 keys (sort-based: faster than hashing for these sizes)."""
+    keys = np.sort(keys)
+    return keys[np.r_[True, keys[1:] != keys[:-1]]] if keys.size else keys
+
+
+def _member(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Whether each query key is in ``sorted_keys``."""
+    if not sorted_keys.size:
+        return np.zeros(query.shape, bool)
+    index = np.minimum(np.searchsorted(sorted_keys, query), sorted_keys.size - 1)
+    return sorted_keys[index] == query
+
+
 @dataclass
 class SquareCover:
     """Kept squares: ``rows``, ``cols`` (int64) of a ``step``-degree global grid."""
@@ -64,21 +87,33 @@ def grid_step(pad_m: float) -> float:
     return 360.0 / columns
 
 
-def cover_points(lat: np.ndarray, lon: np.ndarray, pad_m: float) -> SquareCover:
-    """The squares within ``pad_m`` of the points (rows beyond ±85° latitude dropped)."""
+def cover_points(
+    lat: np.ndarray, lon: np.ndarray, pad_m: float, max_area_km2: float | None = None
+) -> SquareCover:
+    """The squares within ``pad_m`` of the points (rows beyond ±85° latitude dropped).
+
+    With ``max_area_km2``, raises ``RegionTooLarge`` as soon as the squares found so far
+    exceed it (a worldwide set of millions of points is refused without covering it all).
+    """
     step = grid_step(pad_m)
     ncols, nrows = round(360.0 / step), round(180.0 / step)
     lat, lon = np.asarray(lat, np.float64), np.asarray(lon, np.float64)
     rows = np.clip(np.floor((lat + 90.0) / step).astype(np.int64), 0, nrows - 1)
     cols = np.floor((lon + 180.0) / step).astype(np.int64) % ncols
-    seeds = np.unique(rows * ncols + cols)
+    seeds = _unique(rows * ncols + cols)
     step_m = step * METRES_PER_DEGREE
     reach_rows = math.ceil(pad_m / step_m) + 1
-    kept = []
-    for start in range(0, len(seeds), _CHUNK):
-        chunk = seeds[start : start + _CHUNK]
-        kept.append(_dilate(chunk // ncols, chunk % ncols, step, pad_m, reach_rows, ncols))
-    keys = np.unique(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
+    keys = np.zeros(0, np.int64)
+    # seeds in a random order, so that an early stop has sampled the whole extent
+    shuffled = seeds[np.random.default_rng(0).permutation(len(seeds))]
+    for start in range(0, len(shuffled), _CHUNK):
+        chunk = shuffled[start : start + _CHUNK]
+        found = _dilate(chunk // ncols, chunk % ncols, step, pad_m, reach_rows, ncols)
+        keys = _unique(np.concatenate([keys, found]))
+        if max_area_km2 is not None:
+            area = SquareCover(step, keys // ncols, keys % ncols).area_km2()
+            if area > max_area_km2:
+                raise RegionTooLarge(area)
     rows, cols = keys // ncols, keys % ncols
     inside = (-90.0 + rows * step >= -MAX_ABS_LAT) & (-90.0 + (rows + 1) * step <= MAX_ABS_LAT)
     return SquareCover(step, rows[inside], cols[inside])
@@ -135,13 +170,13 @@ def perimeter_km(region: Region) -> float:
 def _fill_pinches(cover: SquareCover) -> SquareCover:
     """Fill an empty square wherever two kept squares touch only at a corner."""
     ncols = cover.ncols
-    keys = np.sort(cover.keys())
+    keys = _unique(cover.keys())
     while True:
         rows, cols = keys // ncols, keys % ncols
 
         def present(r, c, keys=keys):
             ok = (c >= 0) & (c < ncols)
-            return ok & np.isin(r * ncols + np.clip(c, 0, ncols - 1), keys)
+            return ok & _member(keys, r * ncols + np.clip(c, 0, ncols - 1))
 
         east, north = present(rows, cols + 1), present(rows + 1, cols)
         west = present(rows, cols - 1)
@@ -150,20 +185,18 @@ def _fill_pinches(cover: SquareCover) -> SquareCover:
         added = np.concatenate([keys[diagonal] + 1, keys[anti] - 1])
         if not len(added):
             return SquareCover(cover.step, rows, cols)
-        keys = np.union1d(keys, added)
+        keys = _unique(np.concatenate([keys, added]))
 
 
 def _boundary_edges(cover: SquareCover) -> tuple[np.ndarray, np.ndarray]:
     """Directed boundary edges (kept square on the left) as vertex pairs ``[E, 2]`` (x, y)."""
     ncols = cover.ncols
-    keys = np.sort(cover.keys())
-    rows, cols = cover.rows, cover.cols
-    order = np.argsort(rows * ncols + cols)
-    rows, cols = rows[order], cols[order]
+    keys = _unique(cover.keys())
+    rows, cols = keys // ncols, keys % ncols
 
     def empty(r, c):
         outside = (c < 0) | (c >= ncols)
-        return outside | ~np.isin(r * ncols + np.clip(c, 0, ncols - 1), keys)
+        return outside | ~_member(keys, r * ncols + np.clip(c, 0, ncols - 1))
 
     starts, ends = [], []
     sides = (  # neighbour offset, start corner, end corner (corner offsets in x=col, y=row)
@@ -180,26 +213,38 @@ def _boundary_edges(cover: SquareCover) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _chain_rings(starts: np.ndarray, ends: np.ndarray, ncols: int) -> list[np.ndarray]:
-    """Chain edges into closed rings of grid vertices, collinear vertices dropped."""
+    """Chain edges into closed rings of grid vertices, collinear vertices dropped.
+
+    Without pinches every vertex starts exactly one edge, so "the edge after" is a lookup
+    of the end vertex among the start vertices.
+    """
     width = ncols + 1
     start_keys = starts[:, 1] * width + starts[:, 0]
-    following = {int(k): i for i, k in enumerate(start_keys)}  # one outgoing edge per vertex
     end_keys = ends[:, 1] * width + ends[:, 0]
-    used = np.zeros(len(starts), dtype=bool)
-    rings = []
+    by_start = np.argsort(start_keys)
+    following = by_start[np.searchsorted(start_keys[by_start], end_keys)].tolist()
+    used = bytearray(len(starts))
+    ordered: list[int] = []
+    bounds = [0]
     for first in range(len(starts)):
         if used[first]:
             continue
-        ring, edge = [], first
+        edge = first
         while not used[edge]:
-            used[edge] = True
-            ring.append(edge)
-            edge = following[int(end_keys[edge])]
-        vertices = starts[ring]
-        direction = ends[ring] - starts[ring]
-        turning = np.any(direction != np.roll(direction, 1, axis=0), axis=1)
-        rings.append(vertices[turning].astype(np.float64))
-    return rings
+            used[edge] = 1
+            ordered.append(edge)
+            edge = following[edge]
+        bounds.append(len(ordered))
+    order = np.array(ordered, dtype=np.int64)
+    direction = (ends - starts)[order]
+    ring_start = np.repeat(np.array(bounds[:-1]), np.diff(bounds))
+    ring_end = np.repeat(np.array(bounds[1:]), np.diff(bounds))
+    position = np.arange(len(order))
+    previous = np.where(position == ring_start, ring_end - 1, position - 1)
+    turning = np.any(direction != direction[previous], axis=1)
+    vertices = starts[order].astype(np.float64)
+    kept_per_ring = np.add.reduceat(turning, bounds[:-1]) if len(order) else []
+    return np.split(vertices[turning], np.cumsum(kept_per_ring)[:-1])
 
 
 def _signed_area(ring: np.ndarray) -> float:

@@ -134,10 +134,31 @@ class Region:
     def contains(self, lat, lon) -> np.ndarray:
         """Whether points (degrees) lie inside (even-odd rule): bool[N]."""
         lat, lon = check_latlng(lat, lon)
+        if len(self.polygons) > 1:
+            return self._contains_by_polygon(lat, lon)
         south, west, north, east = self.bounds
         inside = np.zeros(lat.size, bool)
         candidates = np.flatnonzero((lat >= south) & (lat <= north) & (lon >= west) & (lon <= east))
         inside[candidates] = points_in_edges(lon[candidates], lat[candidates], self.edges)
+        return inside
+
+    def _contains_by_polygon(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        """Even-odd over all rings, polygon by polygon (the parity of a sum of crossings is
+        the XOR of the parts' parities), each against the points in its bounding box only:
+        a MultiPolygon of thousands of small parts costs its edges, not edges x points."""
+        inside = np.zeros(lat.size, bool)
+        order = np.argsort(lon, kind="stable")
+        sorted_lon = lon[order]
+        for rings in self.polygons:
+            points = np.concatenate(rings)
+            low = np.searchsorted(sorted_lon, points[:, 0].min(), side="left")
+            high = np.searchsorted(sorted_lon, points[:, 0].max(), side="right")
+            rows = order[low:high]
+            rows = rows[(lat[rows] >= points[:, 1].min()) & (lat[rows] <= points[:, 1].max())]
+            if rows.size:
+                ends = np.concatenate([np.roll(ring, -1, axis=0) for ring in rings])
+                edges = np.concatenate([points, ends], axis=1)
+                inside[rows] ^= points_in_edges(lon[rows], lat[rows], edges)
         return inside
 
     def area_km2(self) -> float:

@@ -142,13 +142,19 @@ def _choose_region(out: Path, manifest: GroundManifest, options: ImportOptions):
         area, perimeter = region.area_km2(), regionfit.perimeter_km(region)
         logger.info("keeping the region of your own in %s", out / REGION_FILE)
     else:
-        cover = regionfit.cover_points(manifest.lat, manifest.lon, options.region_pad_m)
-        area, perimeter = cover.area_km2(), 0.0
-        region, write = None, True
+        limit = options.max_region_cells * regionfit.mean_cell_area_km2(options.cell_level)
+        try:
+            cover = regionfit.cover_points(
+                manifest.lat, manifest.lon, options.region_pad_m, max_area_km2=limit
+            )
+            area = cover.area_km2()
+        except regionfit.RegionTooLarge as err:
+            area = err.area_km2  # a lower bound: covering stopped there
+        region, write, perimeter = None, True, 0.0
     cells = regionfit.estimate_cells(area, options.cell_level, perimeter)
     if cells > options.max_region_cells:
         raise ValueError(
-            f"the region would hold about {cells:,} level-{options.cell_level} cells "
+            f"the region would hold at least {cells:,} level-{options.cell_level} cells "
             f"({area:,.0f} km²), more than --max-region-cells {options.max_region_cells:,} "
             "fit in memory; nothing imported. Restrict it: --region FILE.geojson or "
             "bbox:south,west,north,east, a smaller --region-pad-m, fewer cities or rows "
