@@ -324,6 +324,46 @@ def test_xyz_tms_scheme_and_bounds_from_tiles(tmp_path):
     assert west < CENTER_LON - 0.001 and east > CENTER_LON + 0.001
 
 
+def write_gdal2tiles(folder, zoom=17):
+    """A folder as gdal2tiles (default TMS, mercator profile) writes it."""
+    write_xyz(folder, zoom, tms=True, with_bounds=False)
+    (folder / "tiles.json").unlink()
+    _, (west, south, east, north) = scene_tiles(zoom)
+    # gdal2tiles' own attribute order: minx = south, miny = west, maxx = north, maxy = east
+    (folder / "tilemapresource.xml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<TileMap version="1.0.0" tilemapservice="http://tms.osgeo.org/1.0.0">\n'
+        "  <Title>scene.tif</Title><Abstract></Abstract><SRS>EPSG:3857</SRS>\n"
+        f'  <BoundingBox minx="{south:.14f}" miny="{west:.14f}" maxx="{north:.14f}" '
+        f'maxy="{east:.14f}"/>\n'
+        f'  <Origin x="{south:.14f}" y="{west:.14f}"/>\n'
+        '  <TileFormat width="256" height="256" mime-type="image/png" extension="png"/>\n'
+        '  <TileSets profile="mercator">\n'
+        f'    <TileSet href="{zoom}" units-per-pixel="{156543.0339 / 2**zoom:.14f}" '
+        f'order="{zoom}"/>\n'
+        "  </TileSets>\n</TileMap>\n"
+    )
+    (folder / "openlayers.html").write_text("<html></html>")
+    return folder, (south, west, north, east)
+
+
+def test_gdal2tiles_folder_and_a_bare_xyz_folder(tmp_path):
+    folder, bounds = write_gdal2tiles(tmp_path / "g2t")
+    source = open_aerial(folder)
+    assert source.bounds == pytest.approx(bounds)
+    for rotation in (0, 90):
+        assert_scene(source.crop(CENTER_LAT, CENTER_LON, 120, 60, rotation), rotation)
+    xml = folder / "tilemapresource.xml"
+    xml.write_text(xml.read_text().replace('profile="mercator"', 'profile="geodetic"')
+                   .replace("EPSG:3857", "EPSG:4326"))  # fmt: skip
+    with pytest.raises(ValueError, match="not web-mercator"):
+        open_aerial(folder)
+    bare = write_xyz(tmp_path / "bare")  # gdal2tiles --xyz: no metadata file at all
+    (bare / "tiles.json").unlink()
+    source = open_aerial(bare)
+    assert_scene(source.crop(CENTER_LAT, CENTER_LON, 120, 60, 0), 0)
+
+
 def test_mbtiles(tmp_path):
     for with_bounds in (True, False):
         path = write_mbtiles(tmp_path / f"a{with_bounds}.mbtiles", with_bounds=with_bounds)
@@ -338,7 +378,7 @@ def test_open_aerial_dispatch_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         open_aerial(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"no tiles\.json"):
+    with pytest.raises(ValueError, match=r"tiles\.json"):
         open_aerial(tmp_path / "empty")
     (tmp_path / "a.png").write_bytes(b"x")
     with pytest.raises(ValueError, match="unsupported"):

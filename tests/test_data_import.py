@@ -1,20 +1,19 @@
-"""Importers (VIGOR, generic CSV, OSV-5M) on tiny fixtures written here, through the CLI."""
+"""Import machinery (splits, atomic writes, report, --strict, region guard, GeoParquet) and
+the OSV-5M and CSV importers, on tiny fixtures in their published layouts."""
 
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
+from fixtures_import import build_osv5m, write_image
 from geocells.cli import main
 from geocells.data.dataset import Dataset
+from geocells.data.geoparquet import point_lonlat
+from geocells.data.images import load_image
 from geocells.data.importers import assign_splits, carve_val
 from geocells.geo import Region
-
-
-def _touch(path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\xff\xd8jpeg")
-    return path
 
 
 def test_hash_splits_are_deterministic_and_proportional():
@@ -30,98 +29,153 @@ def test_hash_splits_are_deterministic_and_proportional():
     assert 0.2 < np.mean(carved[:2000] == "val") < 0.3
 
 
-def test_vigor_import(tmp_path):
-    root = tmp_path / "VIGOR"
-    for city, lat in (("Chicago", 41.88), ("NewYork", 40.71)):
-        for k in range(6):
-            _touch(
-                root
-                / city
-                / "panorama"
-                / f"pano{k}{city[0]},{lat + k * 1e-3:.6f},{-87.6 + k * 1e-3:.6f},.jpg"
-            )
-        _touch(root / city / "satellite" / f"satellite_{lat}_-87.6.png")
-    _touch(root / "Chicago" / "panorama" / "not-a-vigor-name.jpg")
-    out = tmp_path / "dataset"
-    assert main(["import", "vigor", str(root), "--out", str(out)]) == 0
-    dataset = Dataset.open(out, strict=True)
-    manifest = dataset.manifest
-    assert len(manifest) == 12
-    row = list(manifest.image_id).index("Chicago/pano2C")
-    assert manifest.lat[row] == pytest.approx(41.882) and manifest.lon[row] == pytest.approx(
-        -87.598
-    )
-    assert manifest.path[row].endswith("pano2C,41.882000,-87.598000,.jpg")
-    assert set(manifest.split_name) <= {"train", "val", "test"}
-    south, west, north, _ = dataset.region.bounds
-    assert south < manifest.lat.min() and north > manifest.lat.max() and west < manifest.lon.min()
-
-    # cross-area protocol: New York trains, Chicago tests
-    out2 = tmp_path / "cross"
-    assert main(["import", "vigor", str(root), "--out", str(out2), "--cross-area"]) == 0
-    cross = Dataset.open(out2).manifest
-    chicago = np.char.startswith(cross.image_id.astype(str), "Chicago/")
-    assert np.all(cross.split_name[chicago] == "test")
-    assert set(cross.split_name[~chicago]) <= {"train", "val"}
-
-
-def test_csv_import_reports_bad_rows(tmp_path, capsys):
-    images = tmp_path / "mp16"
-    for name in ("a/1.jpg", "a/2.jpg", "b/3.jpg"):
-        _touch(images / name)
-    csv = tmp_path / "mp16.csv"
-    csv.write_text(
-        "IMG_FILE,LAT,LON\na/1.jpg,10.5,20.5\na/2.jpg,11.5,200\nb/3.jpg,12.5,22.5\nb/4.jpg,1,2\n"
-    )
-    out = tmp_path / "dataset"
-    code = main(["import", "csv", str(csv), "--images", str(images), "--out", str(out),
-                 "--split-fractions", "1,0,0"])  # fmt: skip
-    assert code == 0
-    assert "2 skipped" in capsys.readouterr().out  # lon 200 and the missing b/4.jpg
-    manifest = Dataset.open(out).manifest
-    assert manifest.image_id.tolist() == ["a/1.jpg", "b/3.jpg"]
-    assert np.all(manifest.split_name == "train")
-    assert manifest.path[1] == str(images / "b" / "3.jpg")
-    # a second run skips the finished work, --overwrite redoes it (and its derived region)
-    assert main(["import", "csv", str(csv), "--images", str(images), "--out", str(out)]) == 0
-    assert "already imported" in capsys.readouterr().out
-    csv.write_text("IMG_FILE,LAT,LON\na/1.jpg,30.5,20.5\n")
-    argv = ["import", "csv", str(csv), "--images", str(images), "--out", str(out), "--overwrite"]
+def test_osv5m_from_zip_shards_test_only_and_extracted(tmp_path, monkeypatch, capsys):
+    build_osv5m(tmp_path / "osv5m")
+    monkeypatch.chdir(tmp_path)
+    argv = ["import", "osv5m", "osv5m", "--out", "ds", "--val-fraction", "0.3"]
     assert main(argv) == 0
-    dataset = Dataset.open(out)
-    assert dataset.manifest.lat.tolist() == [30.5] and dataset.region.contains(30.5, 20.5)[0]
-    # a region of the user's own is kept
-    Region.from_bbox(0, 0, 1, 1).to_geojson(out / "region.geojson")
-    assert main(argv) == 0
-    assert Dataset.open(out).region.bounds == (0, 0, 1, 1)
-
-
-def test_osv5m_import(tmp_path):
-    root = tmp_path / "osv5m"
-    header = "id,latitude,longitude,thumb_original_url,country,captured_at\n"
-    (root / "images" / "train" / "00").mkdir(parents=True)
-    root.joinpath("train.csv").write_text(
-        header
-        + "".join(f"{1000 + k},{45 + k / 100},{5 + k / 100},,FR,1600000000000\n" for k in range(20))
-    )
-    root.joinpath("test.csv").write_text(header + "77,-10.0,120.0,,ID,\n88,1,1,,XX,\n")
-    for k in range(20):
-        _touch(root / "images" / "train" / "00" / f"{1000 + k}.jpg")
-    _touch(root / "images" / "test" / "01" / "77.jpg")  # 88 has no image
-    out = tmp_path / "dataset"
-    assert main(["import", "osv5m", str(root), "--out", str(out), "--val-fraction", "0.3"]) == 0
-    manifest = Dataset.open(out, strict=True).manifest
+    manifest = Dataset.open(tmp_path / "ds", strict=True).manifest
     counts = manifest.counts()
     assert counts["test"] == 1 and counts["train"] + counts["val"] == 20 and counts["val"] > 0
     test = manifest.split("test")
-    assert test.image_id.tolist() == ["77"] and test.lat[0] == -10.0
-    assert manifest.captured_at[0].startswith("2020-09-13")
-    region = json.loads((out / "region.geojson").read_text())
-    assert region["type"] == "FeatureCollection"
+    assert test.image_id.tolist() == ["77"] and (test.lat[0], test.lon[0]) == (-10.0, 120.0)
+    assert "01.zip!/" in test.path[0] or "00.zip!/" in test.path[0]
+    row = manifest.image_id.tolist().index("1005")
+    assert tuple(np.asarray(load_image(manifest.path[row]))[0, 0]) == pytest.approx(
+        (1005 % 256, 0, 0), abs=3
+    )  # read from inside the zip shard
+    assert manifest.captured_at[row].startswith("2020-09-13T12:26:40")
+    report = (tmp_path / "ds" / "ground" / "import_report.csv").read_text()
+    assert "test/88" in report and "image not found" in report
+    # a test-only download, and shards extracted into folders
+    build_osv5m(tmp_path / "test-only", train=False)
+    assert main(["import", "osv5m", "test-only", "--out", "t"]) == 0
+    assert Dataset.open(tmp_path / "t").manifest.counts() == {"train": 0, "val": 0, "test": 1}
+    build_osv5m(tmp_path / "extracted", extracted=True)
+    assert main(["import", "osv5m", "extracted", "--out", "e"]) == 0
+    assert Dataset.open(tmp_path / "e").manifest.counts()["test"] == 1
+    assert len(Dataset.open(tmp_path / "e").manifest) == 21
+    capsys.readouterr()
+    assert main(["import", "osv5m", str(tmp_path / "nothing-here"), "--out", "x"]) == 2
+    assert "OSV-5M root not found" in capsys.readouterr().err
 
 
-def test_import_errors_are_one_line(tmp_path, capsys):
-    assert main(["import", "osv5m", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "train.csv not found" in capsys.readouterr().err
-    assert main(["import", "vigor", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "no VIGOR panorama folder" in capsys.readouterr().err
+def test_strict_atomic_and_the_import_report(tmp_path, capsys):
+    root = tmp_path / "osv5m"
+    build_osv5m(root, test=False)
+    (root / "train.csv").write_text(
+        (root / "train.csv").read_text() + "9999,45,5,,XX,s1,\n" + "1234,95,5,,XX,s1,\n"
+    )
+    corrupt = root / "images" / "train" / "03"
+    corrupt.mkdir()
+    (corrupt / "9999.jpg").write_bytes(b"\xff\xd8 not a jpeg at all")
+    write_image(corrupt / "1234.jpg")
+    out = tmp_path / "ds"
+    assert main(["import", "osv5m", str(root), "--out", str(out), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "--strict and 2 row(s) would be skipped" in err and "9999" in err
+    assert not (out / "ground" / "manifest.parquet").exists()  # nothing half-written
+    report = (out / "ground" / "import_report.csv").read_text()
+    assert "lat 95.0 outside [-90, 90]" in report and "not an image" in report
+    # the rerun is not "already imported": it imports, reporting the two bad rows
+    assert main(["import", "osv5m", str(root), "--out", str(out)]) == 0
+    assert "2 skipped" in capsys.readouterr().out
+    assert len(Dataset.open(out).manifest) == 20
+    assert main(["import", "osv5m", str(root), "--out", str(out)]) == 0
+    assert "already imported" in capsys.readouterr().out
+    # a corrupt image that slipped in (--check-images off) is found by `dataset check`
+    out2 = tmp_path / "unchecked"
+    argv = ["import", "osv5m", str(root), "--out", str(out2), "--check-images", "off"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["dataset", "check", str(out2), "--levels", "15"]) == 0
+    text = capsys.readouterr().out
+    assert "unreadable images              1 of 21 checked" in text and "9999" in text
+    assert main(["dataset", "check", str(out2), "--levels", "15", "--strict"]) == 2
+
+
+def test_region_fits_the_data_refuses_what_does_not_fit_and_crosses_the_antimeridian(
+    tmp_path, capsys
+):
+    images = tmp_path / "img"
+    rows = ["file,lat,lon"]
+    for k, (lat, lon) in enumerate([(-17.8, 179.9995), (-17.8, -179.9995), (-17.81, 179.99)]):
+        write_image(images / f"{k}.jpg")
+        rows.append(f"{k}.jpg,{lat},{lon}")
+    (images / "fiji.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "fiji"
+    assert main(["import", "csv", str(images / "fiji.csv"), "--out", str(out)]) == 0
+    region = Dataset.open(out).region
+    west = [p for p in region.polygons if p[0][:, 0].max() <= -179]
+    assert west and len(region.polygons) >= 2  # parts on both sides of the antimeridian
+    assert region.contains([-17.8, -17.8, -17.81], [179.9995, -179.9995, 179.99]).all()
+    assert region.area_km2() < 20
+    # scattered worldwide points get small areas around them (~820 k level-16 cells at a
+    # 20 km padding); a region over the memory budget is refused before anything is written
+    rows = ["file,lat,lon"]
+    for k, (lat, lon) in enumerate([(60, -150), (-40, 170), (35, 10), (0, -60), (50, 100)]):
+        write_image(images / f"w{k}.jpg")
+        rows.append(f"w{k}.jpg,{lat},{lon}")
+    (images / "world.csv").write_text("\n".join(rows) + "\n")
+    world = tmp_path / "world"
+    argv = ["import", "csv", str(images / "world.csv"), "--out", str(world)]
+    assert main([*argv, "--region-pad-m", "20000", "--max-region-cells", "500000"]) == 2
+    err = capsys.readouterr().err
+    assert "more than --max-region-cells 500,000" in err and "--region" in err
+    assert not world.exists() or not (world / "ground" / "manifest.parquet").exists()
+    assert main([*argv, "--region", "bbox:30,0,40,20", "--max-region-cells", "500000"]) == 2
+    assert main([*argv, "--region", "bbox:34,9,36,11"]) == 0  # restricted: it fits
+    assert Dataset.open(world).region.bounds == (34, 9, 36, 11)
+    assert main([*argv, "--region-pad-m", "20000", "--overwrite"]) == 0
+    assert Dataset.open(world).region.bounds == (34, 9, 36, 11)  # a --region is kept
+    (world / "region.geojson").unlink()
+    assert main([*argv, "--region-pad-m", "20000", "--overwrite"]) == 0
+    assert len(Dataset.open(world).region.polygons) == 5
+
+
+def test_csv_presets_mapping_optional_columns_and_geoparquet(tmp_path, capsys):
+    images = tmp_path / "mp16"
+    for name in ("52/44/1.jpg", "52/44/2.jpg", "a1/3.jpg"):
+        write_image(images / name)
+    csv = tmp_path / "mp16_places365.csv"
+    csv.write_text(
+        "IMG_ID,AUTHOR,LAT,LON,S3_Label,yaw,taken\n"
+        "52/44/1.jpg,a@N00,10.5,20.5,1,90,2012-01-01\n"
+        "52/44/2.jpg,b@N00,11.5,200,1,,\n"
+        "a1/3.jpg,c@N00,12.5,22.5,0,370,\n"
+        "b/4.jpg,d@N00,1,2,0,,\n"
+    )
+    out = tmp_path / "dataset"
+    argv = ["import", "csv", str(csv), "--images", str(images), "--out", str(out),
+            "--preset", "mp16", "--columns", "heading=yaw,captured_at=taken",
+            "--split-fractions", "1,0,0"]  # fmt: skip
+    assert main(argv) == 0
+    assert "2 skipped" in capsys.readouterr().out  # lon 200 and the missing b/4.jpg
+    manifest = Dataset.open(out).manifest
+    assert manifest.image_id.tolist() == ["52/44/1.jpg", "a1/3.jpg"]
+    assert manifest.heading.tolist() == [90.0, 10.0]  # 370° wraps to 10°
+    assert manifest.captured_at.tolist() == ["2012-01-01", ""]
+    assert manifest.path[1] == str(images / "a1" / "3.jpg")
+    # GeoParquet: GIS tools see points at the images' coordinates
+    table = pq.read_table(out / "ground" / "manifest.parquet")
+    geo = json.loads(table.schema.metadata[b"geo"])
+    assert geo["primary_column"] == "geometry" and geo["version"] == "1.1.0"
+    assert geo["columns"]["geometry"]["geometry_types"] == ["Point"]
+    assert geo["columns"]["geometry"]["bbox"] == [20.5, 10.5, 22.5, 12.5]
+    assert point_lonlat(table["geometry"][1].as_py()) == (22.5, 12.5)
+    # a region of the user's own is kept; mapping mistakes are one clear error
+    Region.from_bbox(10, 20, 13, 23).to_geojson(out / "region.geojson")
+    assert main([*argv, "--overwrite"]) == 0
+    assert Dataset.open(out).region.bounds == (10, 20, 13, 23)
+    capsys.readouterr()
+    assert main([*argv[:-2], "--columns", "colour=AUTHOR", "--overwrite"]) == 2
+    assert "unknown field 'colour'" in capsys.readouterr().err
+    assert main([*argv[:7], "--columns", "lat=LATITUDE", "--overwrite"]) == 2
+    assert "no column(s) ['LATITUDE']" in capsys.readouterr().err
+    plain = tmp_path / "plain.csv"
+    plain.write_text("IMG_ID,AUTHOR,LAT,LON\n52/44/1.jpg,a,1,2\n")
+    plain_argv = ["import", "csv", str(plain), "--images", str(images)]
+    assert main([*plain_argv, "--out", str(tmp_path / "p")]) == 0  # IMG_ID found by name
+    assert Dataset.open(tmp_path / "p").manifest.image_id.tolist() == ["52/44/1.jpg"]
+    assert main([*plain_argv, "--out", str(tmp_path / "q"), "--preset", "geoclip"]) == 2
+    assert "no column(s) ['IMG_FILE']" in capsys.readouterr().err

@@ -144,3 +144,23 @@ def test_bad_cover_input(region):
     )
     with pytest.raises(ValueError, match="not a simple loop"):
         count_cells(bow_tie, 10)
+
+
+def test_many_small_polygons_are_covered_part_by_part_exactly():
+    """A MultiPolygon of scattered parts (a region fitted to photos) covers group by group;
+    the result is the union of the parts' own coverings, overlaps at part edges merged."""
+    from geocells.geo import Region, count_cells, region_cells
+
+    rng = np.random.default_rng(5)
+    polygons = []
+    for lat, lon in zip(rng.uniform(45, 48, 60), rng.uniform(0, 4, 60)):
+        size = rng.uniform(0.01, 0.05)
+        ring = np.array(
+            [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size]]
+        )
+        polygons.append([ring])
+    region = Region(polygons, "scattered")
+    cells = region_cells(region, 13)
+    union = np.unique(np.concatenate([region_cells(Region([p]), 13) for p in polygons]))
+    np.testing.assert_array_equal(cells, union)
+    assert count_cells(region, 13) == len(union)

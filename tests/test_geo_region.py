@@ -189,3 +189,21 @@ def test_repeated_vertices_are_dropped():
     ring = [[5, 50], [6, 50], [6, 50], [6, 51], [5, 51], [5, 50]]
     region = Region.from_geojson({"type": "Polygon", "coordinates": [ring]})
     assert region.polygons[0][0].tolist() == [[5, 50], [6, 50], [6, 51], [5, 51]]
+
+
+def test_multipolygon_contains_matches_even_odd_over_all_rings():
+    """Polygon by polygon with bounding-box candidates gives the global even-odd answer,
+    overlapping parts included (their overlap is outside, as even-odd says)."""
+    from geocells.geo.region import points_in_edges
+
+    rng = np.random.default_rng(2)
+    polygons = []
+    for lat, lon in zip(rng.uniform(10, 12, 40), rng.uniform(20, 22, 40)):
+        angle = np.sort(rng.uniform(0, 2 * np.pi, 7))
+        radius = rng.uniform(0.05, 0.3, 7)
+        polygons.append([np.stack([lon + radius * np.cos(angle), lat + radius * np.sin(angle)], 1)])
+    region = Region(polygons, "blobs")
+    lat, lon = rng.uniform(9.5, 12.5, 5000), rng.uniform(19.5, 22.5, 5000)
+    expected = points_in_edges(lon, lat, region.edges)
+    assert expected.any() and not expected.all()
+    np.testing.assert_array_equal(region.contains(lat, lon), expected)

@@ -20,7 +20,7 @@ def _levels(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``check DATASET [--json] [--strict] [--levels 15,16]``."""
+    """``check DATASET [--json] [--strict] [--levels 15,16] [--images header]``."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     check = actions.add_parser("check", help="print what the dataset holds and covers")
     check.add_argument("dataset", type=Path, help="dataset folder")
@@ -28,10 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument(
         "--strict",
         action="store_true",
-        help="fail (exit 2) on bad manifest rows or a missing region/manifest/aerial part",
+        help="fail (exit 2) on bad rows, unreadable images or a missing region/manifest/aerial",
     )
     check.add_argument(
         "--levels", type=_levels, default=(15, 16), help="S2 levels to report (default 15,16)"
+    )
+    check.add_argument(
+        "--images",
+        choices=("header", "decode", "off"),
+        default="header",
+        help="check images: header (default), full decode, or off",
+    )
+    check.add_argument(
+        "--image-sample",
+        type=int,
+        default=100_000,
+        help="check at most this many images, a fixed sample of larger sets (default 100000)",
     )
 
 
@@ -41,6 +53,6 @@ def main(args: argparse.Namespace) -> int:
     from geocells.data.dataset import Dataset
 
     dataset = Dataset.open(args.dataset, strict=args.strict)
-    report = check_dataset(dataset, args.levels)
+    report = check_dataset(dataset, args.levels, args.images, args.image_sample)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
+    return 2 if args.strict and report["problems"] else 0

@@ -3,8 +3,10 @@
 The report (a JSON-able dict) has: images per split; bad manifest rows; for each cell
 level, the cells with at least one train image and the images per covered cell; the
 share of the region's cells without any train image; for val/test, the share of images
-in cells that have train images; the share of ground images outside the region; and the
-share of region cell centres (prototype level) inside the aerial coverage.
+in cells that have train images; the share of ground images outside the region; the
+share of region cell centres (prototype level) inside the aerial coverage; and the images
+that fail a header (or full decode) check (all of them, or a fixed sample of
+``image_sample`` rows of a larger manifest).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 # Above this many region cells at a level the exact uncovered share is skipped (memory).
 MAX_REGION_CELLS = 10_000_000
+DEFAULT_IMAGE_SAMPLE = 100_000
 
 
 def _geo():
@@ -57,8 +60,42 @@ def _covered_share(train_cells: np.ndarray, lat: np.ndarray, lon: np.ndarray, le
     return float(np.isin(latlng_to_cell(lat, lon, level), train_cells).mean())
 
 
-def check_dataset(dataset: Dataset, levels: tuple[int, ...] = (15, 16)) -> dict[str, Any]:
-    """Build the report (parts that are missing are reported as such, not raised)."""
+def check_images(manifest, mode: str = "header", sample: int = DEFAULT_IMAGE_SAMPLE):
+    """Images that fail ``check_image``: {mode, checked, of, unreadable, first}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geocells.data.images import ImageLoadError, check_image
+
+    rows = np.arange(len(manifest))
+    if len(rows) > sample:  # a fixed, spread-out sample: the same rows every run
+        rows = np.unique(np.linspace(0, len(rows) - 1, sample).round().astype(np.int64))
+
+    def problem(i: int) -> str | None:
+        try:
+            check_image(manifest.path[i], mode)
+        except ImageLoadError as err:
+            return f"{manifest.image_id[i]}: {err.reason} ({manifest.path[i]})"
+        return None
+
+    with ThreadPoolExecutor(4) as pool:
+        found = [p for p in pool.map(problem, rows.tolist(), chunksize=256) if p]
+    return {
+        "mode": mode,
+        "checked": len(rows),
+        "of": len(manifest),
+        "unreadable": len(found),
+        "first": found[:20],
+    }
+
+
+def check_dataset(
+    dataset: Dataset,
+    levels: tuple[int, ...] = (15, 16),
+    image_check: str = "header",
+    image_sample: int = DEFAULT_IMAGE_SAMPLE,
+) -> dict[str, Any]:
+    """Build the report (parts that are missing are reported as such, not raised);
+    ``image_check`` is ``header``, ``decode`` or ``off``."""
     report: dict[str, Any] = {"dataset": str(dataset.root), "problems": []}
     region = _load_part(dataset, "region", report)
     manifest = _load_part(dataset, "manifest", report)
@@ -88,6 +125,12 @@ def check_dataset(dataset: Dataset, levels: tuple[int, ...] = (15, 16)) -> dict[
         report["aerial"] = _aerial_coverage(region, aerial, min(levels))
     if manifest is not None and manifest.bad_rows:
         report["problems"].append(f"{len(manifest.bad_rows)} bad manifest rows")
+    if manifest is not None and image_check != "off":
+        images = report["image_check"] = check_images(manifest, image_check, image_sample)
+        if images["unreadable"]:
+            report["problems"].append(
+                f"{images['unreadable']} of {images['checked']} checked images unreadable"
+            )
     return report
 
 
@@ -134,6 +177,13 @@ def format_report(report: dict[str, Any]) -> str:
             ("test in covered cells", _percent(stats.get("test_in_covered_cells"))),
         ]
         lines.extend(f"  {name:<28} {value}" for name, value in rows)
+    if "image_check" in report:
+        checked = report["image_check"]
+        lines.append(
+            f"{'unreadable images':<30} {checked['unreadable']:,} of {checked['checked']:,} "
+            f"checked ({checked['mode']}; {checked['of']:,} rows)"
+        )
+        lines.extend(f"  {row}" for row in checked["first"][:5])
     if "images_outside_region" in report:
         lines.append(f"{'images outside the region':<30} {report['images_outside_region']:,}")
     if "aerial" in report:

@@ -6,7 +6,7 @@ Layout (docs/architecture.md)::
     DATASET/world.json               synthetic worlds only: seed + resolved synth config
     DATASET/ground/manifest.parquet  (or manifest.csv) paths relative to the manifest
     DATASET/ground/images/...
-    DATASET/aerial/                  GeoTIFFs, an XYZ folder with tiles.json, or MBTiles
+    DATASET/aerial/                  GeoTIFFs, an XYZ folder, MBTiles, or tileset.json
 
 Parts are loaded lazily on first access, so a dataset with only some parts (an imported
 ground set waiting for its aerial imagery) still opens; a missing part raises an error
@@ -91,7 +91,8 @@ class Dataset:
         if not self.has_aerial:
             raise FileNotFoundError(
                 f"dataset {self.root} has no aerial imagery: put GeoTIFF/COG files, an XYZ "
-                f"tile folder with tiles.json, or one .mbtiles file in {folder}"
+                "tile folder (tiles.json or gdal2tiles' tilemapresource.xml), one .mbtiles "
+                f"file or a tileset.json of centred tiles in {folder}"
             )
         return open_aerial(folder)
 

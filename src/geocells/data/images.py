@@ -11,11 +11,19 @@ Conventions:
   decompression-bomb limit, about 179 M pixels, applies on top).
 Every failure (missing, truncated, corrupt, too large) raises ``ImageLoadError`` naming
 the file, so batch code can report the image and go on.
+
+Images inside a zip archive (OSV-5M ships its images as zip shards) are addressed as
+``ARCHIVE.zip!/MEMBER`` (``ARCHIVE_SEPARATOR``); they are read without extraction.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import threading
 import warnings
+import zipfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +31,8 @@ from PIL import Image, ImageOps
 
 DEFAULT_MAX_PIXELS = 150_000_000  # a full-resolution 16384 x 8192 panorama is 134 M
 _WHITE = (255, 255, 255)
+ARCHIVE_SEPARATOR = "!/"
+_MAX_OPEN_ARCHIVES = 256
 
 
 class ImageLoadError(ValueError):
@@ -36,12 +46,11 @@ class ImageLoadError(ValueError):
 
 def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Read ``path`` as an upright RGB PIL image (see the module docstring for conventions)."""
-    path = Path(path)
     try:
         with warnings.catch_warnings():
             # Our own max_pixels is the limit; PIL's warning below its hard limit is noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(_open_source(path)) as image:
                 width, height = image.size
                 if max_pixels is not None and width * height > max_pixels:
                     raise ImageLoadError(
@@ -101,3 +110,120 @@ def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     else:
         scaled = (values - low) / max(high - low, 1e-12) * 255.0
     return np.round(np.nan_to_num(np.clip(scaled, 0, 255))).astype(np.uint8)
+
+
+# -- images inside zip archives ------------------------------------------------------------
+
+
+def split_archive_path(path: str | Path) -> tuple[str, str] | None:
+    """``(archive, member)`` for an ``ARCHIVE.zip!/MEMBER`` path, None for a plain path."""
+    text = os.fspath(path)
+    archive, separator, member = text.partition(ARCHIVE_SEPARATOR)
+    if not separator or not archive.lower().endswith(".zip"):
+        return None
+    return archive, member
+
+
+def archive_path(archive: str | Path, member: str) -> str:
+    """The path that addresses ``member`` inside ``archive``."""
+    return f"{os.fspath(archive)}{ARCHIVE_SEPARATOR}{member}"
+
+
+class _Archives:
+    """Open zip files of this process (a handle does not survive fork: keyed by pid)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.open: OrderedDict[str, zipfile.ZipFile] = OrderedDict()
+
+    def get(self, archive: str) -> zipfile.ZipFile:
+        with self.lock:
+            if self.pid != os.getpid():  # forked: the parent's handles share file offsets
+                self.open, self.pid = OrderedDict(), os.getpid()
+            handle = self.open.get(archive)
+            if handle is None:
+                try:
+                    handle = zipfile.ZipFile(archive)
+                except zipfile.BadZipFile as err:
+                    raise OSError(f"{archive} is not a valid zip archive ({err})") from None
+                self.open[archive] = handle
+                if len(self.open) > _MAX_OPEN_ARCHIVES:
+                    self.open.popitem(last=False)[1].close()
+            self.open.move_to_end(archive)
+            return handle
+
+
+_archives = _Archives()
+
+
+def archive_members(archive: str | Path) -> set[str]:
+    """Names of the files stored in a zip archive."""
+    handle = _archives.get(os.fspath(archive))
+    return {info.filename for info in handle.infolist() if not info.is_dir()}
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """The bytes of an image file or of an ``ARCHIVE.zip!/MEMBER``."""
+    parts = split_archive_path(path)
+    if parts is None:
+        with open(path, "rb") as handle:
+            return handle.read()
+    archive, member = parts
+    try:
+        return _archives.get(archive).read(member)
+    except KeyError:
+        raise FileNotFoundError(f"{member} is not in {archive}") from None
+
+
+def _open_source(path: str | Path):
+    """What ``Image.open`` reads: the path itself, or an archive member's bytes."""
+    if split_archive_path(path) is None:
+        return path
+    return io.BytesIO(read_image_bytes(path))
+
+
+# -- checks --------------------------------------------------------------------------------
+
+IMAGE_CHECKS = ("header", "decode", "off")
+
+
+def check_image(path: str | Path, mode: str = "header") -> tuple[int, int] | None:
+    """Raise ``ImageLoadError`` when an image is unusable; return its (width, height).
+
+    ``header``: PIL identifies the format and size, and a JPEG ends with its end-of-image
+    marker (``FF D9``, trailing zero padding allowed) or a PNG with its ``IEND`` chunk —
+    this catches the usual truncated downloads without decoding pixels. ``decode``: the
+    image is fully decoded by ``load_image``. ``off``: nothing is checked (None).
+    """
+    if mode not in IMAGE_CHECKS:
+        raise ValueError(f"unknown image check {mode!r}; valid: {', '.join(IMAGE_CHECKS)}")
+    if mode == "off":
+        return None
+    if mode == "decode":
+        return load_image(path).size
+    try:
+        data = read_image_bytes(path)
+    except FileNotFoundError:
+        raise ImageLoadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageLoadError(path, "is a directory") from None
+    except OSError as err:
+        raise ImageLoadError(path, str(err)) from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                kind, size = image.format, image.size
+    except Image.UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image or an unsupported format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageLoadError(path, f"corrupt header ({err})") from None
+    if min(size) < 1:
+        raise ImageLoadError(path, f"empty image ({size[0]} x {size[1]})")
+    tail = data.rstrip(b"\0")[-16:]
+    if kind == "JPEG" and not tail.endswith(b"\xff\xd9"):
+        raise ImageLoadError(path, "truncated JPEG (no end-of-image marker)")
+    if kind == "PNG" and b"IEND" not in tail:
+        raise ImageLoadError(path, "truncated PNG (no IEND chunk)")
+    return size

@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from geocells.data.files import missing_files
+
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -121,29 +123,6 @@ def _check_range(
         problems.add(i, f"{name} out of range", message)
 
 
-def _missing_files(paths: np.ndarray) -> np.ndarray:
-    """Mask of paths that are not existing files; one directory listing per folder."""
-    missing = np.zeros(len(paths), dtype=bool)
-    if not len(paths):
-        return missing
-    split = np.frompyfunc(os.path.split, 1, 1)(paths)
-    folders = np.array([f for f, _ in split], dtype=object)
-    names = [n for _, n in split]
-    unique_folders, inverse = np.unique(folders.astype(str), return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(unique_folders) + 1))
-    for k, folder in enumerate(unique_folders.tolist()):
-        rows = order[bounds[k] : bounds[k + 1]]
-        try:  # a plain str: os.scandir(np.str_) lists bytes names
-            with os.scandir(folder or ".") as entries:
-                present = {e.name for e in entries if e.is_file()}
-        except OSError:
-            missing[rows] = True
-            continue
-        missing[rows] = [names[i] not in present for i in rows]
-    return missing
-
-
 class GroundManifest:
     """Validated ground images: numpy columns, absolute paths, ``.bad_rows`` that were dropped.
 
@@ -230,7 +209,7 @@ class GroundManifest:
         if check_files:
             has_path = columns["path"] != ""
             missing = np.zeros(n, dtype=bool)
-            missing[has_path] = _missing_files(columns["path"][has_path])
+            missing[has_path] = missing_files(columns["path"][has_path])
             for i in np.flatnonzero(missing):
                 problems.add(i, "missing file", f"file not found: {columns['path'][i]}")
         bad = [
@@ -302,11 +281,15 @@ class GroundManifest:
             }
         )
 
-    def write(self, path: str | Path) -> Path:
-        """Write as Parquet (or CSV for a ``.csv`` name), paths relative to the file."""
+    def write(self, path: str | Path, relative_to: str | Path | None = None) -> Path:
+        """Write as Parquet (or CSV for a ``.csv`` name), paths relative to the file's folder
+        (or to ``relative_to``: a file written elsewhere and moved into place later).
+
+        Parquet files carry GeoParquet point metadata (``geocells.data.geoparquet``).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        table = self.to_table(relative_to=path.parent)
+        table = self.to_table(relative_to=path.parent if relative_to is None else relative_to)
         if path.suffix.lower() == ".csv":
             import pyarrow.csv as pacsv
 
@@ -314,7 +297,9 @@ class GroundManifest:
         else:
             import pyarrow.parquet as pq
 
-            pq.write_table(table, path)
+            from geocells.data.geoparquet import with_point_geometry
+
+            pq.write_table(with_point_geometry(table, self.lon, self.lat), path)
         return path
 
 

@@ -256,11 +256,56 @@ def _land_ranges(starts, counts, level: int, land: LandMask):
     return starts[order], counts[order]
 
 
+def _polygon_groups(region: Region) -> list[Region]:
+    """The region's polygons grouped by the 1-degree square of their bounding-box centre.
+
+    Refinement pairs every candidate cell with every edge, so a MultiPolygon of thousands
+    of small parts (a region fitted to scattered photos) is covered group by group: each
+    group's cells meet only its own edges. The union of the groups' cells is the region's
+    (valid MultiPolygons do not overlap, so union and even-odd agree).
+    """
+    if len(region.polygons) <= 1:
+        return [region]
+    groups: dict[tuple[int, int], list] = {}
+    for polygon in region.polygons:
+        outer = polygon[0]
+        lon = (outer[:, 0].min() + outer[:, 0].max()) / 2
+        lat = (outer[:, 1].min() + outer[:, 1].max()) / 2
+        groups.setdefault((int(np.floor(lat)), int(np.floor(lon))), []).append(polygon)
+    if len(groups) == 1:
+        return [region]
+    return [Region(polygons, name=region.name) for _, polygons in sorted(groups.items())]
+
+
+def _merge_ranges(parts: list[tuple[np.ndarray, np.ndarray]], level: int):
+    """Union of runs of target-level cells (runs of different parts may overlap)."""
+    starts = np.concatenate([p[0] for p in parts])
+    counts = np.concatenate([p[1] for p in parts]).astype(np.uint64)
+    if not starts.size:
+        return starts, counts.astype(np.int64)
+    step = _lsb_for_level(level) << np.uint64(1)
+    order = np.argsort(starts, kind="stable")
+    begin, end = starts[order], starts[order] + counts[order] * step
+    reach = np.maximum.accumulate(end)
+    # a new run starts where it begins beyond everything before it
+    new = np.r_[True, begin[1:] > reach[:-1]]
+    group = np.cumsum(new) - 1
+    merged_begin = begin[new]
+    merged_end = np.zeros(merged_begin.size, np.uint64)
+    np.maximum.at(merged_end, group, end)
+    return merged_begin, ((merged_end - merged_begin) // step).astype(np.int64)
+
+
 def _ranges(region: Region, level: int, land_only: bool):
-    starts, counts = _cell_ranges(region, level)
-    if land_only:
-        starts, counts = _land_ranges(starts, counts, level, LandMask(region.bounds))
-    return starts, counts
+    parts = []
+    for part in _polygon_groups(region):
+        starts, counts = _cell_ranges(part, level)
+        if land_only:
+            starts, counts = _land_ranges(starts, counts, level, LandMask(part.bounds))
+        parts.append((starts, counts))
+    if len(parts) == 1:
+        return parts[0]
+    return _merge_ranges(parts, level)
 
 
 def cover_region(

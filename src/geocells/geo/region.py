@@ -1,7 +1,8 @@
 """Regions: (Multi)Polygons in WGS84 lon/lat with straight edges in lon/lat (GeoJSON).
 
-Inside/outside follows the even-odd rule over all rings (holes are rings too). Regions
-must not cross the antimeridian and must stay within ±85° latitude, so that straight
+Inside/outside follows the even-odd rule over all rings (holes are rings too). No polygon
+may cross the antimeridian (a MultiPolygon may have parts on both sides of it), and all
+must stay within ±85° latitude, so that straight
 lon/lat edges and the local planar maths in ``geocells.geo.cover`` stay meaningful.
 """
 
@@ -50,10 +51,14 @@ class Region:
         starts = np.concatenate(rings)
         ends = np.concatenate([np.roll(ring, -1, axis=0) for ring in rings])
         self.edges = np.concatenate([starts, ends], axis=1)  # [E, 4] lon1, lat1, lon2, lat2
-        if starts[:, 0].max() - starts[:, 0].min() > 180:
-            raise ValueError(
-                f"region {name!r} spans more than 180° of longitude; split it at the antimeridian"
-            )
+        for index, rings in enumerate(self.polygons):
+            # Per polygon: a MultiPolygon may hold parts on both sides of the antimeridian
+            # (each part's straight lon/lat edges stay meaningful), one polygon may not.
+            if np.ptp(rings[0][:, 0]) > 180:
+                raise ValueError(
+                    f"region {name!r}: polygon {index} spans more than 180° of longitude; "
+                    "split it at the antimeridian"
+                )
 
     def __repr__(self) -> str:
         rings = sum(len(p) for p in self.polygons)
@@ -129,10 +134,31 @@ class Region:
     def contains(self, lat, lon) -> np.ndarray:
         """Whether points (degrees) lie inside (even-odd rule): bool[N]."""
         lat, lon = check_latlng(lat, lon)
+        if len(self.polygons) > 1:
+            return self._contains_by_polygon(lat, lon)
         south, west, north, east = self.bounds
         inside = np.zeros(lat.size, bool)
         candidates = np.flatnonzero((lat >= south) & (lat <= north) & (lon >= west) & (lon <= east))
         inside[candidates] = points_in_edges(lon[candidates], lat[candidates], self.edges)
+        return inside
+
+    def _contains_by_polygon(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        """Even-odd over all rings, polygon by polygon (the parity of a sum of crossings is
+        the XOR of the parts' parities), each against the points in its bounding box only:
+        a MultiPolygon of thousands of small parts costs its edges, not edges x points."""
+        inside = np.zeros(lat.size, bool)
+        order = np.argsort(lon, kind="stable")
+        sorted_lon = lon[order]
+        for rings in self.polygons:
+            points = np.concatenate(rings)
+            low = np.searchsorted(sorted_lon, points[:, 0].min(), side="left")
+            high = np.searchsorted(sorted_lon, points[:, 0].max(), side="right")
+            rows = order[low:high]
+            rows = rows[(lat[rows] >= points[:, 1].min()) & (lat[rows] <= points[:, 1].max())]
+            if rows.size:
+                ends = np.concatenate([np.roll(ring, -1, axis=0) for ring in rings])
+                edges = np.concatenate([points, ends], axis=1)
+                inside[rows] ^= points_in_edges(lon[rows], lat[rows], edges)
         return inside
 
     def area_km2(self) -> float:

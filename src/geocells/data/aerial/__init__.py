@@ -1,8 +1,10 @@
 """Aerial imagery sources: ``open_aerial(path)`` -> an ``AerialSource`` with ``crop()``.
 
-Backends: GeoTIFF/COG files in any CRS (one or a mosaic), an XYZ tile folder with
-``tiles.json``, or an MBTiles file. Crop conventions (north-up, rotation sign, pixel-is-
-area, coverage) are in ``geocells.data.aerial.base``.
+Backends: GeoTIFF/COG files in any CRS (one or a mosaic), an XYZ tile folder (with
+``tiles.json``, gdal2tiles' ``tilemapresource.xml``, or neither), an MBTiles file, or a
+set of centred tiles listed in ``tileset.json`` (VIGOR's satellite images). Crop
+conventions (north-up, rotation sign, pixel-is-area, coverage) are in
+``geocells.data.aerial.base``.
 """
 
 from __future__ import annotations
@@ -44,13 +46,17 @@ def crop_many(
 def open_aerial(path: str | Path, **options) -> AerialSource:
     """Open an aerial source from a file or folder, dispatching on what is there.
 
-    A ``.tif``/``.tiff``/``.vrt`` file, an ``.mbtiles`` file, or a ``tiles.json`` file
-    open that backend. A folder with ``tiles.json`` is an XYZ folder; otherwise a folder
-    with exactly one ``*.mbtiles`` is that file; otherwise its GeoTIFFs (not recursive)
-    form a mosaic. ``options`` go to the backend (``max_cached_bytes``, ``cache_tiles``).
+    A ``.tif``/``.tiff``/``.vrt`` file, an ``.mbtiles`` file, a ``tiles.json`` or a
+    ``tileset.json`` file open that backend. A folder with ``tileset.json`` is a centred
+    tile set; with ``tiles.json`` or ``tilemapresource.xml`` an XYZ folder; otherwise a
+    folder with exactly one ``*.mbtiles`` is that file; otherwise its GeoTIFFs (not
+    recursive) form a mosaic; a folder of numeric ``{z}`` sub-folders only is an XYZ folder
+    with inferred metadata (other files, e.g. gdal2tiles viewers, are ignored).
+    ``options`` go to the backend (``max_cached_bytes``, ``cache_tiles``).
     """
     from geocells.data.aerial.geotiff import GeoTiffSource
-    from geocells.data.aerial.tiles import MBTilesSource, XYZTileSource
+    from geocells.data.aerial.tiles import TMS_FILE, MBTilesSource, XYZTileSource
+    from geocells.data.aerial.tileset import TILESET_FILE, CentredTileSource
 
     path = Path(path)
     if not path.exists():
@@ -61,13 +67,17 @@ def open_aerial(path: str | Path, **options) -> AerialSource:
             return GeoTiffSource([path], **options)
         if suffix == ".mbtiles":
             return MBTilesSource(path, **options)
-        if path.name == "tiles.json":
+        if path.name in ("tiles.json", TMS_FILE):
             return XYZTileSource(path.parent, **options)
+        if path.name == TILESET_FILE:
+            return CentredTileSource(path.parent, **_tile_options(options))
         raise ValueError(
             f"aerial source {path}: unsupported file type {suffix!r} "
             "(want .tif/.tiff/.vrt, .mbtiles, or a tiles.json)"
         )
-    if (path / "tiles.json").is_file():
+    if (path / TILESET_FILE).is_file():
+        return CentredTileSource(path, **_tile_options(options))
+    if (path / "tiles.json").is_file() or (path / TMS_FILE).is_file():
         return XYZTileSource(path, **options)
     mbtiles = sorted(path.glob("*.mbtiles"))
     rasters = sorted(p for p in path.iterdir() if p.suffix.lower() in GEOTIFF_SUFFIXES)
@@ -80,7 +90,16 @@ def open_aerial(path: str | Path, **options) -> AerialSource:
         )
     if rasters:
         return GeoTiffSource(rasters, **options)
+    entries = list(path.iterdir())
+    if any(p.is_dir() and p.name.isdigit() for p in entries):
+        return XYZTileSource(path, **options)
     found = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
     raise ValueError(
-        f"aerial folder {path} holds no tiles.json, *.mbtiles or GeoTIFF files (found: {found})"
+        f"aerial folder {path} holds no tileset.json, tiles.json, tilemapresource.xml, "
+        f"*.mbtiles, GeoTIFF files or {{z}}/{{x}}/{{y}} folders (found: {found})"
     )
+
+
+def _tile_options(options: dict) -> dict:
+    """The options a centred tile set takes (the GeoTIFF ones do not apply)."""
+    return {k: v for k, v in options.items() if k == "cache_tiles"}

@@ -1,16 +1,28 @@
 """Web-mercator tile sources: an XYZ folder ``{z}/{x}/{y}.{png,jpg,jpeg,webp}`` or MBTiles.
 
-XYZ folders carry a ``tiles.json`` (TileJSON-like)::
+An XYZ folder describes itself in one of three ways, tried in this order:
 
-    {"zoom": 18, "bounds": [west, south, east, north], "scheme": "xyz"}
+1. ``tiles.json`` (TileJSON-like; keys in docs/architecture.md)::
 
-``zoom`` may be given as ``minzoom``/``maxzoom`` instead; ``bounds`` (note the TileJSON
-order, unlike ``AerialSource.bounds``) defaults to the extent of the tiles present at the
-highest zoom; ``scheme`` "tms" flips y. MBTiles read ``metadata`` (bounds, minzoom,
-maxzoom) and the ``tiles`` table, whose ``tile_row`` is in TMS order (y flipped) as the
-MBTiles spec says. Tiles are square, any size; PNG/WebP transparency is no-data; a
-missing tile is no-data. The highest zoom is used unless a crop is coarse enough for a
-lower zoom that exists; decoded tiles are kept in an LRU cache.
+       {"zoom": 18, "bounds": [west, south, east, north], "scheme": "xyz"}
+
+   ``zoom`` may be given as ``minzoom``/``maxzoom`` instead; ``bounds`` (note the TileJSON
+   order, unlike ``AerialSource.bounds``) defaults to the extent of the tiles present at
+   the highest zoom; ``scheme`` "tms" flips y.
+2. ``tilemapresource.xml`` as gdal2tiles writes it (TMS, so y is flipped): zooms from the
+   ``TileSet order`` attributes, tile size and extension from ``TileFormat``; only the
+   ``mercator`` profile (EPSG:3857/900913) is web-mercator and accepted. gdal2tiles writes
+   ``BoundingBox`` as ``minx = south, miny = west, maxx = north, maxy = east`` (degrees),
+   and that is how it is read. gdal2tiles ``--xyz`` writes no such file.
+3. Nothing: the zooms are the numeric sub-folders, bounds the tiles present, and the scheme
+   is taken as ``xyz`` (a warning says so; write a ``tiles.json`` with ``"scheme": "tms"``
+   if the rows are flipped — ``geocells dataset check`` shows the coverage either way).
+
+MBTiles read ``metadata`` (bounds, minzoom, maxzoom) and the ``tiles`` table, whose
+``tile_row`` is in TMS order (y flipped) as the MBTiles spec says. Tiles are square, any
+size; PNG/WebP transparency is no-data; a missing tile is no-data. The highest zoom is
+used unless a crop is coarse enough for a lower zoom that exists; decoded tiles are kept
+in an LRU cache.
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ from geocells.data.aerial.base import (
 )
 
 TILE_EXTENSIONS = ("png", "jpg", "jpeg", "webp")
+TMS_FILE = "tilemapresource.xml"
 TILES_JSON_KEYS = ("zoom", "minzoom", "maxzoom", "bounds", "scheme", "format", "tile_size")
 logger = logging.getLogger(__name__)
 
@@ -179,16 +192,75 @@ def _read_tiles_json(path: Path) -> dict:
     return meta
 
 
+def _read_tilemapresource(path: Path) -> dict:
+    """gdal2tiles' ``tilemapresource.xml`` as the ``tiles.json`` keys it implies."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(path).getroot()
+    except ElementTree.ParseError as err:
+        raise ValueError(f"{path} is not valid XML: {err}") from err
+    tile_sets = root.find("TileSets")
+    profile = tile_sets.get("profile", "") if tile_sets is not None else ""
+    srs = (root.findtext("SRS") or "").strip()
+    if profile != "mercator" and srs not in ("EPSG:3857", "EPSG:900913"):
+        raise ValueError(
+            f"{path}: profile {profile!r} (SRS {srs!r}) is not web-mercator; geocells reads "
+            "gdal2tiles output made with --profile mercator (or use the GeoTIFF directly)"
+        )
+    orders = [int(t.get("order")) for t in root.iter("TileSet") if t.get("order") is not None]
+    if not orders:
+        raise ValueError(f"{path} lists no TileSet with an order (zoom)")
+    meta = {"minzoom": min(orders), "maxzoom": max(orders), "scheme": "tms"}
+    tile_format = root.find("TileFormat")
+    if tile_format is not None:
+        if tile_format.get("extension"):
+            meta["format"] = tile_format.get("extension")
+        if tile_format.get("width"):
+            meta["tile_size"] = int(tile_format.get("width"))
+    box = root.find("BoundingBox")
+    if box is not None:
+        try:  # gdal2tiles' order: minx = south, miny = west, maxx = north, maxy = east
+            south, west = float(box.get("minx")), float(box.get("miny"))
+            north, east = float(box.get("maxx")), float(box.get("maxy"))
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: BoundingBox needs numeric minx/miny/maxx/maxy") from None
+        meta["bounds"] = [west, south, east, north]
+    return meta
+
+
+def _infer_meta(folder: Path) -> dict:
+    """Zooms from the numeric sub-folders of a bare ``{z}/{x}/{y}`` folder; scheme xyz."""
+    zooms = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+    if not zooms:
+        raise ValueError(f"XYZ folder {folder} has no tiles.json and no {{z}} sub-folders")
+    logger.warning(
+        "XYZ folder %s has no tiles.json or tilemapresource.xml: zooms %d-%d, scheme "
+        'assumed \'xyz\' (write tiles.json with "scheme": "tms" if y is flipped)',
+        folder,
+        zooms[0],
+        zooms[-1],
+    )
+    return {"minzoom": zooms[0], "maxzoom": zooms[-1], "scheme": "xyz"}
+
+
+def xyz_metadata(folder: Path) -> tuple[dict, Path]:
+    """The folder's tile metadata and the file it came from (the folder when inferred)."""
+    for name, reader in (("tiles.json", _read_tiles_json), (TMS_FILE, _read_tilemapresource)):
+        if (folder / name).is_file():
+            return reader(folder / name), folder / name
+    return _infer_meta(folder), folder
+
+
 class XYZTileSource(_TileSource):
-    """An ``{z}/{x}/{y}.{ext}`` folder with ``tiles.json`` (see the module docstring)."""
+    """An ``{z}/{x}/{y}.{ext}`` folder (metadata: see the module docstring)."""
 
     def __init__(self, folder: str | Path, cache_tiles: int = 1024) -> None:
         self.folder = Path(folder)
         self.name = f"XYZ folder {self.folder}"
-        meta_path = self.folder / "tiles.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{self.name} has no tiles.json")
-        meta = _read_tiles_json(meta_path)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"{self.name} does not exist")
+        meta, meta_path = xyz_metadata(self.folder)
         maxzoom = meta.get("maxzoom", meta.get("zoom"))
         if maxzoom is None:
             raise ValueError(f"{meta_path} needs 'zoom' (or 'minzoom'/'maxzoom')")

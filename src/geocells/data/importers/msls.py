@@ -1,0 +1,95 @@
+"""Mapillary Street-level Sequences (MSLS, Warburg et al., CVPR 2020).
+
+Layout: ``ROOT/train_val/<city>/{query,database}/raw.csv`` with the header
+``,key,lon,lat,ca,captured_at,pano`` (a leading unnamed index column) and images
+``.../{query,database}/images/<key>.jpg``; ``ROOT/test/<city>/...`` likewise (MSLS's test
+cities come without coordinates, so only test cities that do have a ``raw.csv`` are read).
+Both query and database images are imported (for geocells both are just geotagged
+photos). ``ca`` (Mapillary's compass angle, degrees clockwise from north) becomes
+``heading``; ``pano = True`` rows become ``fov = 360`` (panoramas); ``captured_at`` (epoch
+milliseconds) becomes ISO 8601 UTC. Splits by city: MSLS's validation cities (``cph``,
+``sf``) are val, the other ``train_val`` cities train, ``test/`` cities and any named in
+``test_cities`` test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from geocells.data.importers.common import ImportRows, absolute_root, iso_time
+
+VAL_CITIES = ("cph", "sf")
+ROLES = ("query", "database")
+COLUMNS = ("key", "lon", "lat", "ca", "captured_at", "pano")
+
+
+def _raw_files(root: Path) -> list[tuple[str, str, Path]]:
+    """(split folder, city, raw.csv) for every city and role under ``root``."""
+    found = []
+    for part in ("train_val", "test"):
+        for city in sorted(p for p in (root / part).glob("*") if p.is_dir()):
+            for role in ROLES:
+                if (city / role / "raw.csv").is_file():
+                    found.append((part, city.name, city / role / "raw.csv"))
+    return found
+
+
+def _read_raw(path: Path) -> dict[str, list]:
+    import pyarrow.csv as pacsv
+
+    types = {"key": "string", "captured_at": "string", "pano": "string"}
+    try:
+        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+    except Exception as err:  # pyarrow raises its own error kinds for bad CSVs
+        raise ValueError(f"cannot read {path}: {err}") from err
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(
+            f"{path} lacks MSLS column(s) {missing} (has {table.column_names}); want "
+            "',key,lon,lat,ca,captured_at,pano'"
+        )
+    return {name: table[name].to_pylist() for name in COLUMNS}
+
+
+def import_msls(
+    root: str | Path,
+    val_cities: tuple[str, ...] = VAL_CITIES,
+    test_cities: tuple[str, ...] = (),
+) -> ImportRows:
+    """MSLS ``raw.csv`` files + images -> rows (see the module docstring)."""
+    root = absolute_root(root, "MSLS root")
+    files = _raw_files(root)
+    if not files:
+        raise FileNotFoundError(
+            f"no MSLS raw.csv under {root} (want train_val/<city>/{{query,database}}/raw.csv)"
+        )
+    columns: dict[str, list] = {
+        k: [] for k in ("image_id", "path", "lat", "lon", "heading", "fov", "split")
+    }
+    captured: list = []
+    for part, city, raw in files:
+        split = (
+            "test"
+            if part == "test" or city in test_cities
+            else "val"
+            if city in val_cities
+            else "train"
+        )
+        rows = _read_raw(raw)
+        images = raw.parent / "images"
+        keys = rows["key"]
+        columns["image_id"] += [f"{city}/{k}" for k in keys]
+        columns["path"] += [str(images / f"{k}.jpg") if k else "" for k in keys]
+        columns["lat"] += rows["lat"]
+        columns["lon"] += rows["lon"]
+        columns["heading"] += rows["ca"]  # text that is no number: reported per row
+        panorama = [str(v).strip().lower() == "true" for v in rows["pano"]]
+        columns["fov"] += [360.0 if p else np.nan for p in panorama]
+        columns["split"] += [split] * len(keys)
+        captured += rows["captured_at"]
+    arrays = {k: np.array(v, dtype=object) for k, v in columns.items()}
+    arrays["fov"] = arrays["fov"].astype(float)
+    arrays["captured_at"] = iso_time(captured)
+    return ImportRows(arrays, [], None, "MSLS")
