@@ -34,8 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_tiny_db(work: Path) -> Path:
     """synth preset ``tiny`` + train preset ``tiny`` + index + calibrate (each resumes)."""
+    from geocells.calibrate import stage as calibrate
     from geocells.config import load_preset, resolve_config
-    from geocells.index import build, calibrate
+    from geocells.db import build
     from geocells.synth import SynthConfig
     from geocells.synth import run as synth
     from geocells.train.config import experiment_config
@@ -55,9 +56,9 @@ def build_tiny_db(work: Path) -> Path:
 def test_images(db: Path, count: int) -> list[tuple[str, bytes]]:
     """(name, JPEG bytes) of the first ``count`` test images of the database's dataset."""
     from geocells.data.dataset import Dataset
-    from geocells.index.store import Database
+    from geocells.db.store import Database
 
-    dataset = Dataset.open(Path(Database.open(db).meta["dataset"]))
+    dataset = Dataset.open(Path(Database.open(db).meta.dataset))
     manifest = dataset.manifest.split("test")
     return [(Path(p).name, Path(p).read_bytes()) for p in manifest.path[:count]]
 

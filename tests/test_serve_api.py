@@ -149,7 +149,7 @@ def test_a_client_file_name_is_never_a_path(micro_server, photos, tmp_path):
 
 
 def test_cells_give_centre_polygon_and_aerial_tile(micro_server, micro_db):
-    from geocells.index.store import Database
+    from geocells.db.store import Database
 
     database = Database.open(micro_db)
     cell = int(database.cells[5])

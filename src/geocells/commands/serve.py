@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     """Check the database opens, then run uvicorn until interrupted."""
     import uvicorn
 
-    from geocells.index.store import Database
+    from geocells.db.store import Database
     from geocells.serve.app import CONFIG_ENV, app_from_env
 
     cfg = config_from_args(args)

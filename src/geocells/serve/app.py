@@ -141,7 +141,7 @@ def add_api_routes(app: FastAPI, cfg: ServeConfig) -> None:
             "lon": float(lon[0]),
             "polygon": results.cell_polygons([canonical])[0],
             "tile": f"/cells/{canonical}/tile.png",
-            "tile_size_m": service.localizer.database.meta.get("tile_size_m"),
+            "tile_size_m": service.localizer.database.meta.tile_size_m,
         }
 
     @app.get("/cells/{token}/tile.png", summary="The aerial tile of a cell", responses={200: PNG})
@@ -158,7 +158,7 @@ def add_api_routes(app: FastAPI, cfg: ServeConfig) -> None:
 
         meta = service.localizer.database.meta
         lat, lon = cell_to_latlng([cell_id])
-        size_m, size_px = float(meta["tile_size_m"]), px or int(meta.get("tile_px", 256))
+        size_m, size_px = float(meta.tile_size_m), px or int(meta.tile_px or 256)
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(
             service.tiles.executor,

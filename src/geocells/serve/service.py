@@ -22,6 +22,7 @@ from geocells.serve.tiles import TileRenderer
 
 if TYPE_CHECKING:
     from geocells.data.aerial import AerialSource
+    from geocells.io import DatabaseMeta
     from geocells.locate import Localizer, Prediction
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,14 @@ def static_assets() -> dict[str, tuple[bytes, str]]:
     return assets
 
 
-def open_tile_source(cfg: ServeConfig, meta: dict[str, Any]) -> AerialSource | None:
+def open_tile_source(cfg: ServeConfig, meta: DatabaseMeta) -> AerialSource | None:
     """The aerial source for map tiles: ``cfg.aerial``, else the DB's dataset imagery."""
     from geocells.data.aerial import open_aerial
 
     if cfg.aerial:
         return open_aerial(cfg.aerial)
-    folder = Path(meta.get("dataset", "")) / "aerial"
-    if meta.get("dataset") and folder.is_dir() and any(folder.iterdir()):
+    folder = Path(meta.dataset) / "aerial"
+    if meta.dataset and folder.is_dir() and any(folder.iterdir()):
         return open_aerial(folder)
     log.warning("serve: no aerial imagery at %s; the map has no tiles (use --aerial)", folder)
     return None
@@ -125,11 +126,11 @@ class Service:
         meta = database.meta
         return {
             "cells": len(database),
-            "levels": meta.get("levels"),
+            "levels": {"cell": meta.cell_level, "proto": meta.proto_level},
             "kappa": database.kappa,
-            "calibrated": "confidence" in meta,
-            "region": meta.get("region"),
-            "tile_size_m": meta.get("tile_size_m"),
+            "calibrated": meta.confidence is not None,
+            "region": meta.region,
+            "tile_size_m": meta.tile_size_m,
             "tiles": self.tiles is not None,
             "tile_bounds": list(self.tiles.source.bounds) if self.tiles else None,
             "limits": {
