@@ -153,3 +153,28 @@ def test_training_batches_are_crops_of_panoramas(panorama_world):
                                 first["crop_fov"][0], first["crop_pitch"][0], size)  # fmt: skip
     got = batch["ground"][0].numpy()
     assert batch["skipped"] > 0 or np.array_equal(got, expected)
+
+
+def test_embed_files_embeds_a_panorama_as_its_mean_crop(tmp_path):
+    from geocells.models import Encoder
+    from geocells.models.embed import PANORAMA_CROPS
+    from geocells.train.config import experiment_config
+
+    cfg = experiment_config("tiny")
+    encoder = Encoder(cfg.model, cfg.model.input_size)
+    size = encoder.input_size
+    pano = compass_panorama(64, pano_heading=30.0)
+    Image.fromarray(pano).save(tmp_path / "pano.png")
+    Image.fromarray(pano[:, :100]).save(tmp_path / "bad.png")  # not 2:1
+    view = np.full((40, 40, 3), 120, np.uint8)
+    Image.fromarray(view).save(tmp_path / "view.png")
+    paths = [str(tmp_path / name) for name in ("pano.png", "view.png", "bad.png")]
+    embedded = encoder.embed_files(
+        paths, fov=np.array([360.0, 90.0, 360.0]), heading=np.array([30.0, np.nan, 0.0])
+    )
+    assert embedded.kept.tolist() == [0, 1]
+    assert embedded.failures[0][0] == 2 and "twice as wide" in embedded.failures[0][1]
+    crops = encoder.encode(list(fixed_crops(pano, 30.0, PANORAMA_CROPS, size)))
+    mean = crops.mean(0) / np.linalg.norm(crops.mean(0))
+    np.testing.assert_allclose(embedded.embeddings[0], mean, atol=1e-5)
+    np.testing.assert_allclose(embedded.embeddings[1], encoder.encode([view])[0], atol=1e-5)

@@ -97,6 +97,8 @@ def embed_split(
     embedded = encoder.embed_files(
         manifest.path,
         options.batch_size,
+        fov=manifest.fov,
+        heading=manifest.heading,
         extra=colour_histograms,
         progress=options.progress,
         desc=f"embed {tag}",

@@ -83,6 +83,42 @@ def embed_items(
     )
 
 
+PANORAMA_CROPS = 4  # level 90° crops per panorama outside training (N, E, S, W)
+
+
+class PanoramaViews(np.ndarray):
+    """One panorama item: its level crops side by side, uint8 [S, k·S, 3]. Its embedding
+    is the re-normalised mean of the k crop embeddings (the score of a query against it
+    is then the mean of its scores against the crops)."""
+
+
+def _panorama_views(path, heading: float, size: int) -> PanoramaViews:
+    from geocells.data.panorama import fixed_crops, load_panorama
+
+    crops = fixed_crops(load_panorama(path), heading, PANORAMA_CROPS, size)
+    return np.concatenate(list(crops), axis=1).view(PanoramaViews)
+
+
+def _encode_views(encode: Callable[..., np.ndarray], size: int):
+    """``encode`` for items that may be ``PanoramaViews``: crops in, one row per item."""
+
+    def encode_items(images: list[Any], batch_size: int) -> np.ndarray:
+        flat, counts = [], []
+        for image in images:
+            if isinstance(image, PanoramaViews):
+                crops = [np.asarray(image[:, k : k + size]) for k in range(0, image.shape[1], size)]
+            else:
+                crops = [image]
+            flat.extend(crops)
+            counts.append(len(crops))
+        vectors = np.asarray(encode(flat, batch_size=batch_size), np.float32)
+        ends = np.cumsum(counts)
+        means = np.stack([vectors[e - c : e].mean(0) for e, c in zip(ends, counts)])
+        return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+
+    return encode_items
+
+
 def embed_files(
     encoder: Any,
     paths: Sequence[str | Path],
@@ -90,14 +126,32 @@ def embed_files(
     extra: Callable[[list[Any]], np.ndarray] | None = None,
     progress: bool = False,
     desc: str = "embed",
+    fov: np.ndarray | None = None,
+    heading: np.ndarray | None = None,
 ) -> Embedded:
-    """Embed image files with ``encoder``; unreadable files are reported, not fatal."""
+    """Embed image files with ``encoder``; unreadable files are reported, not fatal.
+
+    With manifest ``fov`` (and ``heading``) columns, ``fov = 360`` rows are panoramas:
+    each is embedded as the mean of ``PANORAMA_CROPS`` level 90° crops (``extra`` sees
+    the crops side by side).
+    """
     from geocells.data.images import ImageLoadError, load_image
+    from geocells.data.panorama import is_panorama
+
+    panorama = np.zeros(len(paths), bool) if fov is None else is_panorama(fov)
+    headings = np.zeros(len(paths)) if heading is None else np.nan_to_num(heading, nan=0.0)
+    size = encoder.input_size
+    items = [_File(path, bool(p), float(h)) for path, p, h in zip(paths, panorama, headings)]
+
+    def load(item: _File):
+        if item.panorama:
+            return _panorama_views(item.path, item.heading, size)
+        return np.asarray(load_image(item.path))
 
     return embed_items(
-        encoder.encode,
-        paths,
-        lambda path: np.asarray(load_image(path)),
+        _encode_views(encoder.encode, size) if panorama.any() else encoder.encode,
+        items,
+        load,
         encoder.dim,
         batch_size,
         skip=(ImageLoadError, OSError),
@@ -105,3 +159,15 @@ def embed_files(
         progress=progress,
         desc=desc,
     )
+
+
+@dataclass(frozen=True)
+class _File:
+    """An image file to embed; shown by its path in messages."""
+
+    path: str | Path
+    panorama: bool
+    heading: float
+
+    def __str__(self) -> str:
+        return str(self.path)
