@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=("auto", "exact", "ivfpq"))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--panorama",
+        action="store_true",
+        help="the images are north-aligned equirectangular panoramas (2:1): each is located "
+        "from the mean of its 4 level 90° crops",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -36,7 +42,9 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
     localizer = Localizer.load(args.db, backend=args.backend, batch_size=args.batch_size)
     paths, failures = find_images(args.images)
-    results, unreadable = locate_files(localizer, paths, args.top_k, progress=not args.no_progress)
+    results, unreadable = locate_files(
+        localizer, paths, args.top_k, progress=not args.no_progress, panorama=args.panorama
+    )
     failures += unreadable
     text = render(results, failures, args.format)
     if args.out:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from geocells.geo import cell_vertices, token_to_cell
 
 if TYPE_CHECKING:
@@ -50,9 +52,11 @@ def locate_files(
     top_k: int,
     progress: bool = True,
     chunk: int = 1024,
+    panorama: bool = False,
 ) -> tuple[Results, Failures]:
     """Locate every readable image (``chunk`` files embedded at a time); unreadable ones
-    are returned with their reason, in input order."""
+    are returned with their reason, in input order. ``panorama``: every file is a
+    north-aligned equirectangular panorama (``Localizer.embed``)."""
     from tqdm import tqdm
 
     results: Results = []
@@ -60,7 +64,10 @@ def locate_files(
     bar = tqdm(total=len(paths), unit="img", desc="locate", disable=not progress)
     for start in range(0, len(paths), chunk):
         part = list(paths[start : start + chunk])
-        embedded = localizer.model.ground.embed_files(part, localizer.batch_size, desc="locate")
+        fov = np.full(len(part), 360.0 if panorama else np.nan)
+        embedded = localizer.model.ground.embed_files(
+            part, localizer.batch_size, desc="locate", fov=fov, heading=np.zeros(len(part))
+        )
         failures.extend((str(part[i]), reason) for i, reason in embedded.failures)
         if len(embedded.kept):
             predictions = localizer.search(embedded.embeddings, top_k)

@@ -24,10 +24,12 @@ import numpy as np
 
 from geocells.calibrate.confidence import ConfidenceModel
 from geocells.data import load_image
+from geocells.data.panorama import check_panorama_size
 from geocells.db.store import Database
 from geocells.geo import cell_to_latlng, cell_to_token
 from geocells.io import sha256_file
 from geocells.models import GeoModel, load_model
+from geocells.models.embed import encode_views, panorama_views
 from geocells.search.index_file import open_searcher
 from geocells.search.ivfpq import CellSearcher
 
@@ -98,11 +100,23 @@ class Localizer:
             log.warning("database %s is not calibrated: confidence is NaN", database.path)
         return cls(database, model, searcher, confidence, batch_size)
 
-    def embed(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """Ground embeddings ``float32 [B, D]`` of paths, PIL images or uint8 HxWx3 arrays."""
+    def embed(self, images: Sequence[ImageInput], panorama: bool = False) -> np.ndarray:
+        """Ground embeddings ``float32 [B, D]`` of paths, PIL images or uint8 HxWx3 arrays.
 
+        ``panorama=True``: the images are north-aligned equirectangular panoramas (width =
+        2 x height); each is embedded as the mean of 4 level 90° crops (N, E, S, W), so
+        its score against a cell is the mean of the crops' scores.
+        """
         loaded = [load_image(image) if isinstance(image, str | Path) else image for image in images]
-        return self.model.ground.encode(loaded, batch_size=self.batch_size)
+        if not panorama:
+            return self.model.ground.encode(loaded, batch_size=self.batch_size)
+        size = self.model.ground.input_size
+        items = []
+        for image in loaded:
+            pixels = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+            check_panorama_size(pixels.shape[1], pixels.shape[0], "panorama")
+            items.append(panorama_views(pixels, 0.0, size))
+        return encode_views(self.model.ground.encode, size)(items, self.batch_size)
 
     def search(self, queries: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
         """Ranked predictions for query embeddings ``[Q, D]``."""
@@ -112,8 +126,11 @@ class Localizer:
         scores, rows = self.searcher.search(np.asarray(queries, np.float32), max(top_k, 2))
         return self.predictions(scores, rows, top_k)
 
-    def locate(self, images: Sequence[ImageInput], top_k: int = 5) -> list[list[Prediction]]:
-        """For each image, its ``top_k`` most likely cells, best first."""
+    def locate(
+        self, images: Sequence[ImageInput], top_k: int = 5, panorama: bool = False
+    ) -> list[list[Prediction]]:
+        """For each image, its ``top_k`` most likely cells, best first (``panorama``: see
+        ``embed``)."""
         if isinstance(images, np.ndarray) and images.ndim == 4:
             images = list(images)  # a [B, H, W, 3] stack
         elif isinstance(images, str | Path | np.ndarray) or hasattr(images, "convert"):
@@ -121,7 +138,7 @@ class Localizer:
         predictions: list[list[Prediction]] = []
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]
-            predictions.extend(self.search(self.embed(batch), top_k))
+            predictions.extend(self.search(self.embed(batch, panorama), top_k))
         return predictions
 
     def predictions(

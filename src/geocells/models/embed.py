@@ -92,14 +92,22 @@ class PanoramaViews(np.ndarray):
     is then the mean of its scores against the crops)."""
 
 
-def _panorama_views(path, heading: float, size: int) -> PanoramaViews:
-    from geocells.data.panorama import fixed_crops, load_panorama
+def panorama_views(panorama: np.ndarray, heading: float, size: int) -> PanoramaViews:
+    """The item of an equirectangular panorama uint8 [H, 2H, 3] whose centre column looks
+    at compass ``heading``: its ``PANORAMA_CROPS`` level 90° crops of ``size`` px."""
+    from geocells.data.panorama import fixed_crops
 
-    crops = fixed_crops(load_panorama(path), heading, PANORAMA_CROPS, size)
+    crops = fixed_crops(panorama, heading, PANORAMA_CROPS, size)
     return np.concatenate(list(crops), axis=1).view(PanoramaViews)
 
 
-def _encode_views(encode: Callable[..., np.ndarray], size: int):
+def _panorama_views(path, heading: float, size: int) -> PanoramaViews:
+    from geocells.data.panorama import load_panorama
+
+    return panorama_views(load_panorama(path), heading, size)
+
+
+def encode_views(encode: Callable[..., np.ndarray], size: int):
     """``encode`` for items that may be ``PanoramaViews``: crops in, one row per item."""
 
     def encode_items(images: list[Any], batch_size: int) -> np.ndarray:
@@ -149,7 +157,7 @@ def embed_files(
         return np.asarray(load_image(item.path))
 
     return embed_items(
-        _encode_views(encoder.encode, size) if panorama.any() else encoder.encode,
+        encode_views(encoder.encode, size) if panorama.any() else encoder.encode,
         items,
         load,
         encoder.dim,
