@@ -178,3 +178,19 @@ def test_embed_files_embeds_a_panorama_as_its_mean_crop(tmp_path):
     mean = crops.mean(0) / np.linalg.norm(crops.mean(0))
     np.testing.assert_allclose(embedded.embeddings[0], mean, atol=1e-5)
     np.testing.assert_allclose(embedded.embeddings[1], encoder.encode([view])[0], atol=1e-5)
+
+
+def test_dataset_check_reports_a_panorama_that_is_not_2_to_1(tmp_path):
+    from geocells.data.check import check_images
+    from geocells.data.manifest import GroundManifest
+
+    Image.fromarray(compass_panorama(16)).save(tmp_path / "good.jpg")
+    Image.fromarray(np.zeros((16, 40, 3), np.uint8)).save(tmp_path / "bad.jpg")
+    Image.fromarray(np.zeros((16, 40, 3), np.uint8)).save(tmp_path / "view.jpg")  # fov 90
+    manifest = GroundManifest.from_columns(
+        tmp_path, image_id=["good", "bad", "view"], path=["good.jpg", "bad.jpg", "view.jpg"],
+        lat=[47.0] * 3, lon=[8.0] * 3, fov=[360.0, 360.0, 90.0], split=["train"] * 3,
+    )  # fmt: skip
+    report = check_images(manifest, "header")
+    assert report["unreadable"] == 1 and report["first"][0].startswith("bad: ")
+    assert "40 x 16" in report["first"][0] and "twice as wide" in report["first"][0]

@@ -65,14 +65,18 @@ def check_images(manifest, mode: str = "header", sample: int = DEFAULT_IMAGE_SAM
     from concurrent.futures import ThreadPoolExecutor
 
     from geocells.data.images import ImageLoadError, check_image
+    from geocells.data.panorama import check_panorama_size, is_panorama
 
+    panorama = is_panorama(manifest.fov)
     rows = np.arange(len(manifest))
     if len(rows) > sample:  # a fixed, spread-out sample: the same rows every run
         rows = np.unique(np.linspace(0, len(rows) - 1, sample).round().astype(np.int64))
 
     def problem(i: int) -> str | None:
         try:
-            check_image(manifest.path[i], mode)
+            size = check_image(manifest.path[i], mode)
+            if panorama[i] and size is not None:  # fov = 360 rows must be 2:1
+                check_panorama_size(*size, manifest.path[i])
         except ImageLoadError as err:
             return f"{manifest.image_id[i]}: {err.reason} ({manifest.path[i]})"
         return None
