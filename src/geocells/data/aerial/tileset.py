@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class CentredTileSource:
         )
         self._cache: OrderedDict[int, list[np.ndarray]] = OrderedDict()
         self._cache_tiles = cache_tiles
+        self._lock = threading.Lock()  # crops may come from several threads
 
     def __repr__(self) -> str:
         return f"CentredTileSource({self.folder}, {len(self.paths)} tiles)"
@@ -93,9 +95,10 @@ class CentredTileSource:
 
     def _levels(self, index: int) -> list[np.ndarray]:
         """The decoded RGBA tile (alpha = validity) and its cached halvings."""
-        if index in self._cache:
-            self._cache.move_to_end(index)
-            return self._cache[index]
+        with self._lock:
+            if index in self._cache:
+                self._cache.move_to_end(index)
+                return self._cache[index]
         path = self.paths[index]
         try:
             with Image.open(path) as image:
@@ -103,9 +106,10 @@ class CentredTileSource:
         except (OSError, SyntaxError, ValueError) as err:
             raise ValueError(f"{self.name}: tile {path} cannot be read: {err}") from err
         levels = [to_rgba(rgba[..., :3], rgba[..., 3] > 0)]
-        self._cache[index] = levels
-        if len(self._cache) > self._cache_tiles:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[index] = levels
+            if len(self._cache) > self._cache_tiles:
+                self._cache.popitem(last=False)
         return levels
 
     def _tile_pixels(self, index: int, width: int, height: int):
