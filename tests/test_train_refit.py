@@ -128,8 +128,16 @@ def test_refit_stage_on_the_tiny_run(tiny_run, tmp_path, caplog):
     data[-1] ^= 1
     last.unlink()
     last.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="geocells.models.geomodel"):
-        assert resolve_checkpoint(folder) == last
+    # The handler goes on the logger itself: under xdist another test in the same worker
+    # may have reconfigured logging (e.g. a disabled logger or one that does not propagate).
+    geomodel_log = logging.getLogger("geocells.models.geomodel")
+    geomodel_log.disabled = False
+    geomodel_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="geocells.models.geomodel"):
+            assert resolve_checkpoint(folder) == last
+    finally:
+        geomodel_log.removeHandler(caplog.handler)
     assert "made from another" in caplog.text
 
 
