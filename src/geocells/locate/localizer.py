@@ -24,7 +24,6 @@ import numpy as np
 
 from geocells.calibrate.confidence import ConfidenceModel
 from geocells.data import load_image
-from geocells.data.panorama import check_panorama_size
 from geocells.db.store import Database
 from geocells.geo import cell_to_latlng, cell_to_token
 from geocells.io import sha256_file
@@ -111,11 +110,8 @@ class Localizer:
         if not panorama:
             return self.model.ground.encode(loaded, batch_size=self.batch_size)
         size = self.model.ground.input_size
-        items = []
-        for image in loaded:
-            pixels = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-            check_panorama_size(pixels.shape[1], pixels.shape[0], "panorama")
-            items.append(panorama_views(pixels, 0.0, size))
+        # perspective_crop refuses an image that is not 2:1 (ImageLoadError).
+        items = [panorama_views(np.asarray(image), 0.0, size) for image in loaded]
         return encode_views(self.model.ground.encode, size)(items, self.batch_size)
 
     def search(self, queries: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:

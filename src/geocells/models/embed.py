@@ -101,12 +101,6 @@ def panorama_views(panorama: np.ndarray, heading: float, size: int) -> PanoramaV
     return np.concatenate(list(crops), axis=1).view(PanoramaViews)
 
 
-def _panorama_views(path, heading: float, size: int) -> PanoramaViews:
-    from geocells.data.panorama import load_panorama
-
-    return panorama_views(load_panorama(path), heading, size)
-
-
 def encode_views(encode: Callable[..., np.ndarray], size: int):
     """``encode`` for items that may be ``PanoramaViews``: crops in, one row per item."""
 
@@ -144,7 +138,7 @@ def embed_files(
     the crops side by side).
     """
     from geocells.data.images import ImageLoadError, load_image
-    from geocells.data.panorama import is_panorama
+    from geocells.data.panorama import is_panorama, load_panorama
 
     panorama = np.zeros(len(paths), bool) if fov is None else is_panorama(fov)
     headings = np.zeros(len(paths)) if heading is None else np.nan_to_num(heading, nan=0.0)
@@ -153,7 +147,7 @@ def embed_files(
 
     def load(item: _File):
         if item.panorama:
-            return _panorama_views(item.path, item.heading, size)
+            return panorama_views(load_panorama(item.path), item.heading, size)
         return np.asarray(load_image(item.path))
 
     return embed_items(
