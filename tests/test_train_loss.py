@@ -9,7 +9,14 @@ import torch.nn.functional as F
 
 from geocells.models import PrototypeTable
 from geocells.train.config import LossConfig
-from geocells.train.loss import MSParams, cross_modal_loss, multi_similarity_loss, prototype_loss
+from geocells.train.loss import (
+    MSParams,
+    cross_modal_loss,
+    multi_similarity_loss,
+    prototype_loss,
+    prototype_softmax_loss,
+    prototype_term,
+)
 from geocells.train.negatives import candidate_rows, mined_rows
 
 PARAMS = MSParams(alpha=2.0, beta=50.0, base=0.5, margin=0.1)
@@ -108,3 +115,52 @@ def test_mined_rows_match_brute_force_and_chunking():
     full = prototype_loss(anchors, anchor_rows, table.normalized(), torch.arange(300), PARAMS)
     part = prototype_loss(anchors, anchor_rows, table.normalized(rows), rows, PARAMS)
     assert part.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_prototype_softmax_loss_value_by_hand():
+    # cosines 0.8 (own cell) and 0.2: -log(e^{s(0.8-m)} / (e^{s(0.8-m)} + e^{0.2 s}))
+    anchors = torch.tensor([[1.0, 0.0]])
+    own = torch.tensor([0.8, math.sqrt(1 - 0.64)])
+    other = torch.tensor([0.2, math.sqrt(1 - 0.04)])
+    candidates = torch.stack([other, own])
+    loss = prototype_softmax_loss(
+        anchors, torch.tensor([7]), candidates, torch.tensor([3, 7]), scale=10.0, margin=0.1
+    )
+    expected = -math.log(math.exp(7.0) / (math.exp(7.0) + math.exp(2.0)))
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_softmax_spans_the_whole_small_table_and_dispatches():
+    generator = torch.Generator().manual_seed(0)
+    table = PrototypeTable(np.arange(100, 140, dtype=np.uint64), level=15, dim=8)
+    anchors = F.normalize(torch.randn(5, 8, generator=generator), dim=1)
+    anchor_rows = torch.tensor([0, 3, 3, 9, 39])
+    cfg = LossConfig(prototype_loss="softmax", softmax_all_max=40)
+    rows = candidate_rows(anchors, anchor_rows, table, MSParams(), cfg, generator)
+    assert rows.tolist() == list(range(40))
+    # above softmax_all_max it falls back to the sampled candidates (positives included)
+    small = LossConfig(
+        prototype_loss="softmax",
+        softmax_all_max=10,
+        all_negatives_max=10,
+        random_negatives=4,
+        neighbor_rings=0,
+    )
+    sampled = candidate_rows(anchors, anchor_rows, table, MSParams(), small, generator)
+    assert set(anchor_rows.tolist()) <= set(sampled.tolist()) and len(sampled) < 40
+    vectors = table(rows)
+    softmax = prototype_term(anchors, anchor_rows, vectors, rows, MSParams(), "softmax", 16.0, 0.2)
+    direct = prototype_softmax_loss(anchors, anchor_rows, vectors, rows, 16.0, 0.2)
+    ms = prototype_term(anchors, anchor_rows, vectors, rows, MSParams())
+    assert softmax.item() == pytest.approx(direct.item())
+    assert ms.item() == pytest.approx(
+        prototype_loss(anchors, anchor_rows, vectors, rows, MSParams()).item()
+    )
+
+
+def test_unknown_prototype_loss_is_refused():
+    from geocells.config import ConfigError
+    from geocells.train.config import experiment_config
+
+    with pytest.raises(ConfigError, match=r"loss\.prototype_loss 'arcface'; valid: ms, softmax"):
+        experiment_config("tiny", ["loss.prototype_loss=arcface"])

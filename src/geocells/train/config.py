@@ -55,6 +55,12 @@ class LossConfig:
     random_negatives: int = 16_384  # bigger tables: this many random rows ...
     neighbor_rings: int = 2  # ... plus this many rings of S2 neighbours, plus in-batch rows
     chunk_size: int = 65_536  # prototype rows per chunk when mining
+    # Prototype terms: "ms" (multi-similarity, mined pairs) or "softmax" (normalised
+    # softmax over the prototypes with scale and additive margin, docs/training.md).
+    prototype_loss: str = "ms"
+    softmax_scale: float = 32.0
+    softmax_margin: float = 0.1
+    softmax_all_max: int = 50_000  # tables up to this size: the softmax spans every row
 
 
 @dataclass
@@ -128,6 +134,7 @@ class ExperimentConfig:
 
 
 REFIT_ROWS = ("all", "covered", "uncovered")
+PROTOTYPE_LOSSES = ("ms", "softmax")
 REFIT_INITS = ("keep", "aerial_mean", "aerial_gap")
 
 
@@ -145,6 +152,10 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(
             f"optim.prototype_optimizer {cfg.optim.prototype_optimizer!r}; "
             "valid: sparse_adam, row_adagrad"
+        )
+    if cfg.loss.prototype_loss not in PROTOTYPE_LOSSES:
+        raise ConfigError(
+            f"loss.prototype_loss {cfg.loss.prototype_loss!r}; valid: {', '.join(PROTOTYPE_LOSSES)}"
         )
     if cfg.optim.schedule not in ("cosine", "constant"):
         raise ConfigError(f"optim.schedule {cfg.optim.schedule!r}; valid: cosine, constant")

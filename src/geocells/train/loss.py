@@ -11,6 +11,15 @@ Then
 averaged over anchors. Here references are another modality (ground<->aerial) or the
 prototype table (ground/aerial -> prototype); prototype candidates are chosen by
 ``geocells.train.negatives``.
+
+The prototype terms can instead be a normalised softmax over the candidate prototypes
+(``loss.prototype_loss = softmax``; CosFace, Wang et al. CVPR 2018): with scale ``s`` and
+additive margin ``m`` on the positive,
+
+    L_i = -log( exp(s (S_ip - m)) / (exp(s (S_ip - m)) + sum_{k != p} exp(s S_ik)) )
+
+i.e. "similar to its own cell's prototype and dissimilar to all others" with every
+candidate pushing, not only the mined ones.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -93,8 +103,56 @@ def prototype_loss(
     ``anchor_rows`` [A]: the prototype row of each anchor's cell; ``candidate_rows`` [R]:
     the table rows of the candidates, which must include every anchor's own row.
     """
+    similarity, positive = _prototype_similarity(anchors, anchor_rows, candidates, candidate_rows)
+    return multi_similarity_loss(similarity, positive, params)
+
+
+def _prototype_similarity(
+    anchors: torch.Tensor,
+    anchor_rows: torch.Tensor,
+    candidates: torch.Tensor,
+    candidate_rows: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine similarities [A, R] and the positive mask [A, R] (every anchor has one)."""
     similarity = anchors @ candidates.T
     positive = anchor_rows[:, None] == candidate_rows[None, :]
     if not bool(positive.any(dim=1).all()):
         raise ValueError("prototype candidates miss the positive row of some anchor")
-    return multi_similarity_loss(similarity, positive, params)
+    return similarity, positive
+
+
+def prototype_softmax_loss(
+    anchors: torch.Tensor,
+    anchor_rows: torch.Tensor,
+    candidates: torch.Tensor,
+    candidate_rows: torch.Tensor,
+    scale: float,
+    margin: float,
+) -> torch.Tensor:
+    """Normalised-softmax (CosFace) loss of anchors [A, D] over candidates [R, D] -> scalar.
+
+    ``candidate_rows`` must be unique and include every anchor's own row (its class).
+    """
+    similarity, positive = _prototype_similarity(anchors, anchor_rows, candidates, candidate_rows)
+    if len(similarity) == 0:
+        return similarity.sum() * 0.0
+    logits = scale * (similarity - margin * positive.to(similarity.dtype))
+    return F.cross_entropy(logits, positive.to(torch.int8).argmax(dim=1))
+
+
+def prototype_term(
+    anchors: torch.Tensor,
+    anchor_rows: torch.Tensor,
+    candidates: torch.Tensor,
+    candidate_rows: torch.Tensor,
+    params: MSParams,
+    kind: str = "ms",
+    scale: float = 32.0,
+    margin: float = 0.1,
+) -> torch.Tensor:
+    """The configured prototype loss (``kind``: ``ms`` or ``softmax``) -> scalar."""
+    if kind == "softmax":
+        return prototype_softmax_loss(
+            anchors, anchor_rows, candidates, candidate_rows, scale, margin
+        )
+    return prototype_loss(anchors, anchor_rows, candidates, candidate_rows, params)

@@ -64,8 +64,11 @@ def candidate_rows(
 
     ``cfg``: ``all_negatives_max`` (tables up to this size: mine every row, in chunks of
     ``chunk_size``), else ``random_negatives`` random rows plus ``neighbor_rings`` rings.
+    The softmax loss takes every row of tables up to ``softmax_all_max`` rows.
     """
     device = anchor_rows.device
+    if cfg.prototype_loss == "softmax" and len(table) <= cfg.softmax_all_max:
+        return torch.arange(len(table), device=device)
     if len(table) <= cfg.all_negatives_max:
         extra = mined_rows(anchors.detach(), anchor_rows, table, params, cfg.chunk_size)
     else:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from geocells.models import geomodel as _geomodel
 from geocells.models.prototypes import PrototypeTable
 from geocells.train.config import LossConfig, OptimConfig, RefitConfig
-from geocells.train.loss import MSParams, prototype_loss
+from geocells.train.loss import MSParams, prototype_term
 from geocells.train.negatives import candidate_rows
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,16 @@ def batch_loss(
     ):
         if len(part) == 0 or weight == 0:
             continue
-        term = prototype_loss(part.vectors, part.rows, vectors, rows, params)
+        term = prototype_term(
+            part.vectors,
+            part.rows,
+            vectors,
+            rows,
+            params,
+            loss_cfg.prototype_loss,
+            loss_cfg.softmax_scale,
+            loss_cfg.softmax_margin,
+        )
         terms[name] = float(term.detach())
         total = total + weight * term
     return total, terms

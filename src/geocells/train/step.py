@@ -12,7 +12,7 @@ from torch import nn
 from geocells.models.geomodel import GeoModel
 from geocells.train.config import ExperimentConfig
 from geocells.train.distributed import DistInfo, all_reduce_mean, all_reduce_sparse_grad
-from geocells.train.loss import MSParams, cross_modal_loss, prototype_loss
+from geocells.train.loss import MSParams, cross_modal_loss, prototype_term
 from geocells.train.negatives import candidate_rows
 
 logger = logging.getLogger(__name__)
@@ -113,12 +113,25 @@ def compute_losses(
         generator,
     )
     prototypes = model.prototypes(rows)  # [K, D], sparse gradient in these rows
+
+    def to_prototypes(anchors: torch.Tensor, anchor_rows: torch.Tensor) -> torch.Tensor:
+        return prototype_term(
+            anchors,
+            anchor_rows,
+            prototypes,
+            rows,
+            params,
+            loss_cfg.prototype_loss,
+            loss_cfg.softmax_scale,
+            loss_cfg.softmax_margin,
+        )
+
     terms = {
         "loss_ground_aerial": cross_modal_loss(
             ground_emb, ground_cells, aerial_emb, aerial_cells, params
         ),
-        "loss_ground_prototype": prototype_loss(ground_emb, ground_rows, prototypes, rows, params),
-        "loss_aerial_prototype": prototype_loss(aerial_emb, aerial_rows, prototypes, rows, params),
+        "loss_ground_prototype": to_prototypes(ground_emb, ground_rows),
+        "loss_aerial_prototype": to_prototypes(aerial_emb, aerial_rows),
     }
     terms["loss"] = (
         loss_cfg.weight_ground_aerial * terms["loss_ground_aerial"]
