@@ -23,6 +23,19 @@ class ConfigError(ValueError):
     """A config value, key or preset that cannot be used."""
 
 
+def require_at_least(cfg: Any, low: float, names: Sequence[str], where: str = "") -> None:
+    """``ConfigError`` naming the first of ``names`` whose value on ``cfg`` is below ``low``.
+
+    The one check behind every size option (``top_k``, ``batch_size``, workers...): the CLI
+    flags (``geocells.commands.validate``) and the stage dataclasses' ``__post_init__``.
+    """
+    for name in names:
+        value = getattr(cfg, name)
+        if value < low:
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(f"{prefix}{name} must be >= {low:g}, got {value!r}")
+
+
 def preset_names(group: str) -> list[str]:
     """Names of the presets shipped as package data in ``configs/{group}/``."""
     folder = resources.files("geocells") / "configs" / group

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from geocells.commands.validate import positive_int
+
 HELP = "inspect a dataset: images per split, ground/aerial coverage of the region, bad rows"
 
 
@@ -41,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     check.add_argument(
         "--image-sample",
-        type=int,
+        type=positive_int,
         default=100_000,
         help="check at most this many images, a fixed sample of larger sets (default 100000)",
     )

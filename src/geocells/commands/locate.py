@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from geocells.commands.validate import non_negative_int, positive_int
+
 HELP = "locate photos (files or folders) in a database: top-k cells with confidence"
 
 
@@ -12,12 +14,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``geocells locate``."""
     parser.add_argument("db", help="database folder built by `geocells index`")
     parser.add_argument("images", nargs="+", help="image files and/or folders (walked recursively)")
-    parser.add_argument("--top-k", type=int, default=5, help="candidates per image")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per image")
     parser.add_argument("--format", default="json", choices=("json", "csv", "geojson"))
     parser.add_argument("--out", help="write here instead of standard output")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per encoder call")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=32, help="images per encoder call"
+    )
     parser.add_argument("--backend", default="auto", choices=("auto", "exact", "ivfpq"))
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: default)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--panorama",

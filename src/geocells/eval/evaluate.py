@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geocells.config import require_at_least
 from geocells.data.dataset import Dataset
 from geocells.data.manifest import SPLITS
 from geocells.db.store import Database
@@ -54,6 +55,10 @@ class EvalOptions:
     # Also measure R@1 through a fresh IVF-PQ index over the same codes (metrics.json "search").
     compare_ivfpq: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, ("top_k", "batch_size", "histogram_px"), "eval")
+        require_at_least(self, 0, ("examples_per_kind",), "eval")
 
 
 @dataclass
