@@ -12,6 +12,11 @@ HELP = "locate photos (files or folders) in a database: top-k cells with confide
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``geocells locate``."""
+    parser.epilog = (
+        "Exit status: 0 when every image was located; 1 when any image failed (each failure "
+        "is in the output, in every --format, and on standard error); 2 on bad arguments or "
+        "an unusable database."
+    )
     parser.add_argument("db", help="database folder built by `geocells index`")
     parser.add_argument("images", nargs="+", help="image files and/or folders (walked recursively)")
     parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per image")
@@ -35,17 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Locate every readable image; exit 1 if any image failed."""
-    from pathlib import Path
-
     import torch
 
+    from geocells.io import write_text
     from geocells.locate import Localizer
     from geocells.locate.formats import find_images, locate_files, render
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
     localizer = Localizer.load(args.db, backend=args.backend, batch_size=args.batch_size)
     paths, failures = find_images(args.images)
     results, unreadable = locate_files(
@@ -54,15 +56,12 @@ def main(args: argparse.Namespace) -> int:
     failures += unreadable
     text = render(results, failures, args.format)
     if args.out:
-        Path(args.out).write_text(text)
+        write_text(args.out, text)  # atomic: a failed write keeps the previous results
     else:
         sys.stdout.write(text)
     for image, reason in failures:
         print(f"geocells locate: {image}: {reason}", file=sys.stderr)
     if failures:
-        print(
-            f"geocells locate: {len(failures)} of {len(paths) + len(failures) - len(unreadable)} "
-            "images failed",
-            file=sys.stderr,
-        )
+        total = len(results) + len(failures)
+        print(f"geocells locate: {len(failures)} of {total} images failed", file=sys.stderr)
     return 1 if failures else 0
