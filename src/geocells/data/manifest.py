@@ -43,6 +43,7 @@ class BadRow:
     row: int
     image_id: str
     reason: str
+    kinds: tuple[str, ...] = ()  # the problem kinds of the row ("missing file", ...)
 
     def __str__(self) -> str:
         return f"row {self.row} (image_id {self.image_id!r}): {self.reason}"
@@ -152,18 +153,23 @@ class GroundManifest:
 
     @classmethod
     def read(
-        cls, path: str | Path, strict: bool = False, check_files: bool | None = None
+        cls,
+        path: str | Path,
+        strict: bool = False,
+        check_files: bool | None = None,
+        inside: Sequence[str | Path] | None = None,
     ) -> GroundManifest:
         """Read a Parquet (``.parquet``) or CSV (``.csv``) manifest and validate every row.
 
         ``check_files=None`` checks that image files exist when the manifest has at most
-        ``AUTO_CHECK_FILES_MAX_ROWS`` rows.
+        ``AUTO_CHECK_FILES_MAX_ROWS`` rows; ``inside``: see ``from_table``.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"manifest not found: {path}")
         table = _read_table(path)
-        return cls.from_table(table, path.resolve().parent, strict, check_files, source=path)
+        base = path.resolve().parent
+        return cls.from_table(table, base, strict, check_files, source=path, inside=inside)
 
     @classmethod
     def from_table(
@@ -173,8 +179,14 @@ class GroundManifest:
         strict: bool = False,
         check_files: bool | None = None,
         source: Path | None = None,
+        inside: Sequence[str | Path] | None = None,
     ) -> GroundManifest:
-        """Validate an Arrow table; relative paths are resolved against ``base_dir``."""
+        """Validate an Arrow table; relative paths are resolved against ``base_dir``.
+
+        ``inside``: the folders image paths must stay in (a dataset folder first, then the
+        image folders it declares); a path leading elsewhere (``../../etc/passwd``, an
+        absolute path) is a bad row. None: no such check.
+        """
         where = f"manifest {source}" if source else "manifest"
         missing_columns = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
         if missing_columns:
@@ -203,21 +215,30 @@ class GroundManifest:
             problems.add(i, "bad fov", f"fov {float(fov[i])!r} outside (0, 360]")
         columns.update(lat=lat, lon=lon, heading=np.mod(heading, 360.0), fov=fov)
         _check_ids_and_splits(columns, problems)
-        columns["path"] = _absolute_paths(columns["path"], str(base_dir))
+        written = columns["path"]
+        columns["path"] = _absolute_paths(written, str(base_dir))
+        outside = np.zeros(n, dtype=bool)
+        if inside is not None:  # such a row is refused without looking at its file
+            folders = [str(folder) for folder in inside]
+            outside = _check_inside(written, columns["path"], folders, problems)
         if check_files is None:
             check_files = n <= AUTO_CHECK_FILES_MAX_ROWS
         if check_files:
-            has_path = columns["path"] != ""
+            has_path = (columns["path"] != "") & ~outside
             missing = np.zeros(n, dtype=bool)
             missing[has_path] = missing_files(columns["path"][has_path])
             for i in np.flatnonzero(missing):
                 problems.add(i, "missing file", f"file not found: {columns['path'][i]}")
         bad = [
-            BadRow(i + 1, str(columns["image_id"][i]), "; ".join(m for _, m in problems[i]))
+            BadRow(
+                i + 1,
+                str(columns["image_id"][i]),
+                "; ".join(m for _, m in problems[i]),
+                tuple(dict.fromkeys(kind for kind, _ in problems[i])),
+            )
             for i in sorted(problems)
         ]
-        kinds = Counter(kind for found in problems.values() for kind, _ in found)
-        _report_bad_rows(bad, kinds, where, strict, n)
+        _report_bad_rows(bad, where, strict, n)
         keep = np.ones(n, dtype=bool)
         keep[list(problems)] = False
         return cls({k: v[keep] for k, v in columns.items()}, bad, source)
@@ -361,6 +382,29 @@ def _check_ids_and_splits(columns: dict[str, np.ndarray], problems: Problems) ->
         problems.add(i, "unknown split", message)
 
 
+def _check_inside(
+    written: np.ndarray, paths: np.ndarray, folders: list[str], problems: Problems
+) -> np.ndarray:
+    """Report the (absolute, normalised) ``paths`` that are in none of ``folders``; -> mask."""
+    if not len(paths) or not folders:
+        return np.zeros(len(paths), dtype=bool)
+    text = pa.array(paths.tolist(), pa.string())
+    inside = paths == ""
+    for folder in folders:
+        prefix = os.path.normpath(os.path.abspath(folder)).rstrip(os.sep) + os.sep
+        inside |= pc.starts_with(text, prefix).to_numpy(zero_copy_only=False)
+    where = f"the dataset folder {folders[0]}"
+    if len(folders) > 1:
+        where += f" and the {len(folders) - 1} image folder(s) it declares"
+    for i in np.flatnonzero(~inside):
+        message = (
+            f"path {written[i]!r} is outside {where} (move the image into the dataset, or "
+            "list its folder in ground/image_roots.txt)"
+        )
+        problems.add(i, "path outside the dataset", message)
+    return ~inside
+
+
 def _absolute_paths(paths: np.ndarray, base_dir: str) -> np.ndarray:
     """Join relative paths to ``base_dir`` and normalise; empty paths stay empty."""
     if not len(paths):
@@ -380,13 +424,24 @@ def _absolute_paths(paths: np.ndarray, base_dir: str) -> np.ndarray:
     return joined
 
 
-def _report_bad_rows(bad: list[BadRow], kinds: Counter, where: str, strict: bool, n: int) -> None:
-    """Raise (strict) or log a summary of the bad rows."""
+def bad_row_kinds(bad: Sequence[BadRow]) -> Counter:
+    """How many bad rows have each problem kind."""
+    return Counter(kind for row in bad for kind in row.kinds)
+
+
+def describe_bad_rows(bad: Sequence[BadRow], limit: int = _MAX_LISTED) -> str:
+    """``(10 × missing file, 5 × ...):`` then the first ``limit`` rows, one per line, and
+    ``... and K more``."""
+    summary = ", ".join(f"{count} × {kind}" for kind, count in bad_row_kinds(bad).most_common())
+    listed = "\n  ".join(str(b) for b in bad[:limit])
+    more = f"\n  ... and {len(bad) - limit} more" if len(bad) > limit else ""
+    return f"({summary}):\n  {listed}{more}"
+
+
+def _report_bad_rows(bad: list[BadRow], where: str, strict: bool, n: int) -> None:
+    """Raise (strict) or log every kind of bad row with its count and the first rows."""
     if not bad:
         return
-    listed = "\n  ".join(str(b) for b in bad[:_MAX_LISTED])
-    more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
     if strict:
-        raise ValueError(f"{where}: {len(bad)} of {n} rows are bad:\n  {listed}{more}")
-    summary = ", ".join(f"{count} × {kind}" for kind, count in kinds.most_common(5))
-    logger.warning("%s: skipped %d of %d rows (%s); first: %s", where, len(bad), n, summary, bad[0])
+        raise ValueError(f"{where}: {len(bad)} of {n} rows are bad {describe_bad_rows(bad)}")
+    logger.warning("%s: skipped %d of %d rows %s", where, len(bad), n, describe_bad_rows(bad))
