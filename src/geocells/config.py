@@ -8,6 +8,7 @@ and rejects unknown keys with the list of valid ones.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -115,9 +116,15 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Any, path: Path) -> Path:
-    """Write the resolved config as YAML."""
+    """Write the resolved config as YAML, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg))))
+    text = OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:  # temp + rename (geocells.io.atomic_write, which this bottom module cannot import)
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
