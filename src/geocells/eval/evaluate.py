@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -87,13 +88,16 @@ def embed_split(
 
     cache_file = cache / f"{tag}-{model_tag}.npz"
     if cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as data:
-            if data["image_id"].tolist() == [str(i) for i in manifest.image_id]:
-                logger.info("reusing cached embeddings %s", cache_file)
-                return _query_set(manifest, np.ones(len(manifest), bool), data)
-            ok = np.isin(manifest.image_id.astype(str), data["image_id"])
-            if ok.sum() == len(data["image_id"]):
-                return _query_set(manifest, ok, data)
+        try:
+            with np.load(cache_file, allow_pickle=False) as data:
+                if data["image_id"].tolist() == [str(i) for i in manifest.image_id]:
+                    logger.info("reusing cached embeddings %s", cache_file)
+                    return _query_set(manifest, np.ones(len(manifest), bool), data)
+                ok = np.isin(manifest.image_id.astype(str), data["image_id"])
+                if ok.sum() == len(data["image_id"]):
+                    return _query_set(manifest, ok, data)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a cache
+            logger.warning("ignoring unreadable cache %s (%s): embedding again", cache_file, err)
     n = len(manifest)
     if n == 0:
         logger.warning("the %s split has no images", tag)
