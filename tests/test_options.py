@@ -79,3 +79,12 @@ def test_a_truncated_embedding_cache_is_named_and_rebuilt(micro_dataset, tmp_pat
         queries = embed_split(Encoder(), empty, cache, EvalOptions(progress=False), "train", "m")
     assert len(queries.embeddings) == 0
     assert f"ignoring unreadable cache {cache / 'train-m.npz'}" in caplog.text
+
+
+def test_training_sizes_are_checked():
+    from geocells.train.config import experiment_config
+
+    with pytest.raises(ConfigError, match="train: checkpoint_every must be >= 1, got 0"):
+        experiment_config("tiny", ["train.checkpoint_every=0"])
+    with pytest.raises(ConfigError, match="data: workers must be >= 0, got -2"):
+        experiment_config("tiny", ["data.workers=-2"])
