@@ -1,11 +1,11 @@
 """Manifest rows that lead outside the dataset, and how ``dataset check`` and training
 report bad rows and broken images (issue 16, case 8)."""
 
-import logging
 import shutil
 
 import pytest
 
+from fixtures_logs import captured_warnings
 from geocells.cli import main
 from geocells.data.dataset import IMAGE_ROOTS_FILE, Dataset, image_roots_of
 
@@ -78,7 +78,7 @@ def test_dataset_check_lists_every_kind_the_first_rows_and_how_many_more(dataset
 
 
 def test_training_logs_every_kind_and_the_first_rows(dataset, caplog):
-    with caplog.at_level(logging.WARNING, logger="geocells.data.manifest"):
+    with captured_warnings(caplog, "geocells.data.manifest"):
         _ = Dataset.open(dataset).manifest
     message = caplog.records[-1].getMessage()
     assert "skipped 15 of 19 rows (13 × missing file, 2 × path outside the dataset)" in message

@@ -78,10 +78,9 @@ def test_non_positive_sizes_are_refused_before_anything_runs(
     image = str(micro_dataset / "ground" / "images" / "000.jpg")
     out = tmp_path / "previous.json"
     out.write_text("previous results\n")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["locate", str(micro_db), image, option, value, "--out", str(out)])
-    assert exit_info.value.code == 2
-    assert f"argument {option}: must be >= 1, got {value}" in capsys.readouterr().err
+    assert main(["locate", str(micro_db), image, option, value, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"geocells locate: error: argument {option}: must be >= 1, got {value}" in err
     assert out.read_text() == "previous results\n"
 
 

@@ -3,13 +3,13 @@ case 9): one clear error naming the file, a fallback to the newest intact checkp
 a run that always resumes."""
 
 import errno
-import logging
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from fixtures_logs import captured_warnings
 from fixtures_train import train_tiny
 from geocells.models.weights import read_state_dict
 from geocells.train import checkpoint
@@ -47,7 +47,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_intact_one(
     folder = run_copy / "checkpoints"
     for name in ("step-00000006.safetensors", "last.safetensors"):
         (folder / name).write_bytes((folder / name).read_bytes()[:100])
-    with caplog.at_level(logging.WARNING, logger="geocells.train.checkpoint"):
+    with captured_warnings(caplog, "geocells.train.checkpoint"):
         train_tiny(tiny_dataset, run_copy, resume=True)
     message = caplog.text
     assert "step-00000006.safetensors is unusable" in message

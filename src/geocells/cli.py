@@ -4,7 +4,8 @@ Each subcommand lives in ``geocells.commands.<name>`` and exposes ``HELP`` (one 
 ``add_arguments(parser)`` and ``main(args) -> int``. Command modules import only light
 things at module level, so ``geocells --help`` stays fast; heavy imports (torch, faiss)
 happen inside ``main``. Bad input raises ``ValueError`` (or ``OSError`` for files) in
-library code; here it becomes one readable line and exit code 2. Any other exception (a
+library code, and a bad command line (argparse) raises ``UsageError``; here either becomes
+one readable line and exit code 2. Any other exception (a
 bug, or a case nobody foresaw) also becomes one line, naming the command, the exception
 and the inputs it was given; ``-v`` (before or after the subcommand) shows the traceback.
 """
@@ -37,9 +38,24 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class UsageError(Exception):
+    """A bad command line (unknown option, bad value): ``main`` prints it as one line."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors reach ``main`` (its subparsers are of this class too)."""
+
+    def error(self, message: str):
+        raise UsageError(self.prog, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand attached."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="geocells",
         description="Locate ground-level photos in a continent-size region (S2 cells + aerial).",
     )
@@ -90,7 +106,11 @@ def _command_and_inputs(parser: argparse.ArgumentParser, args: argparse.Namespac
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geocells`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as err:  # one line, like every other error (--help still exits 0)
+        print(f"{err.prog}: error: {err} (see {err.prog} --help)", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
