@@ -4,7 +4,7 @@ run(cfg, dataset, out) builds the model over the region's level-Lp cells, plans 
 epoch's batches from (seed, epoch), trains with AdamW (encoders) + a sparse optimiser
 (prototypes), validates at every epoch end, checkpoints every ``checkpoint_every`` steps
 and on Ctrl-C (a flag checked between steps, so a checkpoint never holds half a step),
-and resumes exactly from ``checkpoints/last.*``.
+and resumes exactly from the newest intact checkpoint (``train.checkpoint``).
 """
 
 from __future__ import annotations
