@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from geocells.data.bad_rows import bad_row_kinds
 from geocells.data.dataset import Dataset
-from geocells.data.manifest import bad_row_kinds
 
 logger = logging.getLogger(__name__)
 
