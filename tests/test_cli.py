@@ -20,3 +20,23 @@ def test_subcommand_help(name, capsys):
         main([name, "--help"])
     assert exit_info.value.code == 0
     assert name in capsys.readouterr().out
+
+
+def _crash(args):
+    raise KeyError("boom")
+
+
+def test_an_unexpected_exception_is_one_line_naming_command_and_input(
+    monkeypatch, capsys, tmp_path
+):
+    import geocells.commands.dataset as dataset_command
+
+    monkeypatch.setattr(dataset_command, "main", _crash)
+    assert main(["dataset", "check", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("geocells dataset check: unexpected KeyError: 'boom'")
+    assert f"(input: {tmp_path / 'data'})" in err and "-v" in err
+    for argv in (["-v", "dataset", "check", "x"], ["dataset", "check", "x", "-v"]):
+        with pytest.raises(KeyError, match="boom"):  # -v before or after: the traceback
+            main(argv)

@@ -151,8 +151,11 @@ def test_csv_presets_mapping_optional_columns_and_geoparquet(tmp_path, capsys):
             "--split-fractions", "1,0,0"]  # fmt: skip
     assert main(argv) == 0
     assert "2 skipped" in capsys.readouterr().out  # lon 200 and the missing b/4.jpg
+    # the images stay in mp16/: the import declares that folder, the dataset admits it
+    roots = (out / "ground" / "image_roots.txt").read_text().splitlines()
+    assert roots[1:] == ["../../mp16"]
     manifest = Dataset.open(out).manifest
-    assert manifest.image_id.tolist() == ["52/44/1.jpg", "a1/3.jpg"]
+    assert manifest.image_id.tolist() == ["52/44/1.jpg", "a1/3.jpg"] and not manifest.bad_rows
     assert manifest.heading.tolist() == [90.0, 10.0]  # 370° wraps to 10°
     assert manifest.captured_at.tolist() == ["2012-01-01", ""]
     assert manifest.path[1] == str(images / "a1" / "3.jpg")

@@ -86,7 +86,7 @@ def test_cli_reports_bad_files_and_goes_on(micro_db, micro_dataset, image_paths,
     assert "broken.jpg" in capsys.readouterr().err
     assert main(["locate", str(micro_db), image_paths[0], "--format", "csv", "--no-progress"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "image,rank,lat,lon,token,score,confidence" and len(lines) == 6
+    assert lines[0] == "image,rank,lat,lon,token,score,confidence,error" and len(lines) == 6
 
 
 def _ring_area(ring):

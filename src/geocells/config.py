@@ -8,6 +8,7 @@ and rejects unknown keys with the list of valid ones.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,19 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config value, key or preset that cannot be used."""
+
+
+def require_at_least(cfg: Any, low: float, names: Sequence[str], where: str = "") -> None:
+    """``ConfigError`` naming the first of ``names`` whose value on ``cfg`` is below ``low``.
+
+    The one check behind every size option (``top_k``, ``batch_size``, workers...): the CLI
+    flags (``geocells.commands.validate``) and the stage dataclasses' ``__post_init__``.
+    """
+    for name in names:
+        value = getattr(cfg, name)
+        if value < low:
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(f"{prefix}{name} must be >= {low:g}, got {value!r}")
 
 
 def preset_names(group: str) -> list[str]:
@@ -102,9 +116,15 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_config(cfg: Any, path: Path) -> Path:
-    """Write the resolved config as YAML."""
+    """Write the resolved config as YAML, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg))))
+    text = OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:  # temp + rename (geocells.io.atomic_write, which this bottom module cannot import)
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 

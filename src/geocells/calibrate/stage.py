@@ -30,6 +30,7 @@ from geocells.calibrate.kappa import (
     sweep_top1,
     top1_errors,
 )
+from geocells.config import ConfigError, require_at_least
 from geocells.data.dataset import Dataset
 from geocells.db.store import Database
 from geocells.geo import cell_to_latlng, haversine_m
@@ -61,6 +62,13 @@ class CalibrateConfig:
     batch_size: int = 32
     ann: str = "auto"  # index for the chosen κ: auto (IVF-PQ above 200k cells) | exact | ivfpq
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, ("kappa_steps", "top_k", "chunk_size", "batch_size"), "calibrate")
+        require_at_least(self, 0, ("max_queries",), "calibrate")
+        if not 0 < self.kappa_min <= self.kappa_max:
+            kappas = f"{self.kappa_min} and {self.kappa_max}"
+            raise ConfigError(f"calibrate: want 0 < kappa_min <= kappa_max, got {kappas}")
 
 
 @dataclass

@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from geocells.commands.validate import cell_level, positive_int
+
 HELP = "scale benchmarks: continent-size cell database (compressed vs exact search)"
 
 log = logging.getLogger(__name__)
@@ -23,12 +25,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     continent.add_argument(
         "--region", default=None, help="region preset, GeoJSON file or bbox:S,W,N,E (bedenl)"
     )
-    continent.add_argument("--level", type=int, default=None, help="S2 level of the cells (16)")
     continent.add_argument(
-        "--max-cells", type=int, default=None, help="use at most this many cells (default: all)"
+        "--level", type=cell_level, default=None, help="S2 level of the cells (16)"
+    )
+    continent.add_argument(
+        "--max-cells",
+        type=positive_int,
+        default=None,
+        help="use at most this many cells (default: all)",
     )
     continent.add_argument("--out", type=Path, required=True, help="output folder")
-    continent.add_argument("--threads", type=int, default=None, help="faiss/BLAS threads (2)")
+    continent.add_argument(
+        "--threads", type=positive_int, default=None, help="faiss/BLAS threads (2)"
+    )
     continent.add_argument(
         "--overwrite", action="store_true", help="rebuild stages already finished in --out"
     )

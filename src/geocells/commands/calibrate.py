@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
+from geocells.commands.validate import non_negative_int, positive_int, split_name
 
 HELP = "choose κ on the val split (curve CSV + PNG) and fit the confidence model"
 
@@ -13,22 +14,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``geocells calibrate``."""
     parser.add_argument("db", help="database folder built by `geocells index`")
     parser.add_argument("--dataset", help="dataset folder (default: the one the database names)")
-    parser.add_argument("--split", default="val", help="split of the dataset to calibrate on")
+    parser.add_argument(
+        "--split", type=split_name, default="val", help="split of the dataset to calibrate on"
+    )
     # Spelled-out overrides of CalibrateConfig (no defaults here: the dataclass has them).
     parser.add_argument("--kappa-min", type=float, help="kappa_min=X")
     parser.add_argument("--kappa-max", type=float, help="kappa_max=X")
-    parser.add_argument("--kappa-steps", type=int, help="kappa_steps=N (log-spaced grid points)")
+    parser.add_argument(
+        "--kappa-steps", type=positive_int, help="kappa_steps=N (log-spaced grid points)"
+    )
     parser.add_argument(
         "--min-gain-z", type=float,
         help="min_gain_z=Z: keep kappa = 1 unless the best kappa beats it by this many "
         "standard errors on the val queries (0: always the best of the grid)",
     )  # fmt: skip
-    parser.add_argument("--max-queries", type=int, help="max_queries=N: at most N images (0: all)")
+    parser.add_argument(
+        "--max-queries", type=non_negative_int, help="max_queries=N: at most N images (0: all)"
+    )
     parser.add_argument(
         "--ann", choices=("auto", "exact", "ivfpq"),
         help="ann=KIND: search index to (re)build for the chosen κ (auto: IVF-PQ above 200k cells)",
     )  # fmt: skip
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: default)"
+    )
     add_config_arguments(parser, "calibrate", "kappa_steps=21 min_gain_z=0 top_k=10")
 
 

@@ -7,6 +7,8 @@ import logging
 import time
 from pathlib import Path
 
+from geocells.commands.validate import cell_level, positive_int
+
 HELP = "list (to Parquet) or count the S2 cells of one level that cover a region"
 
 log = logging.getLogger(__name__)
@@ -19,12 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="preset (bedenl, europe-west), a GeoJSON (Multi)Polygon file, or bbox:S,W,N,E",
     )
-    parser.add_argument("--level", type=int, required=True, help="S2 level, 0..30")
+    parser.add_argument("--level", type=cell_level, required=True, help="S2 level, 0..30")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--out", type=Path, help="write cell, token, lat, lon to this .parquet")
     action.add_argument("--count", action="store_true", help="print count, area and seconds")
     parser.add_argument("--land-only", action="store_true", help="drop cells centred at sea")
-    parser.add_argument("--chunk-size", type=int, default=1 << 20, help="cells per batch")
+    parser.add_argument("--chunk-size", type=positive_int, default=1 << 20, help="cells per batch")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from geocells.commands.validate import positive_int
+
 HELP = "inspect a dataset: images per split, ground/aerial coverage of the region, bad rows"
 
 
@@ -20,7 +22,7 @@ def _levels(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``check DATASET [--json] [--strict] [--levels 15,16] [--images header]``."""
+    """``check DATASET [--json] [--strict] [--levels 15,16] [--fast | --images MODE]``."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     check = actions.add_parser("check", help="print what the dataset holds and covers")
     check.add_argument("dataset", type=Path, help="dataset folder")
@@ -35,13 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     check.add_argument(
         "--images",
-        choices=("header", "decode", "off"),
-        default="header",
-        help="check images: header (default), full decode, or off",
+        choices=("decode", "header", "off"),
+        default=None,
+        help="check images: full decode (default), header (what --fast does), or off",
+    )
+    check.add_argument(
+        "--fast",
+        action="store_true",
+        help="check image headers and end markers only, without decoding (much faster)",
     )
     check.add_argument(
         "--image-sample",
-        type=int,
+        type=positive_int,
         default=100_000,
         help="check at most this many images, a fixed sample of larger sets (default 100000)",
     )
@@ -53,6 +60,7 @@ def main(args: argparse.Namespace) -> int:
     from geocells.data.dataset import Dataset
 
     dataset = Dataset.open(args.dataset, strict=args.strict)
-    report = check_dataset(dataset, args.levels, args.images, args.image_sample)
+    images = args.images or ("header" if args.fast else "decode")
+    report = check_dataset(dataset, args.levels, images, args.image_sample)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 2 if args.strict and report["problems"] else 0

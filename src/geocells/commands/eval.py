@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
+from geocells.commands.validate import positive_int, split_name
 
 HELP = "evaluate a database and the baselines on a split; write metrics.json and report.html"
 
@@ -19,11 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="dataset folder (default: the one the database was built from)",
     )
-    parser.add_argument("--split", default="test", help="split of the queries (default: test)")
+    parser.add_argument(
+        "--split", type=split_name, default="test", help="split of the queries (default: test)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="report folder to write")
     parser.add_argument("--overwrite", action="store_true", help="redo a finished report")
     # Spelled-out overrides of EvalOptions (no defaults here: the dataclass has them).
-    parser.add_argument("--top-k", type=int, help="top_k=N: answers kept per query (R@k)")
+    parser.add_argument("--top-k", type=positive_int, help="top_k=N: answers kept per query (R@k)")
     parser.add_argument(
         "--no-baselines",
         action="store_true",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geocells.commands.validate import cell_level, positive_int
+
 HELP = "import a dataset as distributed (VIGOR, OSV-5M, CSV/MP-16, MSLS, EXIF photo folder)"
 SOURCES = ("vigor", "osv5m", "csv", "msls", "photos")
 
@@ -54,11 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fitted region: distance kept around every image (default 500 m)",
     )
     shared.add_argument(
-        "--cell-level", type=int, default=16, help="level the memory guard counts (default 16)"
+        "--cell-level",
+        type=cell_level,
+        default=16,
+        help="level the memory guard counts (default 16)",
     )
     shared.add_argument(
         "--max-region-cells",
-        type=int,
+        type=positive_int,
         default=30_000_000,
         help="refuse a region with more cells than this at --cell-level (default 30 M)",
     )

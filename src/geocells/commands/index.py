@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
+from geocells.commands.validate import cell_level, non_negative_int, positive_int
 
 HELP = "build the cell-code database of a trained run (or: index merge PARTS... --out DB)"
 
@@ -29,11 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Spelled-out overrides of IndexConfig (no defaults here: the dataclass has them).
     parser.add_argument("--rotations", type=int, choices=(1, 4), help="rotations=N")
     parser.add_argument("--upsample", choices=("parent", "bilinear"), help="upsample=METHOD")
-    parser.add_argument("--cell-level", type=int, help="cell_level=L (default: the model's)")
-    parser.add_argument("--chunk-size", type=int, help="chunk_size=N (cells per chunk file)")
-    parser.add_argument("--batch-size", type=int, help="batch_size=N (tiles per encoder call)")
+    parser.add_argument("--cell-level", type=cell_level, help="cell_level=L (default: the model's)")
+    parser.add_argument(
+        "--chunk-size", type=positive_int, help="chunk_size=N (cells per chunk file)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, help="batch_size=N (tiles per encoder call)"
+    )
     parser.add_argument("--land-only", action="store_const", const=True, help="land_only=true")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: default)"
+    )
     parser.add_argument("--no-progress", action="store_const", const=False, help="progress=false")
     add_config_arguments(parser, "index", "upsample=parent rotations=4 chunk_size=4096")
 

@@ -5,19 +5,30 @@ from __future__ import annotations
 import argparse
 import sys
 
+from geocells.commands.validate import non_negative_int, positive_int
+
 HELP = "locate photos (files or folders) in a database: top-k cells with confidence"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``geocells locate``."""
+    parser.epilog = (
+        "Exit status: 0 when every image was located; 1 when any image failed (each failure "
+        "is in the output, in every --format, and on standard error); 2 on bad arguments or "
+        "an unusable database."
+    )
     parser.add_argument("db", help="database folder built by `geocells index`")
     parser.add_argument("images", nargs="+", help="image files and/or folders (walked recursively)")
-    parser.add_argument("--top-k", type=int, default=5, help="candidates per image")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per image")
     parser.add_argument("--format", default="json", choices=("json", "csv", "geojson"))
     parser.add_argument("--out", help="write here instead of standard output")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per encoder call")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=32, help="images per encoder call"
+    )
     parser.add_argument("--backend", default="auto", choices=("auto", "exact", "ivfpq"))
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: default)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--panorama",
@@ -29,17 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Locate every readable image; exit 1 if any image failed."""
-    from pathlib import Path
-
     import torch
 
+    from geocells.io import write_text
     from geocells.locate import Localizer
     from geocells.locate.formats import find_images, locate_files, render
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
     localizer = Localizer.load(args.db, backend=args.backend, batch_size=args.batch_size)
     paths, failures = find_images(args.images)
     results, unreadable = locate_files(
@@ -48,15 +56,12 @@ def main(args: argparse.Namespace) -> int:
     failures += unreadable
     text = render(results, failures, args.format)
     if args.out:
-        Path(args.out).write_text(text)
+        write_text(args.out, text)  # atomic: a failed write keeps the previous results
     else:
         sys.stdout.write(text)
     for image, reason in failures:
         print(f"geocells locate: {image}: {reason}", file=sys.stderr)
     if failures:
-        print(
-            f"geocells locate: {len(failures)} of {len(paths) + len(failures) - len(unreadable)} "
-            "images failed",
-            file=sys.stderr,
-        )
+        total = len(results) + len(failures)
+        print(f"geocells locate: {len(failures)} of {total} images failed", file=sys.stderr)
     return 1 if failures else 0

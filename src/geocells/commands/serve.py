@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from geocells.commands.validate import non_negative_int, port, positive_float, positive_int
+
 HELP = "serve a database over HTTP: POST /locate, map tiles, and a page at /"
 TOKEN_ENV = "GEOCELLS_TOKEN"
 
@@ -16,10 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ServeConfig()
     parser.add_argument("db", help="database folder built by `geocells index`")
     parser.add_argument("--host", default=defaults.host, help="address to bind (default: loopback)")
-    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--port", type=port, default=defaults.port)
     parser.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=defaults.workers,
         help="worker processes, each loads the model (the DB arrays are shared)",
     )
@@ -37,12 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--aerial", default="", help="aerial source for the map (default: the DB's dataset aerial/)"
     )
-    parser.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb)
+    parser.add_argument("--max-upload-mb", type=positive_float, default=defaults.max_upload_mb)
     parser.add_argument(
-        "--max-files", type=int, default=defaults.max_files, help="images per request"
+        "--max-files", type=positive_int, default=defaults.max_files, help="images per request"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="most images per encoder call"
+        "--batch-size",
+        type=positive_int,
+        default=defaults.batch_size,
+        help="most images per encoder call",
     )
     parser.add_argument(
         "--batch-window-ms",
@@ -51,10 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long a batch waits to fill",
     )
     parser.add_argument(
-        "--queue-size", type=int, default=defaults.queue_size, help="images waiting before 503"
+        "--queue-size",
+        type=positive_int,
+        default=defaults.queue_size,
+        help="images waiting before 503",
     )
     parser.add_argument("--backend", default="auto", choices=("auto", "exact", "ivfpq"))
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: default)"
+    )
     parser.add_argument("--no-access-log", action="store_true", help="no line per request")
 
 

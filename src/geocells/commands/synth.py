@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from geocells.commands.options import accept_overrides_anywhere
+from geocells.commands.validate import positive_int
 
 HELP = "generate a synthetic dataset (procedural world), or preview a dataset"
 
@@ -34,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a different dataset in --out"
     )
-    parser.add_argument("--rows", type=int, default=6, help="preview: number of aerial tiles")
+    parser.add_argument(
+        "--rows", type=positive_int, default=6, help="preview: number of aerial tiles"
+    )
     accept_overrides_anywhere(parser)
 
 

@@ -5,7 +5,7 @@ level, the cells with at least one train image and the images per covered cell; 
 share of the region's cells without any train image; for val/test, the share of images
 in cells that have train images; the share of ground images outside the region; the
 share of region cell centres (prototype level) inside the aerial coverage; and the images
-that fail a header (or full decode) check (all of them, or a fixed sample of
+that fail a full decode (or, faster, a header) check (all of them, or a fixed sample of
 ``image_sample`` rows of a larger manifest).
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from geocells.data.bad_rows import bad_row_kinds
 from geocells.data.dataset import Dataset
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 # Above this many region cells at a level the exact uncovered share is skipped (memory).
 MAX_REGION_CELLS = 10_000_000
 DEFAULT_IMAGE_SAMPLE = 100_000
+LISTED = 20  # problem rows kept in the report (the JSON); the text shows SHOWN of them
+SHOWN = 10
 
 
 def _geo():
@@ -60,7 +63,7 @@ def _covered_share(train_cells: np.ndarray, lat: np.ndarray, lon: np.ndarray, le
     return float(np.isin(latlng_to_cell(lat, lon, level), train_cells).mean())
 
 
-def check_images(manifest, mode: str = "header", sample: int = DEFAULT_IMAGE_SAMPLE):
+def check_images(manifest, mode: str = "decode", sample: int = DEFAULT_IMAGE_SAMPLE):
     """Images that fail ``check_image``: {mode, checked, of, unreadable, first}."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -88,18 +91,18 @@ def check_images(manifest, mode: str = "header", sample: int = DEFAULT_IMAGE_SAM
         "checked": len(rows),
         "of": len(manifest),
         "unreadable": len(found),
-        "first": found[:20],
+        "first": found[:LISTED],
     }
 
 
 def check_dataset(
     dataset: Dataset,
     levels: tuple[int, ...] = (15, 16),
-    image_check: str = "header",
+    image_check: str = "decode",
     image_sample: int = DEFAULT_IMAGE_SAMPLE,
 ) -> dict[str, Any]:
     """Build the report (parts that are missing are reported as such, not raised);
-    ``image_check`` is ``header``, ``decode`` or ``off``."""
+    ``image_check`` is ``decode`` (full decode), ``header`` (faster) or ``off``."""
     report: dict[str, Any] = {"dataset": str(dataset.root), "problems": []}
     region = _load_part(dataset, "region", report)
     manifest = _load_part(dataset, "manifest", report)
@@ -108,7 +111,8 @@ def check_dataset(
         report["images"] = manifest.counts()
         report["bad_rows"] = {
             "count": len(manifest.bad_rows),
-            "first": [str(b) for b in manifest.bad_rows[:20]],
+            "kinds": dict(bad_row_kinds(manifest.bad_rows).most_common()),
+            "first": [str(b) for b in manifest.bad_rows[:LISTED]],
         }
         train = manifest.split("train")
         report["levels"] = {}
@@ -128,7 +132,8 @@ def check_dataset(
     if region is not None and aerial is not None:
         report["aerial"] = _aerial_coverage(region, aerial, min(levels))
     if manifest is not None and manifest.bad_rows:
-        report["problems"].append(f"{len(manifest.bad_rows)} bad manifest rows")
+        kinds = ", ".join(f"{n} × {kind}" for kind, n in report["bad_rows"]["kinds"].items())
+        report["problems"].append(f"{len(manifest.bad_rows)} bad manifest rows ({kinds})")
     if manifest is not None and image_check != "off":
         images = report["image_check"] = check_images(manifest, image_check, image_sample)
         if images["unreadable"]:
@@ -167,8 +172,10 @@ def format_report(report: dict[str, Any]) -> str:
     if "images" in report:
         images = report["images"]
         lines.append("images      " + "  ".join(f"{k} {v:>8,}" for k, v in images.items()))
-        lines.append(f"bad rows    {report['bad_rows']['count']:,}")
-        lines.extend(f"  {row}" for row in report["bad_rows"]["first"][:5])
+        bad = report["bad_rows"]
+        kinds = ", ".join(f"{n:,} × {kind}" for kind, n in bad.get("kinds", {}).items())
+        lines.append(f"bad rows    {bad['count']:,}" + (f" ({kinds})" if kinds else ""))
+        lines.extend(_listed(bad["first"], bad["count"]))
     for level, stats in report.get("levels", {}).items():
         lines.append(f"level {level}")
         uncovered = stats.get("region_cells_without_train_image")
@@ -187,7 +194,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{'unreadable images':<30} {checked['unreadable']:,} of {checked['checked']:,} "
             f"checked ({checked['mode']}; {checked['of']:,} rows)"
         )
-        lines.extend(f"  {row}" for row in checked["first"][:5])
+        lines.extend(_listed(checked["first"], checked["unreadable"]))
     if "images_outside_region" in report:
         lines.append(f"{'images outside the region':<30} {report['images_outside_region']:,}")
     if "aerial" in report:
@@ -196,6 +203,14 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{name:<30} {_percent(covered)} of the region")
     lines.extend(f"PROBLEM: {problem}" for problem in report["problems"])
     return "\n".join(lines)
+
+
+def _listed(first: list[str], count: int) -> list[str]:
+    """The first ``SHOWN`` problem rows, indented, and ``... and K more`` for the rest."""
+    lines = [f"  {row}" for row in first[:SHOWN]]
+    if count > SHOWN:
+        lines.append(f"  ... and {count - SHOWN:,} more (--json lists the first {LISTED})")
+    return lines
 
 
 def _percent(value) -> str:

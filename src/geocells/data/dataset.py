@@ -6,16 +6,22 @@ Layout (docs/architecture.md)::
     DATASET/world.json               synthetic worlds only: seed + resolved synth config
     DATASET/ground/manifest.parquet  (or manifest.csv) paths relative to the manifest
     DATASET/ground/images/...
+    DATASET/ground/image_roots.txt   optional: image folders outside DATASET (one per line,
+                                     relative to ground/ like manifest paths; imports write it)
     DATASET/aerial/                  GeoTIFFs, an XYZ folder, MBTiles, or tileset.json
 
 Parts are loaded lazily on first access, so a dataset with only some parts (an imported
 ground set waiting for its aerial imagery) still opens; a missing part raises an error
-naming the path and what belongs there.
+naming the path and what belongs there. Manifest paths must stay inside the dataset
+folder or a folder of ``ground/image_roots.txt`` (where imports keep their images); a row
+leading elsewhere (``../../etc/passwd``) is a bad row.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +37,7 @@ WORLD_FILE = "world.json"
 GROUND_DIR = "ground"
 IMAGES_DIR = "ground/images"
 MANIFEST_FILES = ("ground/manifest.parquet", "ground/manifest.csv")
+IMAGE_ROOTS_FILE = "ground/image_roots.txt"
 AERIAL_DIR = "aerial"
 
 
@@ -76,7 +83,8 @@ class Dataset:
     @cached_property
     def manifest(self) -> GroundManifest:
         """The validated ground manifest (bad rows skipped unless ``strict``)."""
-        return GroundManifest.read(self.manifest_path, self.strict, self.check_files)
+        inside = [self.root, *read_image_roots(self.root)]
+        return GroundManifest.read(self.manifest_path, self.strict, self.check_files, inside)
 
     @property
     def has_aerial(self) -> bool:
@@ -118,3 +126,33 @@ class Dataset:
             return json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from err
+
+
+def read_image_roots(root: Path) -> list[Path]:
+    """The image folders outside ``root`` that its ``ground/image_roots.txt`` declares."""
+    path = root / IMAGE_ROOTS_FILE
+    if not path.is_file():
+        return []
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    folders = [line for line in lines if line and not line.startswith("#")]
+    return [Path(os.path.normpath(root / GROUND_DIR / folder)) for folder in folders]
+
+
+def image_roots_of(paths: Sequence[str], root: Path) -> list[Path]:
+    """The folders holding the (absolute) image ``paths`` that are outside ``root``: per
+    top-level directory, the deepest folder common to its images."""
+    prefix = str(root).rstrip(os.sep) + os.sep
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        if path and not path.startswith(prefix):
+            folder = os.path.dirname(path.split("!/", 1)[0])  # ARCHIVE.zip!/MEMBER
+            groups.setdefault(Path(folder).parts[:2][-1], []).append(folder)
+    return sorted(Path(os.path.commonpath(folders)) for folders in groups.values())
+
+
+def write_image_roots(path: Path, folders: Sequence[Path], root: Path) -> None:
+    """Write ``folders`` to ``path`` (an ``image_roots.txt`` of dataset ``root``)."""
+    ground = root / GROUND_DIR
+    lines = [os.path.relpath(folder, ground) for folder in folders]
+    header = "# image folders outside this dataset its manifest may use (relative to ground/)"
+    path.write_text("\n".join([header, *lines]) + "\n")

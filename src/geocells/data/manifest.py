@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from geocells.data.bad_rows import BadRow, Problems, check_inside, describe_bad_rows
 from geocells.data.files import missing_files
 
 logger = logging.getLogger(__name__)
@@ -33,31 +32,6 @@ OPTIONAL_COLUMNS = ("heading", "fov", "captured_at")
 COLUMNS = ("image_id", "path", "lat", "lon", "heading", "fov", "captured_at", "split")
 # Manifests up to this many rows have their files checked when check_files is None.
 AUTO_CHECK_FILES_MAX_ROWS = 2_000_000
-_MAX_LISTED = 20
-
-
-@dataclass(frozen=True)
-class BadRow:
-    """One rejected manifest row: 1-based data row number, its id (if any) and why."""
-
-    row: int
-    image_id: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"row {self.row} (image_id {self.image_id!r}): {self.reason}"
-
-
-class Problems(dict):
-    """Row index -> [(kind, message)] for the rows that have problems (sparse)."""
-
-    def add(self, row: int, kind: str, message: str) -> None:
-        """Record one problem of a row; ``kind`` groups problems in the summary."""
-        self.setdefault(int(row), []).append((kind, message))
-
-    def mentions(self, row: int, column: str) -> bool:
-        """Whether a problem about ``column`` was already recorded for ``row``."""
-        return any(message.startswith(column + " ") for _, message in self.get(int(row), ()))
 
 
 def _string_column(table: pa.Table, name: str) -> np.ndarray:
@@ -152,18 +126,23 @@ class GroundManifest:
 
     @classmethod
     def read(
-        cls, path: str | Path, strict: bool = False, check_files: bool | None = None
+        cls,
+        path: str | Path,
+        strict: bool = False,
+        check_files: bool | None = None,
+        inside: Sequence[str | Path] | None = None,
     ) -> GroundManifest:
         """Read a Parquet (``.parquet``) or CSV (``.csv``) manifest and validate every row.
 
         ``check_files=None`` checks that image files exist when the manifest has at most
-        ``AUTO_CHECK_FILES_MAX_ROWS`` rows.
+        ``AUTO_CHECK_FILES_MAX_ROWS`` rows; ``inside``: see ``from_table``.
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"manifest not found: {path}")
         table = _read_table(path)
-        return cls.from_table(table, path.resolve().parent, strict, check_files, source=path)
+        base = path.resolve().parent
+        return cls.from_table(table, base, strict, check_files, source=path, inside=inside)
 
     @classmethod
     def from_table(
@@ -173,8 +152,14 @@ class GroundManifest:
         strict: bool = False,
         check_files: bool | None = None,
         source: Path | None = None,
+        inside: Sequence[str | Path] | None = None,
     ) -> GroundManifest:
-        """Validate an Arrow table; relative paths are resolved against ``base_dir``."""
+        """Validate an Arrow table; relative paths are resolved against ``base_dir``.
+
+        ``inside``: the folders image paths must stay in (a dataset folder first, then the
+        image folders it declares); a path leading elsewhere (``../../etc/passwd``, an
+        absolute path) is a bad row. None: no such check.
+        """
         where = f"manifest {source}" if source else "manifest"
         missing_columns = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
         if missing_columns:
@@ -203,21 +188,30 @@ class GroundManifest:
             problems.add(i, "bad fov", f"fov {float(fov[i])!r} outside (0, 360]")
         columns.update(lat=lat, lon=lon, heading=np.mod(heading, 360.0), fov=fov)
         _check_ids_and_splits(columns, problems)
-        columns["path"] = _absolute_paths(columns["path"], str(base_dir))
+        written = columns["path"]
+        columns["path"] = _absolute_paths(written, str(base_dir))
+        outside = np.zeros(n, dtype=bool)
+        if inside is not None:  # such a row is refused without looking at its file
+            folders = [str(folder) for folder in inside]
+            outside = check_inside(written, columns["path"], folders, problems)
         if check_files is None:
             check_files = n <= AUTO_CHECK_FILES_MAX_ROWS
         if check_files:
-            has_path = columns["path"] != ""
+            has_path = (columns["path"] != "") & ~outside
             missing = np.zeros(n, dtype=bool)
             missing[has_path] = missing_files(columns["path"][has_path])
             for i in np.flatnonzero(missing):
                 problems.add(i, "missing file", f"file not found: {columns['path'][i]}")
         bad = [
-            BadRow(i + 1, str(columns["image_id"][i]), "; ".join(m for _, m in problems[i]))
+            BadRow(
+                i + 1,
+                str(columns["image_id"][i]),
+                "; ".join(m for _, m in problems[i]),
+                tuple(dict.fromkeys(kind for kind, _ in problems[i])),
+            )
             for i in sorted(problems)
         ]
-        kinds = Counter(kind for found in problems.values() for kind, _ in found)
-        _report_bad_rows(bad, kinds, where, strict, n)
+        _report_bad_rows(bad, where, strict, n)
         keep = np.ones(n, dtype=bool)
         keep[list(problems)] = False
         return cls({k: v[keep] for k, v in columns.items()}, bad, source)
@@ -380,13 +374,10 @@ def _absolute_paths(paths: np.ndarray, base_dir: str) -> np.ndarray:
     return joined
 
 
-def _report_bad_rows(bad: list[BadRow], kinds: Counter, where: str, strict: bool, n: int) -> None:
-    """Raise (strict) or log a summary of the bad rows."""
+def _report_bad_rows(bad: list[BadRow], where: str, strict: bool, n: int) -> None:
+    """Raise (strict) or log every kind of bad row with its count and the first rows."""
     if not bad:
         return
-    listed = "\n  ".join(str(b) for b in bad[:_MAX_LISTED])
-    more = f"\n  ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
     if strict:
-        raise ValueError(f"{where}: {len(bad)} of {n} rows are bad:\n  {listed}{more}")
-    summary = ", ".join(f"{count} × {kind}" for kind, count in kinds.most_common(5))
-    logger.warning("%s: skipped %d of %d rows (%s); first: %s", where, len(bad), n, summary, bad[0])
+        raise ValueError(f"{where}: {len(bad)} of {n} rows are bad {describe_bad_rows(bad)}")
+    logger.warning("%s: skipped %d of %d rows %s", where, len(bad), n, describe_bad_rows(bad))

@@ -37,9 +37,12 @@ def cell_histograms(database, data, cache: Path, px: int, progress: bool) -> np.
 
     path = cache / f"cell_histograms_{px}px.npy"
     if path.is_file():
-        histograms = np.load(path)
-        if histograms.shape[0] == len(database):
-            return histograms
+        try:
+            histograms = np.load(path, allow_pickle=False)
+            if histograms.shape[0] == len(database):
+                return histograms
+        except (OSError, ValueError, EOFError) as err:  # a cache: rebuilt, not fatal
+            logger.warning("ignoring unreadable cache %s (%s): computing it again", path, err)
     lat, lon = cell_to_latlng(np.asarray(database.cells, dtype=np.uint64))
     histograms = aerial_cell_histograms(
         data.aerial, lat, lon, database.meta.tile_size_m, px, progress=progress

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from geocells.config import require_at_least
 from geocells.data.dataset import Dataset
 from geocells.data.manifest import SPLITS
 from geocells.db.store import Database
@@ -55,6 +57,10 @@ class EvalOptions:
     compare_ivfpq: bool = True
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        require_at_least(self, 1, ("top_k", "batch_size", "histogram_px"), "eval")
+        require_at_least(self, 0, ("examples_per_kind",), "eval")
+
 
 @dataclass
 class QuerySet:
@@ -82,13 +88,16 @@ def embed_split(
 
     cache_file = cache / f"{tag}-{model_tag}.npz"
     if cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as data:
-            if data["image_id"].tolist() == [str(i) for i in manifest.image_id]:
-                logger.info("reusing cached embeddings %s", cache_file)
-                return _query_set(manifest, np.ones(len(manifest), bool), data)
-            ok = np.isin(manifest.image_id.astype(str), data["image_id"])
-            if ok.sum() == len(data["image_id"]):
-                return _query_set(manifest, ok, data)
+        try:
+            with np.load(cache_file, allow_pickle=False) as data:
+                if data["image_id"].tolist() == [str(i) for i in manifest.image_id]:
+                    logger.info("reusing cached embeddings %s", cache_file)
+                    return _query_set(manifest, np.ones(len(manifest), bool), data)
+                ok = np.isin(manifest.image_id.astype(str), data["image_id"])
+                if ok.sum() == len(data["image_id"]):
+                    return _query_set(manifest, ok, data)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a cache
+            logger.warning("ignoring unreadable cache %s (%s): embedding again", cache_file, err)
     n = len(manifest)
     if n == 0:
         logger.warning("the %s split has no images", tag)

@@ -28,22 +28,41 @@ Failures = list[tuple[str, str]]
 
 
 def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], Failures]:
-    """Files as given, plus the image files under folders (recursive, sorted)."""
+    """Files as given, plus the candidate images under folders (recursive, sorted).
+
+    In a folder a file is a candidate when its suffix is an image suffix or it has no
+    suffix at all (decoding decides); hidden files and other suffixes (``notes.txt``) are
+    left out. Broken symbolic links and missing inputs are failures, never dropped.
+    """
     paths: list[Path] = []
     failures: Failures = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not found:
+            found, broken = _folder_images(item)
+            failures.extend((str(p), "broken symbolic link") for p in broken)
+            if not found and not broken:
                 log.warning("locate: no images in folder %s", item)
             paths.extend(found)
         elif item.exists():
             paths.append(item)
+        elif item.is_symlink():
+            failures.append((str(item), "broken symbolic link"))
         else:
             failures.append((str(item), "no such file or folder"))
     return paths, failures
+
+
+def _folder_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(candidate image files, broken symbolic links) below ``folder``, sorted."""
+    found, broken = [], []
+    for path in sorted(folder.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if path.is_symlink() and not path.exists():
+            broken.append(path)
+        elif path.is_file() and path.suffix.lower() in (*IMAGE_SUFFIXES, ""):
+            found.append(path)
+    return found, broken
 
 
 def locate_files(
@@ -89,11 +108,12 @@ def to_json(results: Results, failures: Failures) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
-def to_csv(results: Results) -> str:
-    """One row per (image, rank): ``image,rank,lat,lon,token,score,confidence``."""
+def to_csv(results: Results, failures: Failures = ()) -> str:
+    """One row per (image, rank): ``image,rank,lat,lon,token,score,confidence,error``;
+    a failed image is one row with only ``image`` and ``error``."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["image", "rank", "lat", "lon", "token", "score", "confidence"])
+    writer.writerow(["image", "rank", "lat", "lon", "token", "score", "confidence", "error"])
     for image, predictions in results:
         for rank, p in enumerate(predictions, start=1):
             writer.writerow(
@@ -105,13 +125,17 @@ def to_csv(results: Results) -> str:
                     p.token,
                     f"{p.score:.6f}",
                     "" if p.confidence != p.confidence else f"{p.confidence:.4f}",
+                    "",
                 ]
             )
+    for image, reason in failures:
+        writer.writerow([image, "", "", "", "", "", "", reason])
     return buffer.getvalue()
 
 
-def to_geojson(results: Results) -> dict[str, Any]:
-    """A FeatureCollection: a Point per prediction and the Polygon of each top-k cell."""
+def to_geojson(results: Results, failures: Failures = ()) -> dict[str, Any]:
+    """A FeatureCollection: a Point per prediction and the Polygon of each top-k cell; a
+    failed image is a Feature without geometry, ``kind: "failure"`` and its ``error``."""
     import numpy as np
 
     features = []
@@ -142,6 +166,9 @@ def to_geojson(results: Results) -> dict[str, Any]:
                     "properties": {**properties, "kind": "cell"},
                 }
             )
+    for image, reason in failures:
+        properties = {"image": image, "kind": "failure", "error": reason}
+        features.append({"type": "Feature", "geometry": None, "properties": properties})
     return {"type": "FeatureCollection", "features": features}
 
 
@@ -151,11 +178,11 @@ def _signed_area(ring: list[list[float]]) -> float:
 
 
 def render(results: Results, failures: Failures, fmt: str) -> str:
-    """The text of ``results`` in ``fmt`` (json | csv | geojson)."""
+    """The text of ``results`` and ``failures`` in ``fmt`` (json | csv | geojson)."""
     if fmt == "json":
         return to_json(results, failures)
     if fmt == "csv":
-        return to_csv(results)
+        return to_csv(results, failures)
     if fmt == "geojson":
-        return json.dumps(to_geojson(results)) + "\n"
+        return json.dumps(to_geojson(results, failures)) + "\n"
     raise ValueError(f"unknown output format {fmt!r}; valid: {', '.join(FORMATS)}")

@@ -75,6 +75,8 @@ class Localizer:
         self.database = database
         self.model = model
         self.searcher = searcher
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.confidence = confidence
         self.batch_size = batch_size
 

@@ -26,9 +26,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"cannot read pretrained weights {path}: {err}") from None
     if path.suffix not in (".pth", ".pt", ".bin"):
         raise ValueError(
             f"pretrained weights {path}: unsupported suffix {path.suffix!r} "

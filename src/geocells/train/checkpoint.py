@@ -98,18 +98,26 @@ def save_checkpoint(
     """Write checkpoint files for ``position['step']``, update ``last.*``, prune old ones."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"step-{position['step']:08d}"
-    weights = save_model(model, folder / f"{stem}.safetensors")
-    tensors, rng_meta = rng_state()
-    optim_meta = {name: _split_optimizer(name, opt, tensors) for name, opt in optimizers.items()}
-    save_file(tensors, str(folder / f"{stem}.optim.safetensors"))
-    meta = {
-        **position,
-        "weights": weights.name,
-        "config": model.card.experiment,
-        "optimizers": optim_meta,
-        "rng": rng_meta,
-    }
-    write_json(folder / f"{stem}.json", meta, indent=None)
+    complete_before = (folder / f"{stem}.json").is_file()
+    try:  # every file atomic, the JSON last: a step without its JSON is no checkpoint
+        weights = save_model(model, folder / f"{stem}.safetensors")
+        tensors, rng_meta = rng_state()
+        optim_meta = {name: _split_optimizer(name, o, tensors) for name, o in optimizers.items()}
+        with atomic_write(folder / f"{stem}.optim.safetensors") as temporary:
+            save_file(tensors, str(temporary))
+        meta = {
+            **position,
+            "weights": weights.name,
+            "config": model.card.experiment,
+            "optimizers": optim_meta,
+            "rng": rng_meta,
+        }
+        write_json(folder / f"{stem}.json", meta, indent=None)
+    except OSError:  # e.g. a full disk: drop this step's pieces, the older checkpoints stay
+        if not complete_before:
+            for suffix in SUFFIXES:
+                (folder / f"{stem}{suffix}").unlink(missing_ok=True)
+        raise
     for suffix in SUFFIXES:
         _link(folder / f"{stem}{suffix}", folder / f"last{suffix}")
     steps = sorted(folder.glob("step-*.json"))
@@ -120,21 +128,72 @@ def save_checkpoint(
     return weights
 
 
+def checkpoint_stems(folder: Path) -> list[str]:
+    """Stems to resume from, best first: ``step-*`` newest first, then ``last``.
+
+    The step files are complete (their JSON is written last); ``last.*`` are links made
+    one by one afterwards, so they are only the fallback of a folder without step files.
+    """
+    steps = sorted((p.name[: -len(".json")] for p in folder.glob("step-*.json")), reverse=True)
+    return steps + (["last"] if (folder / "last.json").is_file() else [])
+
+
 def load_checkpoint(
     folder: Path, model: GeoModel, optimizers: dict[str, torch.optim.Optimizer]
-) -> dict:
-    """Restore model, optimisers and RNG from ``folder/last.*``; returns the position."""
-    meta_path = folder / "last.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"nothing to resume: {meta_path} not found")
-    meta = json.loads(meta_path.read_text())
-    weights = load_file(str(folder / "last.safetensors"))
-    missing = sorted(set(model.state_dict()) - set(weights))
-    if missing:
-        raise ValueError(f"checkpoint {folder / 'last.safetensors'} lacks {missing[:5]}")
-    model.load_state_dict(weights, strict=True)
-    tensors = load_file(str(folder / "last.optim.safetensors"))
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(_join_optimizer(name, meta["optimizers"][name], tensors))
-    set_rng_state(tensors, meta["rng"])
-    return {k: meta[k] for k in ("step", "epoch", "batch", "elapsed_s")}
+) -> dict | None:
+    """Restore model, optimisers and RNG from the newest intact checkpoint in ``folder``;
+    returns its position, or None when ``folder`` holds no checkpoint at all.
+
+    A checkpoint that cannot be read (a corrupt file, a write cut short) is reported by
+    name and the next older one is tried; when none can be read the error lists them all.
+    """
+    failures = []
+    for stem in checkpoint_stems(folder):
+        try:
+            position = _load(folder, stem, model, optimizers)
+        except CheckpointError as err:
+            failures.append(str(err))
+            continue
+        if failures:
+            logger.warning(
+                "%s; resuming from the newest intact checkpoint, %s (step %d)",
+                "; ".join(failures), folder / f"{stem}.safetensors", position["step"],
+            )  # fmt: skip
+        return position
+    if failures:
+        raise CheckpointError(
+            f"no checkpoint in {folder} can be read:\n  " + "\n  ".join(failures)
+            + "\nstart over with --overwrite (or restore the files)"
+        )  # fmt: skip
+    return None
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+def _load(folder: Path, stem: str, model: GeoModel, optimizers: dict) -> dict:
+    """Restore one checkpoint (``stem``.*); ``CheckpointError`` naming the bad file."""
+    from safetensors import SafetensorError
+
+    meta_path = folder / f"{stem}.json"
+    weights_path = folder / f"{stem}.safetensors"
+    optim_path = folder / f"{stem}.optim.safetensors"
+    current = meta_path
+    try:
+        meta = json.loads(meta_path.read_text())
+        current = weights_path
+        weights = load_file(str(weights_path))
+        missing = sorted(set(model.state_dict()) - set(weights))
+        if missing:
+            raise ValueError(f"lacks {missing[:5]}")
+        model.load_state_dict(weights, strict=True)
+        current = optim_path
+        tensors = load_file(str(optim_path))
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(_join_optimizer(name, meta["optimizers"][name], tensors))
+        set_rng_state(tensors, meta["rng"])
+        return {k: meta[k] for k in ("step", "epoch", "batch", "elapsed_s")}
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+        reason = " ".join(str(err).split())[:300]
+        raise CheckpointError(f"checkpoint {current} is unusable ({reason})") from None

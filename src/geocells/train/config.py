@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from geocells.config import ConfigError, load_preset, resolve_config
+from geocells.config import ConfigError, load_preset, require_at_least, resolve_config
 from geocells.models.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -175,6 +175,12 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
         )
     if cfg.train.batch_size < 2:
         raise ConfigError("train.batch_size must be >= 2 (the loss needs negatives)")
+    sizes = ("epochs", "checkpoint_every", "keep_checkpoints", "val_max_cells", "log_every")
+    require_at_least(cfg.train, 1, sizes, "train")
+    require_at_least(
+        cfg.train, 0, ("max_steps", "max_minutes", "val_max_queries", "threads"), "train"
+    )
+    require_at_least(cfg.data, 0, ("workers", "aerial_only_per_batch"), "data")
     return cfg
 
 

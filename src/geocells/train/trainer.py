@@ -4,7 +4,7 @@ run(cfg, dataset, out) builds the model over the region's level-Lp cells, plans 
 epoch's batches from (seed, epoch), trains with AdamW (encoders) + a sparse optimiser
 (prototypes), validates at every epoch end, checkpoints every ``checkpoint_every`` steps
 and on Ctrl-C (a flag checked between steps, so a checkpoint never holds half a step),
-and resumes exactly from ``checkpoints/last.*``.
+and resumes exactly from the newest intact checkpoint (``train.checkpoint``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from geocells.config import ConfigError, config_to_dict, load_config, save_config
 from geocells.io import RunInfo, dataset_fingerprint
 from geocells.models.geomodel import GeoModel, build_model
-from geocells.train.checkpoint import load_checkpoint, save_checkpoint
+from geocells.train.checkpoint import checkpoint_stems, load_checkpoint, save_checkpoint
 from geocells.train.config import ExperimentConfig, check_config
 from geocells.train.distributed import (
     DistInfo,
@@ -81,6 +81,26 @@ def _prepare_run_dir(
     return cfg
 
 
+def _check_resume_dataset(out: Path, root: Path, fingerprint: str) -> None:
+    """``--resume`` trains on the dataset the run was made with (``run.json`` records it)."""
+    if not (out / RunInfo.FILE).is_file():
+        return  # a run older than run.json: nothing to compare with
+    recorded = RunInfo.load(out)
+    if recorded.dataset_sha256 and recorded.dataset_sha256 != fingerprint:
+        raise ValueError(
+            f"--resume: run {out} was trained on dataset {recorded.dataset}, and {root} is "
+            "another dataset (its region.geojson, world.json or aerial files differ). "
+            f"Resume on the run's own: geocells train {recorded.dataset} --out {out} --resume; "
+            "or train this dataset into a new --out"
+        )
+    if recorded.dataset and recorded.dataset != str(root):
+        logger.warning(
+            "--resume: run %s was made on %s; %s has the same region and aerial files, "
+            "resuming on it",
+            out, recorded.dataset, root,
+        )  # fmt: skip
+
+
 def _total_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> int:
     total = cfg.train.epochs * steps_per_epoch
     return min(total, cfg.train.max_steps) if cfg.train.max_steps > 0 else total
@@ -126,9 +146,12 @@ def run(
     try:
         if info.is_main:
             cfg = _prepare_run_dir(out, cfg, resume, overwrite)
-            save_config(cfg, out / "config.yaml")
             root = Path(dataset_root).expanduser().resolve()
-            RunInfo(dataset=str(root), dataset_sha256=dataset_fingerprint(root)).save(out)
+            fingerprint = dataset_fingerprint(root)
+            if resume:
+                _check_resume_dataset(out, root, fingerprint)
+            save_config(cfg, out / "config.yaml")
+            RunInfo(dataset=str(root), dataset_sha256=fingerprint).save(out)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         torch.manual_seed(cfg.train.seed)
@@ -164,8 +187,12 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
     folder = out / "checkpoints"
     state = TrainState()
     if resume:
-        state = TrainState.from_dict(load_checkpoint(folder, model, optimizers))
-        logger.info("resuming at step %d (epoch %d)", state.step, state.epoch)
+        position = load_checkpoint(folder, model, optimizers)
+        if position is None:  # e.g. the disk filled up before the first checkpoint
+            logger.warning("no checkpoint in %s yet: the run starts again at step 0", folder)
+        else:
+            state = TrainState.from_dict(position)
+            logger.info("resuming at step %d (epoch %d)", state.step, state.epoch)
     if info.enabled:
         broadcast_from_main(model.prototypes.embedding.weight, info)
         encoders = torch.nn.parallel.DistributedDataParallel(
@@ -296,10 +323,20 @@ class _Loop:
         if not self.info.is_main:
             return
         self.state.elapsed_s = time.monotonic() - self.started
-        self.last_saved = save_checkpoint(
-            self.folder, self.model, self.optimizers, self.state.to_dict(),
-            self.cfg.train.keep_checkpoints,
-        )  # fmt: skip
+        try:
+            self.last_saved = save_checkpoint(
+                self.folder, self.model, self.optimizers, self.state.to_dict(),
+                self.cfg.train.keep_checkpoints,
+            )  # fmt: skip
+        except OSError as err:  # a full disk: every file is atomic, the last checkpoint stays
+            stems = checkpoint_stems(self.folder)
+            kept = self.folder / f"{stems[0]}.safetensors" if stems else "none yet: step 0"
+            raise OSError(
+                err.errno,
+                f"cannot write the checkpoint of step {self.state.step} in {self.folder} "
+                f"({err.strerror or err}); once there is space, --resume continues from the "
+                f"newest one written ({kept})",
+            ) from err
 
 
 def _all_agree(flag: bool, info: DistInfo, device: torch.device) -> bool:

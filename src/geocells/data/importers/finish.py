@@ -8,7 +8,8 @@ Order (nothing is written before every check has passed):
 4. the region is chosen (``--region``; a ``region.geojson`` of the user's kept; otherwise
    derived from the points, ``geocells.data.regionfit``) and refused when it would hold
    more than ``max_region_cells`` cells at ``cell_level``;
-5. all files are written into ``DATASET/.import-staging/`` and moved into place with
+5. all files (with ``ground/image_roots.txt``, the folders the images stay in) are
+   written into ``DATASET/.import-staging/`` and moved into place with
    ``os.replace``, the manifest last: a failed import leaves no manifest behind, so a rerun
    redoes it instead of saying "already imported".
 
@@ -28,7 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from geocells.data.dataset import AERIAL_DIR, MANIFEST_FILES, REGION_FILE
+from geocells.data.dataset import (
+    AERIAL_DIR,
+    IMAGE_ROOTS_FILE,
+    MANIFEST_FILES,
+    REGION_FILE,
+    image_roots_of,
+    write_image_roots,
+)
 from geocells.data.images import ImageLoadError, check_image
 from geocells.data.importers.common import ImportOptions, ImportResult, ImportRows
 from geocells.data.manifest import GroundManifest
@@ -69,6 +77,9 @@ def finish_import(out: Path, rows: ImportRows, options: ImportOptions) -> Import
     staging = out / STAGING_DIR
     (staging / "ground").mkdir(parents=True)
     manifest.write(staging / MANIFEST_FILES[0], relative_to=out / "ground")
+    # Images stay where they are: declare their folders, the only ones outside the dataset
+    # its manifest may point into (geocells.data.dataset).
+    write_image_roots(staging / IMAGE_ROOTS_FILE, image_roots_of(manifest.path, out), out)
     _write_report(staging / REPORT_FILE, skipped)
     if region is not None:
         region.to_geojson(staging / REGION_FILE)
@@ -187,7 +198,7 @@ def _stage_aerial(out: Path, staging: Path, aerial: dict | None) -> bool:
 
 def _commit(out: Path, staging: Path, region: bool, aerial: bool) -> None:
     """Move the staged files into place; the manifest goes last (it marks "imported")."""
-    moves = [REPORT_FILE]
+    moves = [REPORT_FILE, IMAGE_ROOTS_FILE]
     if region:
         moves.insert(0, REGION_FILE)
     if aerial:

@@ -1,0 +1,20 @@
+"""Capturing a library logger's warnings reliably under pytest-xdist."""
+
+import contextlib
+import logging
+
+__all__: list[str] = []
+
+
+@contextlib.contextmanager
+def captured_warnings(caplog, name: str):
+    """``caplog`` sees logger ``name``'s warnings even when another test in the same worker
+    reconfigured logging (a disabled logger, or one that does not propagate)."""
+    log = logging.getLogger(name)
+    log.disabled = False
+    log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger=name):
+            yield
+    finally:
+        log.removeHandler(caplog.handler)
