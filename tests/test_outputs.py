@@ -91,7 +91,9 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     with output_lock(out, KIND):
         holder = json.loads((out / LOCK).read_text())
         assert holder["pid"] == os.getpid()
-        with pytest.raises(OutputError, match=rf"being written by geocells index \(PID {os.getpid()}"):
+        with pytest.raises(
+            OutputError, match=rf"being written by geocells index \(PID {os.getpid()}"
+        ):
             with output_lock(out, KIND):
                 pass
     assert not (out / LOCK).exists()

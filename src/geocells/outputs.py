@@ -110,7 +110,9 @@ def check_ownership(folder: str | Path, kind: OutputKind) -> bool:
     if owner is None:
         foreign = [name for name in names if not kind.owns(name)]
         if foreign:
-            raise _refusal(folder, kind, f"holds {folder / foreign[0]}, which geocells did not write")
+            raise _refusal(
+                folder, kind, f"holds {folder / foreign[0]}, which geocells did not write"
+            )
     return True
 
 
@@ -173,7 +175,7 @@ def _holder_text(holder: dict) -> str:
 def _open_locked(path: Path):
     """Open ``path`` and take its exclusive ``flock``; None when another process holds it."""
     while True:
-        handle = open(path, "a+")  # noqa: SIM115 (held for the duration of the lock)
+        handle = open(path, "a+")  # held open as long as the lock is
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -206,8 +208,12 @@ def output_lock(folder: str | Path, kind: OutputKind) -> Iterator[Path]:
             )
         stale = _read_holder(handle)
         if stale.get("pid") not in (None, os.getpid()):
-            dead = "no longer running" if not _pid_alive(int(stale["pid"])) else "lock released"
-            log.warning("%s: taking over the stale lock of %s (%s)", folder, _holder_text(stale), dead)
+            pid = stale["pid"]
+            alive = isinstance(pid, int) and _pid_alive(pid)
+            dead = "lock released" if alive else "no longer running"
+            log.warning(
+                "%s: taking over the stale lock of %s (%s)", folder, _holder_text(stale), dead
+            )
         handle.seek(0)
         handle.truncate()
         started = time.strftime("%Y-%m-%dT%H:%M:%S")

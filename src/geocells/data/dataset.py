@@ -107,8 +107,8 @@ class Dataset:
             bounds = ", ".join(f"{value:.5g}" for value in self.aerial.bounds)
             raise ValueError(
                 f"dataset {self.root}: no region cell has aerial imagery (the {len(covered)} "
-                f"cell centres lie outside the aerial bounds (S, W, N, E) {bounds}; check the CRS and "
-                f"extent of the files in {self.root / AERIAL_DIR})"
+                f"cell centres lie outside the aerial bounds (S, W, N, E) {bounds}; check the "
+                f"CRS and extent of the files in {self.root / AERIAL_DIR})"
             )
         return covered
 

@@ -220,7 +220,6 @@ def build_cells(
     ``meta.json``;
     ``attach(out)`` adds files (the model copy) just before the database is marked finished.
     """
-    from tqdm import tqdm
 
     cfg.check()
     out = Path(out)

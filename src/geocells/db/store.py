@@ -28,17 +28,16 @@ from geocells.outputs import OutputKind
 log = logging.getLogger(__name__)
 
 ARRAYS = ("cells", "aerial", "proto")
+ARRAYS_FILES = tuple(f"{name}.npy" for name in ARRAYS)
+CALIBRATE_FILES = ("calibration.csv", "calibration.png", "index.faiss", "index.faiss.json")
+BUILD_FILES = ("chunks", "build.json")  # an unfinished build's
 DTYPES = {"cells": np.uint64, "aerial": np.float16, "proto": np.float16}
 REBUILD = "geocells index RUN --out DB --overwrite"
 RECALIBRATE = "geocells calibrate DB"
 # Everything `index`, `index merge` and `calibrate` write at the top of a database folder.
 DATABASE_OUTPUT = OutputKind(
     stage="index",
-    known=(
-        "cells.npy", "aerial.npy", "proto.npy", "meta.json", "model", "region.geojson",
-        "calibration.csv", "calibration.png", "index.faiss", "index.faiss.json", "chunks",
-        "build.json",
-    ),  # fmt: skip
+    known=(*ARRAYS_FILES, "meta.json", "model", "region.geojson", *CALIBRATE_FILES, *BUILD_FILES),
     signature=("meta.json", "build.json"),
 )
 
@@ -177,7 +176,6 @@ class Database:
         """Change ``meta.json`` fields (atomically) and in memory."""
         self.meta = replace(self.meta, **updates)
         self.meta.save(self.path)
-
 
 
 # Fields of ``meta.json`` that must be numbers (and of which kind), and who rewrites them.
