@@ -132,3 +132,14 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, c
         with output_lock(out, KIND):
             assert json.loads((out / LOCK).read_text())["pid"] == os.getpid()
     assert f"stale lock of geocells index (PID {dead.pid}" in caplog.text
+
+
+def test_an_unmarked_folder_of_marked_sub_outputs_is_adopted(tmp_path):
+    demo = OutputKind("demo", known=("dataset", "run", "demo.json"), signature=("demo.json",))
+    out = tmp_path / "demo"
+    claim_output(out / "dataset", OutputKind("synth", ("world.json",), ("world.json",)))
+    assert claim_output(out, demo) is True and read_marker(out) == "demo"
+    (tmp_path / "other" / "run").mkdir(parents=True)  # a known name, but nobody's marker
+    with pytest.raises(OutputError, match="run, which geocells did not write"):
+        claim_output(tmp_path / "other", demo, overwrite=True)
+    assert (tmp_path / "other" / "run").is_dir()

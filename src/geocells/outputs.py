@@ -9,7 +9,8 @@ then, under the folder's lock:
 - accepts a folder carrying this stage's marker; ``overwrite`` removes the stage's known
   names there and nothing else;
 - accepts a folder an older geocells wrote (no marker) when it holds one of the stage's
-  signature files and only names the stage writes, and marks it;
+  signature files (or a known sub-folder with a marker) and only names the stage writes,
+  and marks it;
 - refuses everything else with one ``OutputError`` naming the folder and the first file
   geocells did not write (or the stage whose marker it carries): ``--overwrite`` never
   deletes a user's files.
@@ -105,7 +106,7 @@ def check_ownership(folder: str | Path, kind: OutputKind) -> bool:
     owner = read_marker(folder)
     if owner is not None and owner != kind.stage:
         raise _refusal(folder, kind, f"holds the output of geocells {owner}")
-    if owner is None and not any(name in names for name in kind.signature):
+    if owner is None and not _signed(folder, names, kind):
         raise _refusal(folder, kind, f"holds {folder / names[0]}, which geocells did not write")
     if owner is None:
         foreign = [name for name in names if not kind.owns(name)]
@@ -114,6 +115,15 @@ def check_ownership(folder: str | Path, kind: OutputKind) -> bool:
                 folder, kind, f"holds {folder / foreign[0]}, which geocells did not write"
             )
     return True
+
+
+def _signed(folder: Path, names: list[str], kind: OutputKind) -> bool:
+    """An unmarked folder holds a signature file, or a known sub-folder some stage marked
+    (the demo's ``dataset/`` and ``run/`` before its own ``demo.json``)."""
+    if any(name in names for name in kind.signature):
+        return True
+    folders = [folder / name for name in names if kind.owns(name) and (folder / name).is_dir()]
+    return any(read_marker(path) is not None for path in folders)
 
 
 def claim_output(folder: str | Path, kind: OutputKind, overwrite: bool = False) -> bool:

@@ -89,7 +89,7 @@ class Localizer:
         if not checkpoint.is_file():
             raise DatabaseError(checkpoint, "the database's model copy is missing")
         if sha256_file(checkpoint) != database.meta.model_sha256:
-            raise DatabaseError(checkpoint, "not the model the database was built with")
+            raise DatabaseError(checkpoint, "does not match the model the database was built with")
         model = load_model(checkpoint, device=device)
         searcher = open_searcher(database, backend)
         confidence = None
