@@ -9,7 +9,7 @@ from PIL import Image
 
 from geocells.cli import main
 from geocells.data import GroundManifest
-from geocells.db.store import Database
+from geocells.db.store import Database, DatabaseError
 from geocells.geo import cell_to_latlng, token_to_cell
 from geocells.locate import Localizer, Prediction
 from geocells.search.exact import exact_search
@@ -126,7 +126,7 @@ def test_bad_arguments_raise_clear_errors(localizer, tmp_path):
         localizer.search(np.zeros((1, localizer.database.dim), np.float32), top_k=0)
     with pytest.raises(ValueError, match=r"image 0: expected uint8 HxWx3"):
         localizer.locate([np.zeros((8, 8), np.float32)])
-    with pytest.raises(OSError, match="not a geocells database"):
+    with pytest.raises(DatabaseError, match="not a geocells database"):
         Localizer.load(tmp_path)
 
 

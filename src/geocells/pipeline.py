@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from geocells.config import load_preset, resolve_config
 from geocells.db import build
 from geocells.eval import evaluate
 from geocells.io import write_json
+from geocells.outputs import OutputKind, claim_output
 from geocells.synth import SynthConfig
 from geocells.synth import run as synth_run
 from geocells.train.config import experiment_config
@@ -41,6 +41,9 @@ GROUPS = ("synth", "train", "index", "calibrate", "eval")
 SYNTH_PRESET = "demo"
 TRAIN_PRESET = "cpu-small"
 STATE_FILE = "demo.json"
+DEMO_OUTPUT = OutputKind(
+    stage="demo", known=("dataset", "run", "db", "report", STATE_FILE), signature=(STATE_FILE,)
+)
 
 
 def split_overrides(overrides: Sequence[str]) -> dict[str, list[str]]:
@@ -60,13 +63,7 @@ def split_overrides(overrides: Sequence[str]) -> dict[str, list[str]]:
 def _check_state(out: Path, overrides: list[str], overwrite: bool) -> dict:
     """Load ``demo.json`` and refuse a folder made with other overrides."""
     path = out / STATE_FILE
-    if overwrite and out.exists():
-        for name in ("dataset", "run", "db", "report", STATE_FILE):
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+    claim_output(out, DEMO_OUTPUT, overwrite)  # --overwrite clears only the demo's own folders
     if path.is_file():
         state = json.loads(path.read_text())
         if state.get("overrides") != overrides:

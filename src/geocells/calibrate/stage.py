@@ -32,10 +32,11 @@ from geocells.calibrate.kappa import (
 )
 from geocells.config import ConfigError, require_at_least
 from geocells.data.dataset import Dataset
-from geocells.db.store import Database
+from geocells.db.store import DATABASE_OUTPUT, Database
 from geocells.geo import cell_to_latlng, haversine_m
-from geocells.io import dataset_fingerprint
+from geocells.io import atomic_write, dataset_fingerprint
 from geocells.models import load_model
+from geocells.outputs import output_lock
 from geocells.search.exact import exact_search
 from geocells.search.index_file import write_search_index
 
@@ -153,7 +154,7 @@ def write_curve(out: Path, result: Sweep, split: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(out / CURVE_CSV, "w", newline="") as handle:
+    with atomic_write(out / CURVE_CSV) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["kappa", "recall_100m", "median_error_m"])
         for row in zip(result.kappas, result.recall, result.median_error_m):
@@ -175,7 +176,8 @@ def write_curve(out: Path, result: Sweep, split: str) -> None:
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(out / CURVE_PNG)
+    with atomic_write(out / CURVE_PNG) as tmp:
+        figure.savefig(tmp)
     plt.close(figure)
 
 
@@ -203,6 +205,13 @@ def run(
 
     cfg = cfg or CalibrateConfig()
     database = Database.open(db)
+    # calibrate rewrites meta.json and the index: refused while `index` writes the folder.
+    with output_lock(database.path, DATABASE_OUTPUT):
+        return _calibrate(database, dataset, split, cfg)
+
+
+def _calibrate(database: Database, dataset: str | Path | None, split: str, cfg: CalibrateConfig):
+    """The body of ``run``, under the database's lock."""
     data = Dataset.open(database.dataset_path(dataset))
     manifest = data.manifest.split(split)
     if len(manifest) == 0:

@@ -104,6 +104,22 @@ class Dataset:
             )
         return open_aerial(folder)
 
+    def aerial_coverage(self, cells: Any) -> Any:
+        """Whether each S2 cell's centre has aerial imagery: ``bool [N]`` for ``uint64 [N]``
+        ids. ValueError when none has (``train`` and ``index`` refuse such a dataset)."""
+        from geocells.geo import cell_to_latlng
+
+        lat, lon = cell_to_latlng(cells)
+        covered = self.aerial.contains(lat, lon)
+        if not covered.any():
+            bounds = ", ".join(f"{value:.5g}" for value in self.aerial.bounds)
+            raise ValueError(
+                f"dataset {self.root}: no region cell has aerial imagery (the {len(covered)} "
+                f"cell centres lie outside the aerial bounds (S, W, N, E) {bounds}; check the "
+                f"CRS and extent of the files in {self.root / AERIAL_DIR})"
+            )
+        return covered
+
     @cached_property
     def region(self) -> Region:
         """The region polygon from ``region.geojson``."""

@@ -20,9 +20,9 @@ import numpy as np
 
 from geocells.data.aerial import OutOfCoverageError
 from geocells.data.dataset import Dataset
-from geocells.db.store import assemble, save_chunk
+from geocells.db.store import DATABASE_OUTPUT, assemble, save_chunk
 from geocells.db.upsample import METHODS, upsample_prototypes
-from geocells.geo import Region, cell_to_latlng, count_cells, cover_region
+from geocells.geo import Region, cell_to_latlng, count_cells, cover_region, region_cells
 from geocells.io import (
     DatabaseMeta,
     copy_file,
@@ -34,6 +34,7 @@ from geocells.io import (
 )
 from geocells.models import load_model
 from geocells.models.geomodel import resolve_checkpoint
+from geocells.outputs import claim_output, output_lock
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +175,11 @@ def _changed_keys(new: dict[str, Any], old: dict[str, Any]) -> str:
 
 
 def _prepare(out: Path, plan: dict[str, Any], overwrite: bool) -> bool:
-    """Make ``out`` ready; False when a finished database with this plan is already there."""
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
+    """Make ``out`` ready; False when a finished database with this plan is already there.
+
+    ``out`` is claimed for ``index`` first: ``--overwrite`` clears only a database's own
+    files, and a folder holding anything else is refused (geocells.outputs)."""
+    claim_output(out, DATABASE_OUTPUT, overwrite)
     plan_path = out / "build.json"
     if (out / "meta.json").is_file():
         meta = DatabaseMeta.load(out).to_dict()
@@ -195,8 +198,6 @@ def _prepare(out: Path, plan: dict[str, Any], overwrite: bool) -> bool:
                 f"{out} holds an unfinished build with other settings ({changed}); use --overwrite"
             )
         log.info("index: resuming the build in %s", out)
-    elif out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and is not a geocells database build; use --overwrite")
     (out / "chunks").mkdir(parents=True, exist_ok=True)
     write_json(plan_path, plan)
     return True
@@ -219,7 +220,6 @@ def build_cells(
     ``meta.json``;
     ``attach(out)`` adds files (the model copy) just before the database is marked finished.
     """
-    from tqdm import tqdm
 
     cfg.check()
     out = Path(out)
@@ -232,8 +232,27 @@ def build_cells(
     settings = {key: value for key, value in asdict(cfg).items() if key != "progress"}
     plan = {**identity, "index": settings, "shard": list(shard)}
     plan["total_cells"] = total_cells
-    if not _prepare(out, plan, overwrite):
-        return out
+    # The lock: a second build into ``out`` (with --overwrite or not) is refused while this
+    # one runs, so no database mixes the rows of two builds.
+    with output_lock(out, DATABASE_OUTPUT):
+        if _prepare(out, plan, overwrite):
+            _encode_and_finish(out, plan, total_cells, cell_stream, sources, cfg, chunks, attach)
+    return out
+
+
+def _encode_and_finish(
+    out: Path,
+    plan: dict[str, Any],
+    total_cells: int,
+    cell_stream: Iterable[np.ndarray],
+    sources: CellSources,
+    cfg: IndexConfig,
+    chunks: range,
+    attach: Callable[[Path], None] | None,
+) -> None:
+    """Encode the missing chunks of ``chunks``, assemble the arrays and mark ``out`` done."""
+    from tqdm import tqdm
+
     files = [out / "chunks" / f"chunk-{k:08d}.npz" for k in chunks]
     count = min(chunks.stop * cfg.chunk_size, total_cells) - chunks.start * cfg.chunk_size
     done = sum(
@@ -263,7 +282,6 @@ def build_cells(
     if attach is not None:
         attach(out)
     _finish(out, plan, count, dim)
-    return out
 
 
 def _finish(out: Path, plan: dict[str, Any], count: int, dim: int) -> None:
@@ -325,6 +343,8 @@ def run(
         raise ValueError(
             f"cell level {cell_level} is coarser than the prototypes' {model.prototype_level}"
         )
+    # As `train` does: aerial imagery that misses the region would give all-zero codes.
+    data.aerial_coverage(region_cells(region, model.prototype_level, land_only=cfg.land_only))
     sources = CellSources(
         encode_tiles=lambda tiles: model.aerial.encode(tiles, batch_size=cfg.batch_size),
         crop=data.aerial.crop,

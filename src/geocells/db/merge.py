@@ -1,14 +1,20 @@
-"""``geocells index merge``: join the databases of a sharded build into one."""
+"""``geocells index merge``: join the databases of a sharded build into one.
+
+The output goes through ``geocells.outputs`` like every database: an existing one is
+replaced only with ``overwrite`` (otherwise ``OutputError``), a folder holding other files
+is refused, and so is an output that is one of the inputs (or inside one).
+"""
 
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from geocells.db.store import Database, copy_arrays
+from geocells.db.store import DATABASE_OUTPUT, Database, copy_arrays
+from geocells.io import copy_file
+from geocells.outputs import OutputError, check_ownership, claim_output, output_lock
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +27,9 @@ EXTRA_FILES = ("model", "region.geojson")
 def merge(parts: Sequence[str | Path], out: str | Path, overwrite: bool = False) -> Path:
     """Concatenate shard databases ``i/n`` (all n of one build) into ``out``."""
     out = Path(out)
-    if (out / "meta.json").is_file() and not overwrite:
-        log.info("index merge: %s already exists; skipping (use --overwrite)", out)
-        return out
     if not parts:
         raise ValueError("index merge needs the shard databases to merge")
+    _refuse_input_as_output(parts, out)
     databases = sorted((Database.open(part) for part in parts), key=_shard_index)
     first = databases[0]
     count = first.meta.shard[1]
@@ -46,23 +50,42 @@ def merge(parts: Sequence[str | Path], out: str | Path, overwrite: bool = False)
     total = sum(len(database) for database in databases)
     if total != first.meta.total_cells:
         raise ValueError(f"shards hold {total} cells, the build has {first.meta.total_cells}")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    with output_lock(out, DATABASE_OUTPUT):
+        if check_ownership(out, DATABASE_OUTPUT) and not overwrite:
+            raise OutputError(f"{out} already holds a database; pass --overwrite to replace it")
+        claim_output(out, DATABASE_OUTPUT, overwrite)
+        _write_merged(databases, out)
+    log.info("index merge: %d shards, %d cells -> %s", count, total, out)
+    return out
+
+
+def _refuse_input_as_output(parts: Sequence[str | Path], out: Path) -> None:
+    """OutputError when ``out`` is one of ``parts``, inside one or holds one."""
+    target = out.resolve()
+    for part in parts:
+        source = Path(part).resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise OutputError(
+                f"index merge: --out {out} is the shard {part} (or holds it, or lies inside "
+                "it); write the merged database to a new folder"
+            )
+
+
+def _write_merged(databases: list[Database], out: Path) -> None:
+    """Arrays, the shared files of shard 0, then ``meta.json`` (last: it marks done)."""
+    first = databases[0]
+    total = sum(len(database) for database in databases)
     copy_arrays(databases, out)
     for name in EXTRA_FILES:
         source = first.path / name
-        if source.is_dir():
-            shutil.copytree(source, out / name)
-        elif source.is_file():
-            shutil.copy2(source, out / name)
+        files = sorted(source.rglob("*")) if source.is_dir() else [source]
+        for path in (path for path in files if path.is_file()):
+            copy_file(path, out / path.relative_to(first.path))
     without_aerial = sum(db.meta.cells_without_aerial for db in databases)
     meta = replace(
         first.meta, count=total, cells_without_aerial=without_aerial, shard=None, total_cells=None
     )
     meta.save(out)
-    log.info("index merge: %d shards, %d cells -> %s", count, total, out)
-    return out
 
 
 def _shard_index(database: Database) -> int:

@@ -4,13 +4,18 @@ A database folder holds ``cells.npy`` (uint64 S2 ids, sorted), ``aerial.npy`` an
 ``proto.npy`` (float16 ``[N, D]``, L2-normalised rows), ``meta.json`` and ``model/`` (a
 copy of the checkpoint that encoded it). ``meta.json`` is written last, so a folder
 without it is an unfinished build. See docs/database.md.
+
+``Database.open`` checks every file against ``meta.json`` (a JSON object with the expected
+keys and types; each array's dtype and shape, so a truncated or empty ``.npy`` is caught)
+and raises one ``DatabaseError`` naming the file and the command that rebuilds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,10 +23,33 @@ from typing import Any
 import numpy as np
 
 from geocells.io import ArtifactError, DatabaseMeta, atomic_write
+from geocells.outputs import OutputKind
 
 log = logging.getLogger(__name__)
 
 ARRAYS = ("cells", "aerial", "proto")
+ARRAYS_FILES = tuple(f"{name}.npy" for name in ARRAYS)
+CALIBRATE_FILES = ("calibration.csv", "calibration.png", "index.faiss", "index.faiss.json")
+BUILD_FILES = ("chunks", "build.json")  # an unfinished build's
+DTYPES = {"cells": np.uint64, "aerial": np.float16, "proto": np.float16}
+REBUILD = "geocells index RUN --out DB --overwrite"
+RECALIBRATE = "geocells calibrate DB"
+# Everything `index`, `index merge` and `calibrate` write at the top of a database folder.
+DATABASE_OUTPUT = OutputKind(
+    stage="index",
+    known=(*ARRAYS_FILES, "meta.json", "model", "region.geojson", *CALIBRATE_FILES, *BUILD_FILES),
+    signature=("meta.json", "build.json"),
+)
+
+
+class DatabaseError(ArtifactError):
+    """A database file that is missing, truncated or malformed (the message names it and
+    the command that rebuilds it)."""
+
+    def __init__(self, path: str | Path, problem: str, rebuild: str | None = REBUILD) -> None:
+        advice = f"; rebuild it: {rebuild}" if rebuild else ""
+        super().__init__(f"{path}: {problem}{advice}")
+        self.path = Path(path)
 
 
 def save_chunk(path: Path, cells: np.ndarray, aerial: np.ndarray, proto: np.ndarray) -> None:
@@ -36,11 +64,30 @@ def load_chunk(path: Path) -> dict[str, np.ndarray]:
         return {name: data[name] for name in ARRAYS}
 
 
+@contextlib.contextmanager
+def new_arrays(out: Path, count: int, dim: int) -> Iterator[dict[str, np.ndarray]]:
+    """Writable memmaps ``cells [count]``, ``aerial``/``proto [count, dim]`` at temporary
+    names in ``out``; flushed and renamed into place only when the block succeeds."""
+    with contextlib.ExitStack() as stack:
+        arrays = {}
+        for name in ARRAYS:
+            tmp = stack.enter_context(atomic_write(out / f"{name}.npy"))
+            shape = (count,) if name == "cells" else (count, dim)
+            arrays[name] = np.lib.format.open_memmap(tmp, "w+", DTYPES[name], shape)
+        yield arrays
+        for array in arrays.values():
+            array.flush()
+        arrays.clear()  # the memmaps close before the files are renamed
+
+
 def assemble(out: Path, chunk_files: Iterable[Path], count: int, dim: int) -> None:
-    """Concatenate chunk files (in the given order) into the memmaps of ``out``."""
-    cells = np.lib.format.open_memmap(out / "cells.npy", "w+", np.uint64, (count,))
-    aerial = np.lib.format.open_memmap(out / "aerial.npy", "w+", np.float16, (count, dim))
-    proto = np.lib.format.open_memmap(out / "proto.npy", "w+", np.float16, (count, dim))
+    """Concatenate chunk files (in the given order) into the arrays of ``out``."""
+    with new_arrays(out, count, dim) as arrays:
+        _fill_from_chunks(arrays, chunk_files, count)
+
+
+def _fill_from_chunks(arrays: dict[str, np.ndarray], chunk_files: Iterable[Path], count: int):
+    cells, aerial, proto = (arrays[name] for name in ARRAYS)
     position = 0
     for path in chunk_files:
         chunk = load_chunk(path)
@@ -53,27 +100,18 @@ def assemble(out: Path, chunk_files: Iterable[Path], count: int, dim: int) -> No
         position = stop
     if position != count:
         raise ValueError(f"chunks hold {position} cells, expected {count}")
-    for array in (cells, aerial, proto):
-        array.flush()
 
 
 def copy_arrays(parts: list[Database], out: Path) -> None:
     """Concatenate the arrays of several databases into ``out`` (memmap to memmap)."""
     count = sum(len(part) for part in parts)
-    dim = parts[0].dim
-    targets = {
-        "cells": np.lib.format.open_memmap(out / "cells.npy", "w+", np.uint64, (count,)),
-        "aerial": np.lib.format.open_memmap(out / "aerial.npy", "w+", np.float16, (count, dim)),
-        "proto": np.lib.format.open_memmap(out / "proto.npy", "w+", np.float16, (count, dim)),
-    }
-    position = 0
-    for part in parts:
-        stop = position + len(part)
-        for name, target in targets.items():
-            target[position:stop] = getattr(part, name)
-        position = stop
-    for target in targets.values():
-        target.flush()
+    with new_arrays(out, count, parts[0].dim) as targets:
+        position = 0
+        for part in parts:
+            stop = position + len(part)
+            for name, target in targets.items():
+                target[position:stop] = getattr(part, name)
+            position = stop
 
 
 class Database:
@@ -82,31 +120,26 @@ class Database:
     def __init__(self, path: Path, meta: DatabaseMeta, mmap_mode: str | None = "r") -> None:
         self.path = path
         self.meta = meta
-        self.cells: np.ndarray = np.load(path / "cells.npy", mmap_mode=mmap_mode)
-        self.aerial: np.ndarray = np.load(path / "aerial.npy", mmap_mode=mmap_mode)
-        self.proto: np.ndarray = np.load(path / "proto.npy", mmap_mode=mmap_mode)
         count, dim = meta.count, meta.dim
-        for name, array, shape in (
-            ("cells", self.cells, (count,)),
-            ("aerial", self.aerial, (count, dim)),
-            ("proto", self.proto, (count, dim)),
-        ):
-            if array.shape != shape:
-                raise ValueError(f"{path / name}.npy has shape {array.shape}, meta says {shape}")
+        self.cells: np.ndarray = load_array(path, "cells", (count,), mmap_mode)
+        self.aerial: np.ndarray = load_array(path, "aerial", (count, dim), mmap_mode)
+        self.proto: np.ndarray = load_array(path, "proto", (count, dim), mmap_mode)
 
     @classmethod
     def open(cls, path: str | Path, mmap_mode: str | None = "r") -> Database:
-        """Open a finished database folder (``meta.json`` present), arrays memory-mapped.
+        """Open a finished database folder (``meta.json`` present), every file checked.
 
-        A ``meta.json`` of a version this geocells cannot read is refused with an
-        ``ArtifactError`` that names the version and the commands that rebuild it.
+        Anything missing, truncated or malformed (and a ``meta.json`` of a version this
+        geocells cannot read) is a ``DatabaseError`` naming the file and the rebuild command.
         """
         path = Path(path)
         if not (path / DatabaseMeta.FILE).is_file():
             if path.is_dir() and (path / "build.json").is_file():
-                raise ValueError(f"database {path} is unfinished: run `geocells index` again")
-            raise OSError(f"not a geocells database (no meta.json): {path}")
-        return cls(path, DatabaseMeta.load(path), mmap_mode)
+                raise DatabaseError(
+                    path, "the database is unfinished", "run the same `geocells index` again"
+                )
+            raise DatabaseError(path, "not a geocells database (no meta.json)")
+        return cls(path, load_meta(path), mmap_mode)
 
     def __len__(self) -> int:
         return self.meta.count
@@ -144,6 +177,53 @@ class Database:
         self.meta = replace(self.meta, **updates)
         self.meta.save(self.path)
 
-    def remove_files(self) -> None:
-        """Delete the database folder (used by ``--overwrite``)."""
-        shutil.rmtree(self.path)
+
+# Fields of ``meta.json`` that must be numbers (and of which kind), and who rewrites them.
+_INTEGERS = ("count", "dim", "cell_level", "proto_level", "tile_px")
+_NUMBERS = {"tile_size_m": REBUILD, "kappa": RECALIBRATE}
+
+
+def load_meta(path: Path) -> DatabaseMeta:
+    """``path/meta.json`` as a ``DatabaseMeta`` whose fields have the types the readers use."""
+    file = path / DatabaseMeta.FILE
+    try:
+        meta = DatabaseMeta.load(path)
+    except ArtifactError as err:
+        text = str(err).removeprefix(f"{file}: ")
+        # A version refusal names the rebuild commands already.
+        rebuild = None if "rebuild it" in text else REBUILD
+        raise DatabaseError(file, text, rebuild) from None
+    for name in _INTEGERS:
+        value = getattr(meta, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise DatabaseError(file, f"{name} must be a non-negative integer, got {value!r}")
+    for name, rebuild in _NUMBERS.items():
+        value = getattr(meta, name)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value):
+            raise DatabaseError(file, f"{name} must be a finite number, got {value!r}", rebuild)
+    for name in ("confidence", "calibration"):
+        value = getattr(meta, name)
+        if value is not None and not isinstance(value, dict):
+            raise DatabaseError(file, f"{name} must be an object, got {value!r}", RECALIBRATE)
+    if not isinstance(meta.model_file, str) or not isinstance(meta.model_sha256, str):
+        raise DatabaseError(file, "model_file and model_sha256 must be strings")
+    return meta
+
+
+def load_array(path: Path, name: str, shape: tuple[int, ...], mmap_mode: str | None) -> np.ndarray:
+    """``path/name.npy`` with the dtype of ``DTYPES`` and ``shape``; ``DatabaseError`` else."""
+    file = path / f"{name}.npy"
+    if not file.is_file():
+        raise DatabaseError(file, "missing")
+    try:
+        array = np.load(file, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:  # empty, truncated or not a .npy
+        size = file.stat().st_size
+        raise DatabaseError(file, f"unreadable .npy of {size} bytes ({err})") from None
+    if array.dtype != DTYPES[name]:
+        expected = np.dtype(DTYPES[name])
+        raise DatabaseError(file, f"holds {array.dtype}, a database stores {expected}")
+    if array.shape != shape:
+        raise DatabaseError(file, f"has shape {array.shape}, meta.json says {shape}")
+    return array

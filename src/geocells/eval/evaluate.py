@@ -30,11 +30,18 @@ from geocells.eval.visuals import build_report
 from geocells.geo import latlng_to_cell
 from geocells.io import atomic_write, dataset_fingerprint, write_text
 from geocells.models import load_model
+from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
+# What `eval` writes into its --out folder; a folder holding other files is refused.
+REPORT_OUTPUT = OutputKind(
+    stage="eval",
+    known=(METRICS_FILE, REPORT_FILE, "cache"),
+    signature=(METRICS_FILE, REPORT_FILE, "cache"),
+)
 
 
 @dataclass
@@ -233,6 +240,14 @@ def run(
     out = Path(out)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    with output_lock(out, REPORT_OUTPUT):
+        return _evaluate(db, dataset, split, out, overwrite, options)
+
+
+def _evaluate(db, dataset, split: str, out: Path, overwrite: bool, options: EvalOptions) -> Path:
+    """The body of ``run``, under ``out``'s lock: a new report replaces the old one only once
+    it is complete (both files are written atomically); ``overwrite`` drops the cache."""
+    check_ownership(out, REPORT_OUTPUT)
     if (out / METRICS_FILE).is_file() and (out / REPORT_FILE).is_file() and not overwrite:
         done = json.loads((out / METRICS_FILE).read_text()).get("split")
         if done != split:
@@ -241,6 +256,7 @@ def run(
         return out
     if overwrite and out.exists():
         shutil.rmtree(out / "cache", ignore_errors=True)
+    claim_output(out, REPORT_OUTPUT)
     database = Database.open(db)
     data = Dataset.open(database.dataset_path(dataset))
     if not database.meta.kappa_calibrated:

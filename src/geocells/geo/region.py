@@ -184,7 +184,9 @@ class Region:
             ],
         }
         if path is not None:
-            Path(path).write_text(json.dumps(data))
+            from geocells.io import write_text
+
+            write_text(path, json.dumps(data))  # atomic: a failed write keeps the old file
         return data
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from geocells.calibrate.confidence import ConfidenceModel
 from geocells.data import load_image
-from geocells.db.store import Database
+from geocells.db.store import RECALIBRATE, Database, DatabaseError
 from geocells.geo import cell_to_latlng, cell_to_token
 from geocells.io import sha256_file
 from geocells.models import GeoModel, load_model
@@ -89,14 +89,14 @@ class Localizer:
         database = Database.open(db)
         checkpoint = database.model_path
         if not checkpoint.is_file():
-            raise OSError(f"database {database.path} lacks its model copy {checkpoint}")
+            raise DatabaseError(checkpoint, "the database's model copy is missing")
         if sha256_file(checkpoint) != database.meta.model_sha256:
-            raise ValueError(f"{checkpoint} does not match the model the database was built with")
+            raise DatabaseError(checkpoint, "does not match the model the database was built with")
         model = load_model(checkpoint, device=device)
         searcher = open_searcher(database, backend)
         confidence = None
         if database.meta.confidence is not None:
-            confidence = ConfidenceModel.from_dict(database.meta.confidence)
+            confidence = _confidence_model(database)
         else:
             log.warning("database %s is not calibrated: confidence is NaN", database.path)
         return cls(database, model, searcher, confidence, batch_size)
@@ -169,3 +169,12 @@ class Localizer:
             ]
             for q in range(shape[0])
         ]
+
+
+def _confidence_model(database: Database) -> ConfidenceModel:
+    """The confidence model of ``meta.json``; ``DatabaseError`` when it is malformed."""
+    try:
+        return ConfidenceModel.from_dict(database.meta.confidence)
+    except (KeyError, TypeError, ValueError) as err:
+        file = database.path / "meta.json"
+        raise DatabaseError(file, f"malformed confidence model ({err})", RECALIBRATE) from None

@@ -7,10 +7,11 @@ it is tied to the κ it was built with: ``geocells calibrate`` (re)builds it aft
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
-from geocells.db.store import Database
+from geocells.db.store import RECALIBRATE, Database, DatabaseError
 from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
 
 log = logging.getLogger(__name__)
@@ -51,5 +52,39 @@ def open_searcher(database: Database, backend: str = "auto"):
 
     path = database.path / INDEX_FILE
     if path.is_file() and backend in ("auto", "ivfpq"):
-        return CellSearcher.load(path, database.aerial, database.proto, database.kappa)
+        return load_search_index(database, path)
     return CellSearcher.build(database.aerial, database.proto, database.kappa, backend)
+
+
+def load_search_index(database: Database, path: Path) -> CellSearcher:
+    """The saved index ``path`` of ``database``; ``DatabaseError`` naming the file that is
+    missing, garbage or built for other codes (``geocells calibrate`` rebuilds both)."""
+    _check_sidecar(path.with_name(path.name + ".json"))
+    try:
+        return CellSearcher.load(path, database.aerial, database.proto, database.kappa)
+    except (ValueError, TypeError, KeyError) as err:  # built for other codes or another κ
+        raise DatabaseError(path, str(err).removeprefix(f"{path} "), RECALIBRATE) from None
+    except RuntimeError as err:  # faiss: a truncated or foreign index file
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
+        raise DatabaseError(path, f"faiss cannot read it ({problem})", RECALIBRATE) from None
+
+
+SIDECAR_KEYS = ("format_version", "backend", "index_kappa", "num_cells", "dim", "params")
+
+
+def _check_sidecar(sidecar: Path) -> None:
+    """``index.faiss.json`` must be a JSON object with the keys ``CellSearcher.save`` writes."""
+    if not sidecar.is_file():
+        raise DatabaseError(sidecar, "missing (the search index needs it)", RECALIBRATE)
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DatabaseError(sidecar, f"not valid JSON ({err})", RECALIBRATE) from None
+    missing = [key for key in SIDECAR_KEYS if not isinstance(meta, dict) or key not in meta]
+    if missing:
+        raise DatabaseError(
+            sidecar, f"not a search index description (lacks {missing})", RECALIBRATE
+        )
+    params = meta["params"]
+    if meta["backend"] == "ivfpq" and not isinstance(params, dict):
+        raise DatabaseError(sidecar, f"params must be an object, got {params!r}", RECALIBRATE)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from geocells.config import config_to_dict
+from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
 from geocells.synth.capture import Capture, campaign_capture, sample_capture
 from geocells.synth.config import SynthConfig
 from geocells.synth.coverage import SPLIT_IDS, capture_positions, region_square
@@ -29,6 +29,12 @@ AERIAL_FILE = "aerial/orthophoto.tif"
 BATCH = 16
 DATASET_ENTRIES = ("world.json", "region.geojson", "ground", "aerial")
 TRAIN_CAPTURES = ("perspective", "panorama")
+# --overwrite clears these names (and the ``.part`` files of killed writes), nothing else.
+SYNTH_OUTPUT = OutputKind(
+    stage="synth",
+    known=(*DATASET_ENTRIES, "world.json.part", "region.geojson.part"),
+    signature=("world.json",),
+)
 
 _worker_state: dict = {}
 
@@ -43,21 +49,14 @@ def _prepare(cfg: SynthConfig, out: Path, overwrite: bool) -> None:
     """Create ``out``, or check that what is there is this same world (or clear it)."""
     record = json.dumps(world_record(cfg), indent=2, sort_keys=True) + "\n"
     world_file = out / "world.json"
-    if out.exists() and any(out.iterdir()):
-        same = world_file.is_file() and world_file.read_text() == record
-        if not same and not overwrite:
-            raise ValueError(
-                f"{out} is not empty and holds a different dataset (world.json differs or is "
-                "missing); pass --overwrite to replace it or choose another --out"
-            )
-        if not same:
-            for name in DATASET_ENTRIES:
-                path = out / name
-                if path.is_dir():
-                    shutil.rmtree(path)
-                elif path.exists():
-                    path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    existing = check_ownership(out, SYNTH_OUTPUT)  # a folder of other files: refused
+    same = world_file.is_file() and world_file.read_text() == record
+    if existing and not same and not overwrite:
+        raise ValueError(
+            f"{out} is not empty and holds a different dataset (world.json differs or is "
+            "missing); pass --overwrite to replace it or choose another --out"
+        )
+    claim_output(out, SYNTH_OUTPUT, overwrite=existing and not same)
     if not world_file.is_file():
         _atomic_write(world_file, record.encode())
 
@@ -287,6 +286,12 @@ def run(cfg: SynthConfig, out: Path, overwrite: bool = False) -> Path:
     out = Path(out)
     validate(cfg)
     world = World(cfg)
+    with output_lock(out, SYNTH_OUTPUT):
+        return _write_dataset(cfg, world, out, overwrite)
+
+
+def _write_dataset(cfg: SynthConfig, world: World, out: Path, overwrite: bool) -> Path:
+    """The body of ``run``, under ``out``'s lock."""
     _prepare(cfg, out, overwrite)
     if not (out / "region.geojson").is_file():
         write_region(world, out / "region.geojson")

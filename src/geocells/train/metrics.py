@@ -6,6 +6,8 @@ import csv
 import logging
 from pathlib import Path
 
+from geocells.io import atomic_write
+
 logger = logging.getLogger(__name__)
 
 TRAIN_KEYS = ("loss", "loss_ground_aerial", "loss_ground_prototype", "loss_aerial_prototype")
@@ -55,7 +57,8 @@ class MetricsLog:
         if truncate_after is not None and self.path.is_file():
             with self.path.open() as handle:
                 rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= truncate_after]
-        with self.path.open("w", newline="") as handle:
+        # Atomic: a failure here (a full disk) leaves the previous metrics.csv whole.
+        with atomic_write(self.path) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
@@ -131,7 +134,8 @@ class MetricsLog:
             recall_axis.legend(loc="upper right", fontsize=8)
         figure.tight_layout()
         path = self.path.with_name("loss.png")
-        figure.savefig(path, dpi=100)
+        with atomic_write(path) as tmp:
+            figure.savefig(tmp, dpi=100)
         plt.close(figure)
         return path
 

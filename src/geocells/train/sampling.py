@@ -52,10 +52,7 @@ class TrainPool:
                 len(found),
                 table.level,
             )
-        center_lat, center_lon = cell_to_latlng(table.cells)
-        covered = dataset.aerial.contains(center_lat, center_lon)
-        if not covered.any():
-            raise ValueError(f"dataset {dataset.root}: no region cell has aerial imagery")
+        covered = dataset.aerial_coverage(table.cells)
         return cls(
             paths=manifest.path[found],
             lat=lat[found],

@@ -9,8 +9,8 @@ and resumes exactly from the newest intact checkpoint (``train.checkpoint``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -20,6 +20,7 @@ import torch
 from geocells.config import ConfigError, config_to_dict, load_config, save_config
 from geocells.io import RunInfo, dataset_fingerprint
 from geocells.models.geomodel import GeoModel, build_model
+from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
 from geocells.train.checkpoint import checkpoint_stems, load_checkpoint, save_checkpoint
 from geocells.train.config import ExperimentConfig, check_config
 from geocells.train.distributed import (
@@ -36,6 +37,13 @@ from geocells.train.step import Encoders, train_step
 from geocells.train.validate import ValSet, validate
 
 logger = logging.getLogger(__name__)
+
+# What `train` writes at the top of a run folder (--overwrite clears these, nothing else).
+RUN_OUTPUT = OutputKind(
+    stage="train",
+    known=("config.yaml", "run.json", "checkpoints", "metrics.csv", "loss.png"),
+    signature=("config.yaml", "checkpoints"),
+)
 
 
 class TrainingInterrupted(Exception):
@@ -60,6 +68,7 @@ def _prepare_run_dir(
 ) -> ExperimentConfig:
     """Create/clean the run folder; on resume the saved config must match ``cfg``."""
     config_path = out / "config.yaml"
+    check_ownership(out, RUN_OUTPUT)  # a folder of other files is refused, --overwrite or not
     if resume:
         saved = load_config(ExperimentConfig, config_path)
         changed = [
@@ -71,13 +80,12 @@ def _prepare_run_dir(
         ]
         if changed:
             raise ConfigError(f"--resume with a config that differs from {config_path}: {changed}")
+        claim_output(out, RUN_OUTPUT)
         return cfg
-    if (out / "checkpoints").exists() or config_path.exists():
-        if not overwrite:
-            raise ValueError(f"run folder {out} already holds a run; use --resume or --overwrite")
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        for name in ("config.yaml", "metrics.csv", "loss.png"):
-            (out / name).unlink(missing_ok=True)
+    holds_run = (out / "checkpoints").exists() or config_path.exists()
+    if holds_run and not overwrite:
+        raise ValueError(f"run folder {out} already holds a run; use --resume or --overwrite")
+    claim_output(out, RUN_OUTPUT, overwrite=holds_run)
     return cfg
 
 
@@ -136,39 +144,46 @@ def run(
     progress: bool = True,
 ) -> Path:
     """Train a GeoModel on ``dataset_root``; returns ``out`` (the run folder)."""
-    from geocells.data.dataset import Dataset
-    from geocells.geo.cover import region_cells
-
     cfg = check_config(cfg)
     out = Path(out)
     device = _device(cfg)
     info = init_distributed(device.type)
     try:
-        if info.is_main:
-            cfg = _prepare_run_dir(out, cfg, resume, overwrite)
-            root = Path(dataset_root).expanduser().resolve()
-            fingerprint = dataset_fingerprint(root)
-            if resume:
-                _check_resume_dataset(out, root, fingerprint)
-            save_config(cfg, out / "config.yaml")
-            RunInfo(dataset=str(root), dataset_sha256=fingerprint).save(out)
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
-        torch.manual_seed(cfg.train.seed)
-        if device.type == "cuda":
-            device = torch.device("cuda", info.local_rank)
-        dataset = Dataset.open(dataset_root)
-        cells = region_cells(dataset.region, cfg.data.prototype_level, land_only=cfg.data.land_only)
-        logger.info("%d prototype cells at level %d", len(cells), cfg.data.prototype_level)
-        model = build_model(cfg, cells).to(device)
-        _train(cfg, dataset, model, out, resume, device, info, progress)
-        if cfg.refit.enabled and info.is_main:
-            from geocells.train import refit_stage
-
-            refit_stage.run(out, dataset_root, cfg.refit, progress=progress)
-        return out
+        lock = output_lock(out, RUN_OUTPUT) if info.is_main else contextlib.nullcontext()
+        with lock:
+            return _run_locked(cfg, dataset_root, out, resume, overwrite, progress, device, info)
     finally:
         shutdown_distributed(info)
+
+
+def _run_locked(cfg, dataset_root, out: Path, resume, overwrite, progress, device, info) -> Path:
+    """The body of ``run`` (the main process holds the run folder's lock)."""
+    from geocells.data.dataset import Dataset
+    from geocells.geo.cover import region_cells
+
+    if info.is_main:
+        cfg = _prepare_run_dir(out, cfg, resume, overwrite)
+        root = Path(dataset_root).expanduser().resolve()
+        fingerprint = dataset_fingerprint(root)
+        if resume:
+            _check_resume_dataset(out, root, fingerprint)
+        save_config(cfg, out / "config.yaml")
+        RunInfo(dataset=str(root), dataset_sha256=fingerprint).save(out)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    dataset = Dataset.open(dataset_root)
+    cells = region_cells(dataset.region, cfg.data.prototype_level, land_only=cfg.data.land_only)
+    logger.info("%d prototype cells at level %d", len(cells), cfg.data.prototype_level)
+    model = build_model(cfg, cells).to(device)
+    _train(cfg, dataset, model, out, resume, device, info, progress)
+    if cfg.refit.enabled and info.is_main:
+        from geocells.train import refit_stage
+
+        refit_stage.run(out, dataset_root, cfg.refit, progress=progress)
+    return out
 
 
 def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info, progress) -> Path:

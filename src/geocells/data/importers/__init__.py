@@ -30,6 +30,9 @@ from geocells.data.importers.osv5m import import_osv5m
 from geocells.data.importers.photos import import_photos
 from geocells.data.importers.table import PRESETS, import_csv
 from geocells.data.importers.vigor import import_vigor
+from geocells.outputs import OutputKind, output_lock
+
+IMPORT_OUTPUT = OutputKind(stage="import", known=(), signature=())
 
 IMPORTERS: dict[str, Callable[..., ImportRows]] = {
     "vigor": import_vigor,
@@ -72,7 +75,10 @@ def run(
 ) -> ImportResult | None:
     """Import ``root`` (format ``source``) into ``out``; None when ``out`` is already done."""
     reader = get_importer(source)
-    if check_out(Path(out), overwrite):
-        return None
-    rows = reader(root, **source_options)
-    return finish_import(Path(out), rows, options or ImportOptions())
+    # The lock only: an import adds to a folder that may hold the user's own region and
+    # aerial imagery, and replaces only the files it writes itself (finish.py).
+    with output_lock(out, IMPORT_OUTPUT):
+        if check_out(Path(out), overwrite):
+            return None
+        rows = reader(root, **source_options)
+        return finish_import(Path(out), rows, options or ImportOptions())

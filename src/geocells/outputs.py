@@ -1,0 +1,245 @@
+"""Output folders every stage writes through: an owner marker, ``--overwrite`` and a lock.
+
+A stage that writes a folder (``index``, ``index merge``, ``train``, ``eval``, ``synth``)
+declares an ``OutputKind``: its name and the top-level names it writes. ``claim_output``
+then, under the folder's lock:
+
+- creates a missing or empty folder and writes the marker ``.geocells-output.json``
+  (``{"stage": "index"}``);
+- accepts a folder carrying this stage's marker; ``overwrite`` removes the stage's known
+  names there and nothing else;
+- accepts a folder an older geocells wrote (no marker) when it holds one of the stage's
+  signature files (or a known sub-folder with a marker) and only names the stage writes,
+  and marks it;
+- refuses everything else with one ``OutputError`` naming the folder and the first file
+  geocells did not write (or the stage whose marker it carries): ``--overwrite`` never
+  deletes a user's files.
+
+``output_lock`` is an advisory ``flock`` on ``.geocells.lock``, which records the holder's
+PID: a second writer is refused with that PID; the kernel drops the lock of a killed
+process, so its leftover file is taken over (with a warning) by the next writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MARKER = ".geocells-output.json"
+LOCK = ".geocells.lock"
+
+
+class OutputError(ValueError):
+    """An output folder that geocells refuses to write into, clear or share."""
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """What one stage writes at the top of its output folder."""
+
+    stage: str  # the command, for messages and the marker: "index", "train", ...
+    known: tuple[str, ...]  # top-level files and folders the stage writes
+    signature: tuple[str, ...]  # one of these marks a folder an older geocells wrote
+
+    def owns(self, name: str) -> bool:
+        """True for a name this stage writes, an ``atomic_write`` temporary of one, or ours."""
+        if name in (MARKER, LOCK, f"{MARKER}.tmp") or name in self.known:
+            return True
+        return any(name == _temporary_name(known) for known in self.known)
+
+
+def _temporary_name(name: str) -> str:
+    """The temporary name ``geocells.io.atomic_write`` uses for ``name``."""
+    path = Path(name)
+    return f".{path.stem}.tmp{path.suffix}"
+
+
+def read_marker(folder: str | Path) -> str | None:
+    """The stage named by ``folder``'s marker; None when there is none."""
+    path = Path(folder) / MARKER
+    if not path.is_file():
+        return None
+    try:
+        stage = json.loads(path.read_text()).get("stage")
+    except (ValueError, AttributeError):
+        stage = None
+    if not isinstance(stage, str):
+        raise OutputError(f"{path} is not a geocells output marker; remove it or use another --out")
+    return stage
+
+
+def _write_marker(folder: Path, kind: OutputKind) -> None:
+    # The bottom layer: geocells.io's atomic_write is above, so the same two steps here.
+    tmp = folder / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps({"stage": kind.stage}) + "\n")
+    os.replace(tmp, folder / MARKER)
+
+
+def _refusal(folder: Path, kind: OutputKind, reason: str) -> OutputError:
+    return OutputError(
+        f"{folder} {reason}; geocells {kind.stage} writes only into an empty folder or one it "
+        "wrote itself (--overwrite never deletes other files): choose another --out"
+    )
+
+
+def check_ownership(folder: str | Path, kind: OutputKind) -> bool:
+    """True when ``folder`` is ``kind``'s (marked, or an older geocells'); False when it is
+    missing or empty; ``OutputError`` naming the first foreign file or the other stage."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise _refusal(folder, kind, "is a file, not a folder")
+    listed = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    names = [name for name in listed if name not in (MARKER, LOCK)]
+    if not names:
+        return False
+    owner = read_marker(folder)
+    if owner is not None and owner != kind.stage:
+        raise _refusal(folder, kind, f"holds the output of geocells {owner}")
+    if owner is None and not _signed(folder, names, kind):
+        raise _refusal(folder, kind, f"holds {folder / names[0]}, which geocells did not write")
+    if owner is None:
+        foreign = [name for name in names if not kind.owns(name)]
+        if foreign:
+            raise _refusal(
+                folder, kind, f"holds {folder / foreign[0]}, which geocells did not write"
+            )
+    return True
+
+
+def _signed(folder: Path, names: list[str], kind: OutputKind) -> bool:
+    """An unmarked folder holds a signature file, or a known sub-folder some stage marked
+    (the demo's ``dataset/`` and ``run/`` before its own ``demo.json``)."""
+    if any(name in names for name in kind.signature):
+        return True
+    folders = [folder / name for name in names if kind.owns(name) and (folder / name).is_dir()]
+    return any(read_marker(path) is not None for path in folders)
+
+
+def claim_output(folder: str | Path, kind: OutputKind, overwrite: bool = False) -> bool:
+    """Make ``folder`` ``kind``'s output (see the module docstring); ``overwrite`` clears the
+    stage's own files. True when the folder already held this stage's (kept) output.
+
+    Call it while holding ``output_lock(folder, kind)``.
+    """
+    folder = Path(folder)
+    existing = check_ownership(folder, kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    if existing and overwrite:
+        remove_known(folder, kind)
+        existing = False
+    _write_marker(folder, kind)
+    return existing
+
+
+def remove_known(folder: str | Path, kind: OutputKind) -> None:
+    """Delete the names ``kind`` writes in ``folder`` (other files stay, with a warning)."""
+    folder = Path(folder)
+    for path in sorted(folder.iterdir()):
+        if path.name in (MARKER, LOCK):
+            continue
+        if not kind.owns(path.name):
+            log.warning("%s: keeping %s (geocells %s did not write it)", folder, path, kind.stage)
+        elif path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _read_holder(handle) -> dict:
+    handle.seek(0)
+    try:
+        holder = json.loads(handle.read() or "{}")
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _holder_text(holder: dict) -> str:
+    pid = holder.get("pid", "unknown")
+    stage = holder.get("stage", "?")
+    host = holder.get("host", "?")
+    return f"geocells {stage} (PID {pid} on {host}, since {holder.get('started', '?')})"
+
+
+def _open_locked(path: Path):
+    """Open ``path`` and take its exclusive ``flock``; None when another process holds it."""
+    while True:
+        handle = open(path, "a+")  # held open as long as the lock is
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle, False
+        try:
+            same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return handle, True
+        handle.close()  # released and removed by its holder meanwhile: try again
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path, kind: OutputKind) -> Iterator[Path]:
+    """Hold ``folder/.geocells.lock`` while writing ``folder``; ``OutputError`` naming the
+    holder's PID when another process writes it. A killed holder's lock is taken over."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise _refusal(folder, kind, "is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    handle, locked = _open_locked(path)
+    try:
+        if not locked:
+            holder = _read_holder(handle)
+            raise OutputError(
+                f"{folder} is being written by {_holder_text(holder)}; wait for it to finish "
+                f"or stop it (its lock: {path})"
+            )
+        stale = _read_holder(handle)
+        if stale.get("pid") not in (None, os.getpid()):
+            pid = stale["pid"]
+            alive = isinstance(pid, int) and _pid_alive(pid)
+            dead = "lock released" if alive else "no longer running"
+            log.warning(
+                "%s: taking over the stale lock of %s (%s)", folder, _holder_text(stale), dead
+            )
+        handle.seek(0)
+        handle.truncate()
+        started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "stage": kind.stage}
+        handle.write(json.dumps({**me, "started": started}) + "\n")
+        handle.flush()
+        try:
+            yield folder
+        finally:
+            path.unlink(missing_ok=True)  # before the unlock: a waiter re-checks the inode
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def writing_output(folder: str | Path, kind: OutputKind, overwrite: bool = False) -> Iterator[bool]:
+    """``output_lock`` + ``claim_output``: yields True when ``folder`` holds kept output."""
+    with output_lock(folder, kind):
+        yield claim_output(folder, kind, overwrite)
