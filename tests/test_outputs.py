@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
 
 import pytest
 
+from fixtures_logs import captured_warnings
 from geocells.outputs import (
     LOCK,
     MARKER,
@@ -128,7 +128,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, c
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (out / LOCK).write_text(json.dumps({"pid": dead.pid, "stage": "index", "host": "h"}))
-    with caplog.at_level(logging.WARNING, logger="geocells.outputs"):
+    with captured_warnings(caplog, "geocells.outputs"):
         with output_lock(out, KIND):
             assert json.loads((out / LOCK).read_text())["pid"] == os.getpid()
     assert f"stale lock of geocells index (PID {dead.pid}" in caplog.text
