@@ -47,12 +47,18 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    tmp = temporary_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temporary_path(path: str | Path) -> Path:
+    """The temporary file ``atomic_write`` writes beside ``path``: ``x.npy`` -> ``.x.tmp.npy``."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
 
 
 def write_text(path: str | Path, text: str) -> Path:

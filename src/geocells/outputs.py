@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from geocells.io import temporary_path, write_text
+
 log = logging.getLogger(__name__)
 
 MARKER = ".geocells-output.json"
@@ -54,15 +56,9 @@ class OutputKind:
 
     def owns(self, name: str) -> bool:
         """True for a name this stage writes, an ``atomic_write`` temporary of one, or ours."""
-        if name in (MARKER, LOCK, f"{MARKER}.tmp") or name in self.known:
+        if name in (MARKER, LOCK) or name in self.known:
             return True
-        return any(name == _temporary_name(known) for known in self.known)
-
-
-def _temporary_name(name: str) -> str:
-    """The temporary name ``geocells.io.atomic_write`` uses for ``name``."""
-    path = Path(name)
-    return f".{path.stem}.tmp{path.suffix}"
+        return any(name == temporary_path(known).name for known in (*self.known, MARKER))
 
 
 def read_marker(folder: str | Path) -> str | None:
@@ -77,13 +73,6 @@ def read_marker(folder: str | Path) -> str | None:
     if not isinstance(stage, str):
         raise OutputError(f"{path} is not a geocells output marker; remove it or use another --out")
     return stage
-
-
-def _write_marker(folder: Path, kind: OutputKind) -> None:
-    # The bottom layer: geocells.io's atomic_write is above, so the same two steps here.
-    tmp = folder / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps({"stage": kind.stage}) + "\n")
-    os.replace(tmp, folder / MARKER)
 
 
 def _refusal(folder: Path, kind: OutputKind, reason: str) -> OutputError:
@@ -138,7 +127,7 @@ def claim_output(folder: str | Path, kind: OutputKind, overwrite: bool = False) 
     if existing and overwrite:
         remove_known(folder, kind)
         existing = False
-    _write_marker(folder, kind)
+    write_text(folder / MARKER, json.dumps({"stage": kind.stage}) + "\n")
     return existing
 
 

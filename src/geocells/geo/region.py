@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from geocells.geo.cells import check_latlng
+from geocells.io import write_text
 
 MAX_ABS_LAT = 85.0
 # Authalic radius: a sphere with the WGS84 ellipsoid's surface area (areas within ~0.3 %).
@@ -184,8 +185,6 @@ class Region:
             ],
         }
         if path is not None:
-            from geocells.io import write_text
-
             write_text(path, json.dumps(data))  # atomic: a failed write keeps the old file
         return data
 
