@@ -149,9 +149,10 @@ def test_softmax_spans_the_whole_small_table_and_dispatches():
     sampled = candidate_rows(anchors, anchor_rows, table, MSParams(), small, generator)
     assert set(anchor_rows.tolist()) <= set(sampled.tolist()) and len(sampled) < 40
     vectors = table(rows)
-    softmax = prototype_term(anchors, anchor_rows, vectors, rows, MSParams(), "softmax", 16.0, 0.2)
+    softmax_cfg = LossConfig(prototype_loss="softmax", softmax_scale=16.0, softmax_margin=0.2)
+    softmax = prototype_term(anchors, anchor_rows, vectors, rows, MSParams(), softmax_cfg)
     direct = prototype_softmax_loss(anchors, anchor_rows, vectors, rows, 16.0, 0.2)
-    ms = prototype_term(anchors, anchor_rows, vectors, rows, MSParams())
+    ms = prototype_term(anchors, anchor_rows, vectors, rows, MSParams(), LossConfig())
     assert softmax.item() == pytest.approx(direct.item())
     assert ms.item() == pytest.approx(
         prototype_loss(anchors, anchor_rows, vectors, rows, MSParams()).item()

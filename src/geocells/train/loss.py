@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from geocells.train.config import LossConfig
+
 
 @dataclass(frozen=True)
 class MSParams:
@@ -146,13 +148,11 @@ def prototype_term(
     candidates: torch.Tensor,
     candidate_rows: torch.Tensor,
     params: MSParams,
-    kind: str = "ms",
-    scale: float = 32.0,
-    margin: float = 0.1,
+    cfg: LossConfig,
 ) -> torch.Tensor:
-    """The configured prototype loss (``kind``: ``ms`` or ``softmax``) -> scalar."""
-    if kind == "softmax":
+    """The configured prototype loss (``cfg.prototype_loss``: ``ms`` or ``softmax``) -> scalar."""
+    if cfg.prototype_loss == "softmax":
         return prototype_softmax_loss(
-            anchors, anchor_rows, candidates, candidate_rows, scale, margin
+            anchors, anchor_rows, candidates, candidate_rows, cfg.softmax_scale, cfg.softmax_margin
         )
     return prototype_loss(anchors, anchor_rows, candidates, candidate_rows, params)

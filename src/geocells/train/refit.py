@@ -155,16 +155,7 @@ def batch_loss(
     ):
         if len(part) == 0 or weight == 0:
             continue
-        term = prototype_term(
-            part.vectors,
-            part.rows,
-            vectors,
-            rows,
-            params,
-            loss_cfg.prototype_loss,
-            loss_cfg.softmax_scale,
-            loss_cfg.softmax_margin,
-        )
+        term = prototype_term(part.vectors, part.rows, vectors, rows, params, loss_cfg)
         terms[name] = float(term.detach())
         total = total + weight * term
     return total, terms

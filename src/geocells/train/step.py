@@ -115,16 +115,7 @@ def compute_losses(
     prototypes = model.prototypes(rows)  # [K, D], sparse gradient in these rows
 
     def to_prototypes(anchors: torch.Tensor, anchor_rows: torch.Tensor) -> torch.Tensor:
-        return prototype_term(
-            anchors,
-            anchor_rows,
-            prototypes,
-            rows,
-            params,
-            loss_cfg.prototype_loss,
-            loss_cfg.softmax_scale,
-            loss_cfg.softmax_margin,
-        )
+        return prototype_term(anchors, anchor_rows, prototypes, rows, params, loss_cfg)
 
     terms = {
         "loss_ground_aerial": cross_modal_loss(
