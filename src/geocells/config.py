@@ -8,7 +8,6 @@ and rejects unknown keys with the list of valid ones.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+from geocells.io import write_text
 
 T = TypeVar("T")
 
@@ -117,15 +118,7 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_config(cfg: Any, path: Path) -> Path:
     """Write the resolved config as YAML, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:  # temp + rename (geocells.io.atomic_write, which this bottom module cannot import)
-        temporary.write_text(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_text(path, OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg))))
 
 
 def load_config(schema: type[T], path: Path) -> T:
