@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from geocells.config import config_to_dict
+from geocells.io import write_text
 from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
 from geocells.synth.capture import Capture, campaign_capture, sample_capture
 from geocells.synth.config import SynthConfig
@@ -29,7 +30,8 @@ AERIAL_FILE = "aerial/orthophoto.tif"
 BATCH = 16
 DATASET_ENTRIES = ("world.json", "region.geojson", "ground", "aerial")
 TRAIN_CAPTURES = ("perspective", "panorama")
-# --overwrite clears these names (and the ``.part`` files of killed writes), nothing else.
+# --overwrite clears these names (and the ``.part`` temporaries older geocells left when
+# killed; ``atomic_write``'s own are recognised by OutputKind), nothing else.
 SYNTH_OUTPUT = OutputKind(
     stage="synth",
     known=(*DATASET_ENTRIES, "world.json.part", "region.geojson.part"),
@@ -58,13 +60,7 @@ def _prepare(cfg: SynthConfig, out: Path, overwrite: bool) -> None:
         )
     claim_output(out, SYNTH_OUTPUT, overwrite=existing and not same)
     if not world_file.is_file():
-        _atomic_write(world_file, record.encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+        write_text(world_file, record)
 
 
 def write_region(world: World, path: Path) -> Path:
@@ -82,7 +78,7 @@ def write_region(world: World, path: Path) -> Path:
     ring.append(ring[0])
     geojson = {"type": "Feature", "properties": {"name": "synthetic"},
                "geometry": {"type": "Polygon", "coordinates": [ring]}}  # fmt: skip
-    _atomic_write(path, (json.dumps(geojson) + "\n").encode())
+    write_text(path, json.dumps(geojson) + "\n")
     return path
 
 
