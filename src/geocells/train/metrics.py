@@ -121,7 +121,7 @@ class MetricsLog:
         for key in TRAIN_KEYS:
             axis.plot([int(r["step"]) for r in train], [float(r[key]) for r in train], label=key)
         axis.set_xlabel("step")
-        axis.set_ylabel("multi-similarity loss")
+        axis.set_ylabel("training loss")  # MS, or softmax prototype terms
         axis.legend(loc="upper left", fontsize=8)
         if val:
             recall_axis = axis.twinx()
