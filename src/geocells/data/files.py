@@ -10,7 +10,6 @@ import numpy as np
 
 from geocells.data.images import ARCHIVE_SEPARATOR, archive_members, split_archive_path
 
-
 _SPECIAL_KINDS = (
     (stat.S_ISFIFO, "a named pipe (FIFO)"),
     (stat.S_ISSOCK, "a socket"),

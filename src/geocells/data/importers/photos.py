@@ -115,8 +115,9 @@ def import_photos(
         subfolders.sort()
         for name in [n for n in subfolders if os.path.islink(os.path.join(directory, n))]:
             link = os.path.join(directory, name)
-            skipped.append((link, f"symbolic link to a folder ({os.path.realpath(link)}): "
-                                  "not followed; import that folder itself, or copy it in"))  # fmt: skip
+            target = os.path.realpath(link)
+            reason = f"symbolic link to a folder ({target}): not followed; import that folder"
+            skipped.append((link, reason + " itself, or copy it in"))
         for name in sorted(files):
             if os.path.splitext(name)[1].lower() not in PHOTO_SUFFIXES:
                 continue
