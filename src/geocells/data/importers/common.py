@@ -46,13 +46,16 @@ class ImportRows:
 
     ``columns`` holds manifest columns by name (``image_id, path, lat, lon, split`` and
     any of ``heading, fov, captured_at``); ``aerial`` is an aerial source description to
-    write into ``DATASET/aerial/`` (VIGOR's satellite tile set), or None.
+    write into ``DATASET/aerial/`` (VIGOR's satellite tile set), or None. ``roots``: the
+    folders the user gave (absolute) — the only ones outside the dataset its images may be
+    in; a row leading elsewhere is a bad row (``confine``).
     """
 
     columns: dict[str, np.ndarray]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     aerial: dict | None = None
     source: str = ""
+    roots: tuple[Path, ...] = ()
 
 
 @dataclass

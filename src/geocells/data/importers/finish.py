@@ -2,13 +2,15 @@
 
 Order (nothing is written before every check has passed):
 
-1. the rows are validated as a manifest (missing files, bad coordinates, duplicates...);
+1. the rows are validated as a manifest (bad coordinates, duplicates...), rows whose image
+   leads out of the folders the user gave are refused (``confine``: ``..``, absolute paths,
+   symbolic links), then missing files;
 2. every image is checked (``ImportOptions.check_images``; header by default);
 3. ``--strict`` fails here when anything was skipped; an import with no row left fails;
 4. the region is chosen (``--region``; a ``region.geojson`` of the user's kept; otherwise
    derived from the points, ``geocells.data.regionfit``) and refused when it would hold
    more than ``max_region_cells`` cells at ``cell_level``;
-5. all files (with ``ground/image_roots.txt``, the folders the images stay in) are
+5. all files (with ``ground/image_roots.txt``, the given folders the images stay in) are
    written into ``DATASET/.import-staging/`` and moved into place with
    ``os.replace``, the manifest last: a failed import leaves no manifest behind, so a rerun
    redoes it instead of saying "already imported".
@@ -34,11 +36,12 @@ from geocells.data.dataset import (
     IMAGE_ROOTS_FILE,
     MANIFEST_FILES,
     REGION_FILE,
-    image_roots_of,
     write_image_roots,
 )
+from geocells.data.files import missing_files
 from geocells.data.images import ImageLoadError, check_image
 from geocells.data.importers.common import ImportOptions, ImportResult, ImportRows
+from geocells.data.importers.confine import escaping_rows
 from geocells.data.manifest import GroundManifest
 
 logger = logging.getLogger(__name__)
@@ -64,8 +67,12 @@ def finish_import(out: Path, rows: ImportRows, options: ImportOptions) -> Import
     out = Path(os.path.abspath(Path(out).expanduser()))
     shutil.rmtree(out / STAGING_DIR, ignore_errors=True)  # a crashed import's leftovers
     skipped = list(rows.skipped)
-    manifest = GroundManifest.from_columns(out, strict=False, check_files=True, **rows.columns)
+    manifest = GroundManifest.from_columns(out, strict=False, check_files=False, **rows.columns)
     skipped += [(b.image_id or f"row {b.row}", b.reason) for b in manifest.bad_rows]
+    manifest, escaping = _confine(manifest, out, rows.roots)
+    skipped += escaping
+    manifest, missing = _missing(manifest)
+    skipped += missing
     manifest, unreadable = _check_images(manifest, options)
     skipped += unreadable
     where = f"{rows.source} import into {out}"
@@ -77,9 +84,9 @@ def finish_import(out: Path, rows: ImportRows, options: ImportOptions) -> Import
     staging = out / STAGING_DIR
     (staging / "ground").mkdir(parents=True)
     manifest.write(staging / MANIFEST_FILES[0], relative_to=out / "ground")
-    # Images stay where they are: declare their folders, the only ones outside the dataset
-    # its manifest may point into (geocells.data.dataset).
-    write_image_roots(staging / IMAGE_ROOTS_FILE, image_roots_of(manifest.path, out), out)
+    # Images stay where they are: declare the folders the user gave that hold some, the
+    # only ones outside the dataset its manifest may point into (geocells.data.dataset).
+    write_image_roots(staging / IMAGE_ROOTS_FILE, _used_roots(manifest, out, rows.roots), out)
     _write_report(staging / REPORT_FILE, skipped)
     if region is not None:
         region.to_geojson(staging / REGION_FILE)
@@ -91,6 +98,37 @@ def finish_import(out: Path, rows: ImportRows, options: ImportOptions) -> Import
         logger.warning("... and %d more skipped (all in %s)", len(skipped) - 10, REPORT_FILE)
     name = region.name if region is not None else "kept"
     return ImportResult(out, manifest.counts(), skipped, name, cells, out / REPORT_FILE)
+
+
+def _confine(manifest: GroundManifest, out: Path, roots: tuple[Path, ...]):
+    """(manifest without rows leading out of ``out`` and ``roots``, [(image_id, reason)])."""
+    given = " and ".join(str(folder) for folder in (*roots, out))
+    bad = escaping_rows(manifest.path.tolist(), [out, *roots], f"the folders given ({given})")
+    keep = np.ones(len(manifest), dtype=bool)
+    keep[[index for index, _ in bad]] = False
+    return manifest.take(keep), [(str(manifest.image_id[i]), why) for i, why in bad]
+
+
+def _missing(manifest: GroundManifest):
+    """(manifest without rows whose image file does not exist, [(image_id, reason)])."""
+    missing = missing_files(manifest.path)
+    found = [
+        (str(manifest.image_id[i]), f"file not found: {manifest.path[i]}")
+        for i in np.flatnonzero(missing)
+    ]
+    return manifest.take(~missing), found
+
+
+def _used_roots(manifest: GroundManifest, out: Path, roots: tuple[Path, ...]) -> list[Path]:
+    """The given ``roots`` outside ``out`` that hold some image of ``manifest``."""
+    inside_out = str(out).rstrip(os.sep) + os.sep
+    outside = [path for path in manifest.path.tolist() if not path.startswith(inside_out)]
+    used = []
+    for root in roots:
+        prefix = os.path.normpath(os.path.abspath(root)).rstrip(os.sep) + os.sep
+        if any(path.startswith(prefix) for path in outside):
+            used.append(Path(prefix.rstrip(os.sep) or os.sep))
+    return used
 
 
 def _check_images(manifest: GroundManifest, options: ImportOptions):

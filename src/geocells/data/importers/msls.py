@@ -3,10 +3,11 @@
 Layout: ``ROOT/train_val/<city>/{query,database}/raw.csv`` with the header
 ``,key,lon,lat,ca,captured_at,pano`` (a leading unnamed index column) and images
 ``.../{query,database}/images/<key>.jpg``; ``ROOT/test/<city>/...`` likewise (MSLS's test
-cities come without coordinates, so only test cities that do have a ``raw.csv`` are read).
-Both query and database images are imported (for geocells both are just geotagged
-photos). ``ca`` (Mapillary's compass angle, degrees clockwise from north) becomes
-``heading``; ``pano = True`` rows become ``fov = 360`` (panoramas); ``captured_at`` (epoch
+cities come without coordinates, so only test cities that do have a ``raw.csv`` are read;
+every city folder and role without one is listed in the import report). Both query and
+database images are imported, the manifest's ``role`` column saying which each row was.
+``ca`` (Mapillary's compass angle, degrees clockwise from north) becomes ``heading``;
+``pano = True`` rows become ``fov = 360`` (panoramas); ``captured_at`` (epoch
 milliseconds) becomes ISO 8601 UTC. Splits by city: MSLS's validation cities (``cph``,
 ``sf``) are val, the other ``train_val`` cities train, ``test/`` cities and any named in
 ``test_cities`` test.
@@ -25,14 +26,18 @@ ROLES = ("query", "database")
 COLUMNS = ("key", "lon", "lat", "ca", "captured_at", "pano")
 
 
-def _raw_files(root: Path) -> list[tuple[str, str, Path]]:
-    """(split folder, city, raw.csv) for every city and role under ``root``."""
+def _raw_files(root: Path, skipped: list[tuple[str, str]]) -> list[tuple[str, str, str, Path]]:
+    """(split folder, city, role, raw.csv) for every city and role under ``root``; a city
+    folder's role without its ``raw.csv`` goes to ``skipped``."""
     found = []
     for part in ("train_val", "test"):
         for city in sorted(p for p in (root / part).glob("*") if p.is_dir()):
             for role in ROLES:
                 if (city / role / "raw.csv").is_file():
-                    found.append((part, city.name, city / role / "raw.csv"))
+                    found.append((part, city.name, role, city / role / "raw.csv"))
+                    continue
+                why = " (MSLS's test cities come without coordinates)" if part == "test" else ""
+                skipped.append((f"{part}/{city.name}/{role}", f"no {role}/raw.csv{why}"))
     return found
 
 
@@ -60,16 +65,17 @@ def import_msls(
 ) -> ImportRows:
     """MSLS ``raw.csv`` files + images -> rows (see the module docstring)."""
     root = absolute_root(root, "MSLS root")
-    files = _raw_files(root)
+    skipped: list[tuple[str, str]] = []
+    files = _raw_files(root, skipped)
     if not files:
         raise FileNotFoundError(
             f"no MSLS raw.csv under {root} (want train_val/<city>/{{query,database}}/raw.csv)"
         )
     columns: dict[str, list] = {
-        k: [] for k in ("image_id", "path", "lat", "lon", "heading", "fov", "split")
+        k: [] for k in ("image_id", "path", "lat", "lon", "heading", "fov", "split", "role")
     }
     captured: list = []
-    for part, city, raw in files:
+    for part, city, role, raw in files:
         split = (
             "test"
             if part == "test" or city in test_cities
@@ -88,8 +94,9 @@ def import_msls(
         panorama = [str(v).strip().lower() == "true" for v in rows["pano"]]
         columns["fov"] += [360.0 if p else np.nan for p in panorama]
         columns["split"] += [split] * len(keys)
+        columns["role"] += [role] * len(keys)
         captured += rows["captured_at"]
     arrays = {k: np.array(v, dtype=object) for k, v in columns.items()}
     arrays["fov"] = arrays["fov"].astype(float)
     arrays["captured_at"] = iso_time(captured)
-    return ImportRows(arrays, [], None, "MSLS")
+    return ImportRows(arrays, skipped, None, "MSLS", (root,))

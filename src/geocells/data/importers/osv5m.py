@@ -6,8 +6,9 @@ read straight from the shards (manifest paths ``images/train/00.zip!/<member>``)
 that were extracted in place (the project's download script does that) work too, as do
 both mixed. An image is found by its file stem ``<id>`` at any depth. Either CSV may be
 missing (a test-only download imports the test split alone). ``captured_at`` (epoch
-milliseconds) becomes ISO 8601 UTC. OSV-5M has no val split: ``val_fraction`` of train
-goes to val by hash of the id.
+milliseconds) becomes ISO 8601 UTC. A zip member whose name has a ``..`` part or is an
+absolute path is refused and reported (``confine``). OSV-5M has no val split:
+``val_fraction`` of train goes to val by hash of the id.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from geocells.data.images import archive_path
 from geocells.data.importers.common import ImportRows, absolute_root, carve_val, iso_time
+from geocells.data.importers.confine import unsafe_member
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,12 @@ def _index_zip(path: str, found: dict[str, str], skipped: list[tuple[str, str]])
         return
     for member in names:
         stem, suffix = os.path.splitext(os.path.basename(member))
-        if suffix.lower() in IMAGE_SUFFIXES:
+        if suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        unsafe = unsafe_member(member)
+        if unsafe:  # "00/../../../usr/share/x.png" would point out of the dataset
+            skipped.append((archive_path(path, member), f"zip member name {unsafe}: refused"))
+        else:
             found.setdefault(stem, archive_path(path, member))
 
 
@@ -108,4 +115,4 @@ def import_osv5m(root: str | Path, val_fraction: float = 0.1) -> ImportRows:
     arrays["lon"] = np.array([np.nan if v is None else v for v in columns["lon"]], float)
     arrays["split"] = carve_val(arrays["image_id"], arrays["split"], val_fraction)
     arrays["captured_at"] = iso_time(columns["captured_at"])
-    return ImportRows(arrays, skipped, None, "OSV-5M")
+    return ImportRows(arrays, skipped, None, "OSV-5M", (root,))

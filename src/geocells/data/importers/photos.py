@@ -136,4 +136,4 @@ def import_photos(
     for key in ("lat", "lon", "heading"):
         arrays[key] = arrays[key].astype(float)
     arrays["split"] = assign_splits(arrays["image_id"], fractions)
-    return ImportRows(arrays, skipped, None, "photo folder")
+    return ImportRows(arrays, skipped, None, "photo folder", (folder,))

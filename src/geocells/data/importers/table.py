@@ -137,4 +137,4 @@ def import_csv(
     if "captured_at" in mapping:
         out["captured_at"] = text("captured_at")
     out["split"] = text("split") if "split" in mapping else assign_splits(ids, fractions)
-    return ImportRows(out, [], None, f"CSV {csv_path.name}")
+    return ImportRows(out, [], None, f"CSV {csv_path.name}", (base,))
