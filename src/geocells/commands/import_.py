@@ -64,8 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.add_argument(
         "--max-region-cells",
         type=positive_int,
-        default=30_000_000,
-        help="refuse a region with more cells than this at --cell-level (default 30 M)",
+        default=None,
+        help="refuse any region with more cells than this at --cell-level (default: a region "
+        "fitted to the images is refused above 30 M, one given with --region is accepted)",
     )
     shared.add_argument(
         "--split-fractions",

@@ -12,8 +12,11 @@ import numpy as np
 
 from geocells.data.images import IMAGE_CHECKS
 
-# Default ceiling on the region's cells at ``cell_level``: the continent benchmark holds
-# 24.6 M level-16 cells in memory on one machine (docs/scaling.md).
+# Ceiling on the cells at ``cell_level`` of a region fitted to the images (a worldwide
+# scatter of photos is refused in seconds, not covered square by square), and the size above
+# which a region given with ``--region`` gets a warning: the continent benchmark holds 24.6 M
+# level-16 cells in memory on one machine (docs/scaling.md). An import itself never holds
+# the region's cells: their number is estimated from the area.
 DEFAULT_MAX_REGION_CELLS = 30_000_000
 
 
@@ -26,7 +29,9 @@ class ImportOptions:
     region: str | None = None  # preset, GeoJSON file or bbox:...; None: derived from points
     region_pad_m: float = 500.0  # derived region: distance kept around every point
     cell_level: int = 16  # level whose cell count the memory guard checks
-    max_region_cells: int = DEFAULT_MAX_REGION_CELLS
+    # None: fitted regions are refused above DEFAULT_MAX_REGION_CELLS, a region you give is
+    # accepted (with a warning above it); a number: every region above it is refused.
+    max_region_cells: int | None = None
     workers: int = 4  # threads reading image headers
 
     def __post_init__(self) -> None:
@@ -36,7 +41,7 @@ class ImportOptions:
             )
         if not 0 <= self.cell_level <= 30:
             raise ValueError(f"cell level must be in 0..30, got {self.cell_level}")
-        if self.max_region_cells < 1:
+        if self.max_region_cells is not None and self.max_region_cells < 1:
             raise ValueError(f"max region cells must be >= 1, got {self.max_region_cells}")
 
 

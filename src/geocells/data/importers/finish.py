@@ -8,8 +8,11 @@ Order (nothing is written before every check has passed):
 2. every image is checked (``ImportOptions.check_images``; header by default);
 3. ``--strict`` fails here when anything was skipped; an import with no row left fails;
 4. the region is chosen (``--region``; a ``region.geojson`` of the user's kept; otherwise
-   derived from the points, ``geocells.data.regionfit``) and refused when it would hold
-   more than ``max_region_cells`` cells at ``cell_level``;
+   derived from the points, ``geocells.data.regionfit``). Its cells at ``cell_level`` are
+   estimated from its area, never listed: a fitted region over ``DEFAULT_MAX_REGION_CELLS``
+   is refused, a region the user chose is taken with a warning above it (``europe-west``,
+   132 M level-16 cells, imports with the defaults), and an explicit ``max_region_cells``
+   refuses any region over it;
 5. all files (with ``ground/image_roots.txt``, the given folders the images stay in) are
    written into ``DATASET/.import-staging/`` and moved into place with
    ``os.replace``, the manifest last: a failed import leaves no manifest behind, so a rerun
@@ -40,7 +43,12 @@ from geocells.data.dataset import (
 )
 from geocells.data.files import missing_files
 from geocells.data.images import ImageLoadError, check_image
-from geocells.data.importers.common import ImportOptions, ImportResult, ImportRows
+from geocells.data.importers.common import (
+    DEFAULT_MAX_REGION_CELLS,
+    ImportOptions,
+    ImportResult,
+    ImportRows,
+)
 from geocells.data.importers.confine import escaping_rows
 from geocells.data.manifest import GroundManifest
 
@@ -183,6 +191,7 @@ def _choose_region(out: Path, manifest: GroundManifest, options: ImportOptions):
     from geocells.data import regionfit
     from geocells.geo.region import Region
 
+    ceiling = options.max_region_cells
     if options.region is not None:
         region, write = Region.parse(options.region), True
         area, perimeter = region.area_km2(), regionfit.perimeter_km(region)
@@ -191,7 +200,8 @@ def _choose_region(out: Path, manifest: GroundManifest, options: ImportOptions):
         area, perimeter = region.area_km2(), regionfit.perimeter_km(region)
         logger.info("keeping the region of your own in %s", out / REGION_FILE)
     else:
-        limit = options.max_region_cells * regionfit.mean_cell_area_km2(options.cell_level)
+        ceiling = ceiling or DEFAULT_MAX_REGION_CELLS
+        limit = ceiling * regionfit.mean_cell_area_km2(options.cell_level)
         try:
             cover = regionfit.cover_points(
                 manifest.lat, manifest.lon, options.region_pad_m, max_area_km2=limit
@@ -201,14 +211,22 @@ def _choose_region(out: Path, manifest: GroundManifest, options: ImportOptions):
             area = err.area_km2  # a lower bound: covering stopped there
         region, write, perimeter = None, True, 0.0
     cells = regionfit.estimate_cells(area, options.cell_level, perimeter)
-    if cells > options.max_region_cells:
+    if ceiling is not None and cells > ceiling:
         raise ValueError(
             f"the region would hold at least {cells:,} level-{options.cell_level} cells "
-            f"({area:,.0f} km²), more than --max-region-cells {options.max_region_cells:,} "
+            f"({area:,.0f} km²), more than --max-region-cells {ceiling:,} "
             "fit in memory; nothing imported. Restrict it: --region FILE.geojson or "
             "bbox:south,west,north,east, a smaller --region-pad-m, fewer cities or rows "
             "(filter the source), or raise --max-region-cells on a machine with more memory"
         )
+    if ceiling is None and cells > DEFAULT_MAX_REGION_CELLS:
+        logger.warning(
+            "the region holds about %s level-%d cells (%s km²): more than one machine holds "
+            "in memory (~%s M); the import does not need them, but train and index such a "
+            "region on a bigger machine, or build its database in shards (index --shard i/n) "
+            "and search it with Milvus (docs/scaling.md)",
+            f"{cells:,}", options.cell_level, f"{area:,.0f}", DEFAULT_MAX_REGION_CELLS // 10**6,
+        )  # fmt: skip
     if region is None:
         region = regionfit.region_from_cover(cover, IMPORT_REGION_NAME)
         cells = regionfit.estimate_cells(area, options.cell_level, regionfit.perimeter_km(region))
