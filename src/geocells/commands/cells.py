@@ -25,9 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--out", type=Path, help="write cell, token, lat, lon to this .parquet")
     action.add_argument("--count", action="store_true", help="print count, area and seconds")
-    parser.add_argument(
-        "--land-only", action="store_true", help="drop cells centred at sea"
-    )
+    parser.add_argument("--land-only", action="store_true", help="drop cells centred at sea")
     parser.add_argument("--chunk-size", type=positive_int, default=1 << 20, help="cells per batch")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
