@@ -1,6 +1,11 @@
 """Formats users have (issue 22, item 7): MSLS test cities without coordinates and its
 query/database roles; 16-bit orthophotos."""
 
+import json
+
+import numpy as np
+import pytest
+
 from fixtures_import import write_image
 from geocells.cli import main
 from geocells.data.dataset import Dataset
@@ -31,3 +36,58 @@ def test_msls_reports_cities_without_raw_csv_and_keeps_query_and_database_apart(
     for role in ("query", "database"):
         assert f"test/miami/{role},no {role}/raw.csv (MSLS's test cities come without" in report
     assert manifest.split("train").role.tolist().count("query") == 2  # kept through take()
+
+
+def _geotiff16(path, values, dtype="uint16"):
+    """A 0.01° square EPSG:4326 raster at (50.0-50.01 N, 8.0-8.01 E): ``values`` [3, H, W]."""
+    import rasterio
+    from affine import Affine
+
+    count, height, width = values.shape
+    transform = Affine(0.01 / width, 0.0, 8.0, 0.0, -0.01 / height, 50.01)
+    profile = dict(driver="GTiff", width=width, height=height, count=count, dtype=dtype,
+                   crs="EPSG:4326", transform=transform)  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(values.astype(dtype))
+    return path
+
+
+def _halves(left, right, size=64):
+    values = np.empty((3, size, size))
+    values[..., : size // 2] = np.asarray(left, float)[:, None, None]
+    values[..., size // 2 :] = np.asarray(right, float)[:, None, None]
+    return values
+
+
+def test_16_bit_orthophotos_are_stretched_by_band_percentiles(tmp_path, caplog):
+    import logging
+
+    from geocells.data.aerial import open_aerial
+
+    folder = tmp_path / "aerial"
+    _geotiff16(folder / "a.tif", _halves((1000, 2000, 3000), (3000, 6000, 9000)))
+    with caplog.at_level(logging.INFO, "geocells.data.aerial.geotiff"):
+        source = open_aerial(folder)
+    assert "16-bit aerial raster(s) mapped to 8 bit per band: 1000..3000, 2000..6000" in (
+        caplog.text
+    )
+    crop = source.crop(50.005, 8.005, 500.0, 32)
+    assert crop.dtype == np.uint8
+    assert tuple(crop[16, 2]) == (0, 0, 0) and tuple(crop[16, 29]) == (255, 255, 255)
+
+
+def test_16_bit_orthophotos_follow_a_stated_scale(tmp_path):
+    from geocells.data.aerial import open_aerial
+
+    folder = tmp_path / "aerial"
+    _geotiff16(folder / "a.tif", _halves((4095, 2048, 0), (0, 0, 0)))
+    (folder / "scale.json").write_text(json.dumps({"low": 0, "high": 4095}))
+    crop = open_aerial(folder).crop(50.005, 8.005, 500.0, 32)
+    assert tuple(crop[16, 2]) == (255, 128, 0) and tuple(crop[16, 29]) == (0, 0, 0)
+    (folder / "scale.json").write_text(json.dumps({"low": [0, 0], "high": [0, 1]}))
+    with pytest.raises(ValueError, match=r"scale\.json: every high must be above its low"):
+        open_aerial(folder)
+    _geotiff16(folder / "a.tif", _halves((1, 1, 1), (2, 2, 2)), dtype="float32")
+    with pytest.raises(ValueError, match=r"bands of type \['float32'\]; 8-bit or 16-bit"):
+        open_aerial(folder)
