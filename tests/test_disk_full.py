@@ -68,7 +68,7 @@ def test_every_stage_names_what_it_could_not_write(
             "--dataset",
             str(micro_dataset),
             "--no-progress",
-        ],  # fmt: skip
+        ],
         "calibrate": ["calibrate", str(db), "--dataset", str(micro_dataset)],
         "eval": [
             "eval",
@@ -79,7 +79,7 @@ def test_every_stage_names_what_it_could_not_write(
             str(full / "ev"),
             "--no-baselines",
             "--no-interactive-map",
-        ],  # fmt: skip
+        ],
     }[command]
     _fill_disk_under(full, monkeypatch)
     assert main(argv) == 2
