@@ -334,13 +334,13 @@ def _read_table(path: Path) -> pa.Table:
             import pyarrow.parquet as pq
 
             return pq.read_table(path)
-        if suffix == ".csv":
+        if suffix == ".csv":  # errors name the file, row and column (csvfile)
             import pyarrow.csv as pacsv
 
-            with open(path, "rb") as handle:
-                header = handle.readline().decode("utf-8-sig").strip().split(",")
-            types = {name.strip(): pa.string() for name in header}
-            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+            from geocells.data.csvfile import read_csv, read_header
+
+            types = {name: pa.string() for name in read_header(path)}
+            return read_csv(path, pacsv.ConvertOptions(column_types=types))
     except pa.ArrowInvalid as err:
         raise ValueError(f"cannot read manifest {path}: {err}") from err
     raise ValueError(f"manifest {path} must be .parquet or .csv, not {suffix or 'no suffix'!r}")

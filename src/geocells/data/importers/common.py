@@ -110,16 +110,27 @@ def carve_val(ids: np.ndarray, splits: np.ndarray, val_fraction: float) -> np.nd
     return splits
 
 
-def iso_time(values: Iterable) -> np.ndarray:
-    """Epoch milliseconds (OSV-5M, Mapillary) -> ISO 8601 UTC; other text is kept."""
+def iso_time(values: Iterable, problems: list[tuple[int, str]] | None = None) -> np.ndarray:
+    """Epoch milliseconds (OSV-5M, Mapillary) -> ISO 8601 UTC; other text is kept.
+
+    A number no calendar holds (``99999999999999999999``) becomes '' and, with
+    ``problems``, ``(index, reason)`` is recorded there (else it raises ValueError).
+    """
     from datetime import UTC, datetime
 
     out = []
-    for value in values:
+    for index, value in enumerate(values):
         if value is None or value == "" or (isinstance(value, float) and np.isnan(value)):
             out.append("")
         elif isinstance(value, (int, float, np.integer, np.floating)) or str(value).isdigit():
-            out.append(datetime.fromtimestamp(float(value) / 1000.0, tz=UTC).isoformat())
+            try:
+                out.append(datetime.fromtimestamp(float(value) / 1000.0, tz=UTC).isoformat())
+            except (OverflowError, OSError, ValueError):
+                reason = f"captured_at {value} is no time (epoch milliseconds out of range)"
+                if problems is None:
+                    raise ValueError(reason) from None
+                problems.append((index, reason))
+                out.append("")
         else:
             out.append(str(value))
     return np.array(out, dtype=object)

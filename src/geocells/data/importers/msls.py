@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from geocells.data.csvfile import read_csv
 from geocells.data.importers.common import ImportRows, absolute_root, iso_time
 
 VAL_CITIES = ("cph", "sf")
 ROLES = ("query", "database")
 COLUMNS = ("key", "lon", "lat", "ca", "captured_at", "pano")
+FIELDS = ("image_id", "path", "lat", "lon", "heading", "fov", "split", "role", "captured_at")
 
 
 def _raw_files(root: Path, skipped: list[tuple[str, str]]) -> list[tuple[str, str, str, Path]]:
@@ -45,10 +47,7 @@ def _read_raw(path: Path) -> dict[str, list]:
     import pyarrow.csv as pacsv
 
     types = {"key": "string", "captured_at": "string", "pano": "string"}
-    try:
-        table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
-    except Exception as err:  # pyarrow raises its own error kinds for bad CSVs
-        raise ValueError(f"cannot read {path}: {err}") from err
+    table = read_csv(path, pacsv.ConvertOptions(column_types=types))  # names row and column
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(
@@ -56,6 +55,17 @@ def _read_raw(path: Path) -> dict[str, list]:
             "',key,lon,lat,ca,captured_at,pano'"
         )
     return {name: table[name].to_pylist() for name in COLUMNS}
+
+
+def _with_times(rows: dict[str, list], prefix: str, where, skipped: list) -> dict[str, list]:
+    """``captured_at`` as ISO 8601; rows whose time no calendar holds go to ``skipped``."""
+    bad: list[tuple[int, str]] = []
+    rows["captured_at"] = iso_time(rows["captured_at"], bad).tolist()
+    skipped += [(f"{prefix}{rows['key'][r]}", f"{where} row {r + 1}: {why}") for r, why in bad]
+    drop = {row for row, _ in bad}
+    return {
+        name: [v for r, v in enumerate(values) if r not in drop] for name, values in rows.items()
+    }
 
 
 def import_msls(
@@ -71,10 +81,7 @@ def import_msls(
         raise FileNotFoundError(
             f"no MSLS raw.csv under {root} (want train_val/<city>/{{query,database}}/raw.csv)"
         )
-    columns: dict[str, list] = {
-        k: [] for k in ("image_id", "path", "lat", "lon", "heading", "fov", "split", "role")
-    }
-    captured: list = []
+    columns: dict[str, list] = {k: [] for k in FIELDS}
     for part, city, role, raw in files:
         split = (
             "test"
@@ -83,7 +90,7 @@ def import_msls(
             if city in val_cities
             else "train"
         )
-        rows = _read_raw(raw)
+        rows = _with_times(_read_raw(raw), f"{city}/", raw.relative_to(root), skipped)
         images = raw.parent / "images"
         keys = rows["key"]
         columns["image_id"] += [f"{city}/{k}" for k in keys]
@@ -95,8 +102,7 @@ def import_msls(
         columns["fov"] += [360.0 if p else np.nan for p in panorama]
         columns["split"] += [split] * len(keys)
         columns["role"] += [role] * len(keys)
-        captured += rows["captured_at"]
+        columns["captured_at"] += rows["captured_at"]
     arrays = {k: np.array(v, dtype=object) for k, v in columns.items()}
     arrays["fov"] = arrays["fov"].astype(float)
-    arrays["captured_at"] = iso_time(captured)
     return ImportRows(arrays, skipped, None, "MSLS", (root,))

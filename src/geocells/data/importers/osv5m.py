@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geocells.data.csvfile import read_csv
 from geocells.data.images import archive_path
 from geocells.data.importers.common import ImportRows, absolute_root, carve_val, iso_time
 from geocells.data.importers.confine import unsafe_member
@@ -67,10 +68,7 @@ def _read_split(root: Path, split: str, skipped: list[tuple[str, str]]) -> dict[
 
     csv_path = root / f"{split}.csv"
     options = pacsv.ConvertOptions(column_types={"id": "string", "captured_at": "string"})
-    try:
-        table = pacsv.read_csv(csv_path, convert_options=options)
-    except Exception as err:  # pyarrow raises its own error kinds for bad CSVs
-        raise ValueError(f"cannot read {csv_path}: {err}") from err
+    table = read_csv(csv_path, options)  # errors name the file, row and column
     for name in ("id", "latitude", "longitude"):
         if name not in table.column_names:
             raise ValueError(f"{csv_path} has no {name!r} column (has {table.column_names})")
@@ -87,6 +85,12 @@ def _read_split(root: Path, split: str, skipped: list[tuple[str, str]]) -> dict[
         if "captured_at" in table.column_names
         else [None] * len(ids)
     )
+    bad_times: list[tuple[int, str]] = []
+    captured = iso_time(captured, bad_times).tolist()
+    for row, reason in bad_times:
+        if keep[row]:
+            keep[row] = False
+            skipped.append((f"{split}/{ids[row]}", f"{csv_path.name} row {row + 1}: {reason}"))
     rows = {
         "image_id": ids,
         "path": paths,
@@ -114,5 +118,5 @@ def import_osv5m(root: str | Path, val_fraction: float = 0.1) -> ImportRows:
     arrays["lat"] = np.array([np.nan if v is None else v for v in columns["lat"]], float)
     arrays["lon"] = np.array([np.nan if v is None else v for v in columns["lon"]], float)
     arrays["split"] = carve_val(arrays["image_id"], arrays["split"], val_fraction)
-    arrays["captured_at"] = iso_time(columns["captured_at"])
+    arrays["captured_at"] = np.array(columns["captured_at"], dtype=object)
     return ImportRows(arrays, skipped, None, "OSV-5M", (root,))
