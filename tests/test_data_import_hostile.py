@@ -37,6 +37,7 @@ def test_osv5m_members_with_dot_dot_and_links_out_are_bad_rows(tmp_path):
     write_image(tmp_path / "outside" / "1100.png", kind="PNG")
     os.makedirs(root / "images" / "train" / "01")
     os.symlink(secret, root / "images" / "train" / "01" / "1102.png")
+    os.symlink(secret.parent, root / "images" / "train" / "02")  # a folder: not followed
     out = tmp_path / "ds"
     _import("osv5m", root, "--out", out, "--val-fraction", "0")
     manifest = Dataset.open(out, strict=True).manifest
@@ -45,6 +46,7 @@ def test_osv5m_members_with_dot_dot_and_links_out_are_bad_rows(tmp_path):
     assert "1100.png" in report and "zip member name has a '..' part" in report
     assert "../../1101.jpg" in report
     assert "1102" in report and f"symbolic link to {secret}" in report
+    assert f"{root / 'images' / 'train' / '02'},symbolic link to a folder" in report
     assert read_image_roots(out) == [root]
 
 

@@ -74,5 +74,6 @@ def escaping_rows(
         if os.path.islink(real):
             real = os.path.realpath(real)
         if not _below(real, resolved):
-            bad.append((index, f"path {path!r} is a symbolic link to {real}, outside {given}"))
+            bad.append((index, f"path {path!r} is a symbolic link to {real}, outside {given}: "
+                               "import from the real folder, or copy the image in"))  # fmt: skip
     return bad

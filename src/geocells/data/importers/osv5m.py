@@ -34,7 +34,11 @@ SPLITS = ("train", "test")
 def index_images(folder: Path, skipped: list[tuple[str, str]]) -> dict[str, str]:
     """Image stem -> path (or ``ARCHIVE.zip!/MEMBER``) for every image below ``folder``."""
     found: dict[str, str] = {}
-    for directory, _, files in os.walk(folder):
+    for directory, subfolders, files in os.walk(folder):
+        for name in sorted(n for n in subfolders if os.path.islink(os.path.join(directory, n))):
+            link = os.path.join(directory, name)
+            reason = f"symbolic link to a folder ({os.path.realpath(link)}): not followed"
+            skipped.append((link, reason + "; give the folder it points to as the root"))
         for name in sorted(files):
             path = os.path.join(directory, name)
             stem, suffix = os.path.splitext(name)
