@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fixtures_import import write_image
+from fixtures_logs import captured_warnings
 from geocells.cli import main
 from geocells.data.dataset import Dataset
 
@@ -67,7 +68,7 @@ def test_16_bit_orthophotos_are_stretched_by_band_percentiles(tmp_path, caplog):
 
     folder = tmp_path / "aerial"
     _geotiff16(folder / "a.tif", _halves((1000, 2000, 3000), (3000, 6000, 9000)))
-    with caplog.at_level(logging.INFO, "geocells.data.aerial.geotiff"):
+    with captured_warnings(caplog, "geocells.data.aerial.geotiff", logging.INFO):
         source = open_aerial(folder)
     assert "16-bit aerial raster(s) mapped to 8 bit per band: 1000..3000, 2000..6000" in (
         caplog.text

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from fixtures_import import write_image
+from fixtures_logs import captured_warnings
 from geocells.calibrate import stage as calibrate
 from geocells.cli import main
 from geocells.data.dataset import Dataset
@@ -17,7 +18,7 @@ from geocells.data.dataset import Dataset
 def test_a_manifest_csv_beside_the_parquet_one_is_named(micro_dataset, tmp_path, caplog):
     dataset = shutil.copytree(micro_dataset, tmp_path / "ds")
     (dataset / "ground" / "manifest.csv").write_text("image_id,path,lat,lon,split\n")
-    with caplog.at_level(logging.WARNING, "geocells.data.dataset"):
+    with captured_warnings(caplog, "geocells.data.dataset"):
         manifest = Dataset.open(dataset).manifest
     assert len(manifest) > 0  # the Parquet one is read
     assert "has both ground/manifest.parquet and ground/manifest.csv" in caplog.text
@@ -31,7 +32,7 @@ def test_calibrate_refuses_test_and_warns_on_train(micro_db, micro_dataset, tmp_
         calibrate.run(db, micro_dataset, "test", calibrate.CalibrateConfig(progress=False))
     assert (db / "meta.json").read_bytes() == before
     with (  # the micro dataset has no train images: the warning comes first
-        caplog.at_level(logging.WARNING, "geocells.calibrate.stage"),
+        captured_warnings(caplog, "geocells.calibrate.stage"),
         pytest.raises(ValueError, match="no 'train' images"),
     ):
         calibrate.run(db, micro_dataset, "train", calibrate.CalibrateConfig(progress=False))
@@ -58,7 +59,7 @@ def test_serve_logs_a_model_that_fails_to_load_in_one_line(micro_db, tmp_path, c
     broken = shutil.copytree(micro_db, tmp_path / "db")
     (broken / "model" / "last.safetensors").write_bytes(b"not the model")
     service = Service(ServeConfig(db=str(broken)))
-    with caplog.at_level(logging.INFO, "geocells.serve.service"):
+    with captured_warnings(caplog, "geocells.serve.service", logging.INFO):
         asyncio.run(service.load())
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is None
@@ -68,6 +69,8 @@ def test_serve_logs_a_model_that_fails_to_load_in_one_line(micro_db, tmp_path, c
     assert "Traceback" not in caplog.text
     assert service.error and "does not match the model" in service.error
     caplog.clear()
-    with caplog.at_level(logging.DEBUG, "geocells.serve.service"):  # -v: the traceback too
+    with captured_warnings(
+        caplog, "geocells.serve.service", logging.DEBUG
+    ):  # -v: the traceback too
         asyncio.run(Service(ServeConfig(db=str(broken))).load())
     assert any(r.exc_info for r in caplog.records if r.levelno == logging.DEBUG)
