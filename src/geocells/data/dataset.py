@@ -166,18 +166,6 @@ def read_image_roots(root: Path) -> list[Path]:
     return [Path(os.path.normpath(root / GROUND_DIR / folder)) for folder in folders]
 
 
-def image_roots_of(paths: Sequence[str], root: Path) -> list[Path]:
-    """The folders holding the (absolute) image ``paths`` that are outside ``root``: per
-    top-level directory, the deepest folder common to its images."""
-    prefix = str(root).rstrip(os.sep) + os.sep
-    groups: dict[str, list[str]] = {}
-    for path in paths:
-        if path and not path.startswith(prefix):
-            folder = os.path.dirname(path.split("!/", 1)[0])  # ARCHIVE.zip!/MEMBER
-            groups.setdefault(Path(folder).parts[:2][-1], []).append(folder)
-    return sorted(Path(os.path.commonpath(folders)) for folders in groups.values())
-
-
 def write_image_roots(path: Path, folders: Sequence[Path], root: Path) -> None:
     """Write ``folders`` to ``path`` (an ``image_roots.txt`` of dataset ``root``)."""
     ground = root / GROUND_DIR
