@@ -77,3 +77,30 @@ def test_a_csv_row_with_an_absolute_path_elsewhere_is_a_bad_row(tmp_path):
     assert Dataset.open(out, strict=True).manifest.image_id.tolist() == ["a.jpg"]
     assert f"path '{elsewhere}' leads outside the folders given ({images}" in _report(out)
     assert read_image_roots(out) == [images]
+
+
+def test_escaping_rows_follows_links_of_files_and_folders(tmp_path):
+    from geocells.data.importers.confine import escaping_rows
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    write_image(root / "ok" / "a.jpg")
+    write_image(outside / "b.jpg")
+    os.symlink(outside, root / "linked")  # a folder leading out
+    os.symlink(outside / "b.jpg", root / "ok" / "b.jpg")  # a file leading out
+    os.symlink(root / "ok" / "a.jpg", root / "ok" / "c.jpg")  # a link that stays inside
+    paths = [
+        str(root / "ok" / "a.jpg"),
+        str(root / "linked" / "b.jpg"),
+        str(root / "ok" / "b.jpg"),
+        str(root / "ok" / "c.jpg"),
+        f"{root / 'ok' / 'x.zip'}!/..\\\\b.jpg",
+        f"{root / 'ok' / 'x.zip'}!/C:/b.jpg",
+        str(outside / "b.jpg"),
+        "",
+    ]
+    bad = dict(escaping_rows(paths, [root], "the folders given"))
+    assert sorted(bad) == [1, 2, 4, 5, 6]
+    assert f"symbolic link to {outside / 'b.jpg'}, outside the folders given" in bad[1]
+    assert "symbolic link to" in bad[2]
+    assert "backslashes" in bad[4] and "absolute path" in bad[5]
+    assert "leads outside the folders given" in bad[6]
