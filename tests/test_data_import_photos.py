@@ -116,3 +116,22 @@ def test_a_symlinked_sub_folder_is_reported_not_silently_skipped(tmp_path):
     report = (out / "ground" / "import_report.csv").read_text()
     assert str(photos / "trip") in report and "symbolic link to a folder" in report
     assert str(elsewhere) in report
+
+
+def test_a_fifo_in_a_csv_or_manifest_is_a_bad_row_saying_what_it_is(tmp_path):
+    images = tmp_path / "images"
+    write_image(images / "a.jpg")
+    os.mkfifo(images / "x.jpg")
+    (tmp_path / "p.csv").write_text("file,lat,lon\na.jpg,45,5\nx.jpg,45.1,5.1\n")
+    rows = get_importer("csv")(tmp_path / "p.csv", images=images)
+    from geocells.data.importers import ImportOptions, finish_import
+
+    result = _within(60, finish_import, tmp_path / "ds", rows, ImportOptions())
+    assert result.counts["train"] + result.counts["val"] + result.counts["test"] == 1
+    [(item, reason)] = result.skipped
+    assert item == "x.jpg" and "is a named pipe (FIFO), not a regular file" in reason
+    manifest = tmp_path / "ds" / "ground" / "manifest.csv"
+    manifest.write_text("image_id,path,lat,lon,split\nx,../../images/x.jpg,45,5,train\n")
+    (tmp_path / "ds" / "ground" / "manifest.parquet").unlink()
+    bad = _within(60, lambda: Dataset.open(tmp_path / "ds").manifest.bad_rows)
+    assert "named pipe (FIFO)" in bad[0].reason

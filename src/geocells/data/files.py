@@ -42,6 +42,13 @@ def not_regular_reason(kind: str) -> str:
     return f"is {kind}, not a regular file (skipped: reading it could hang)"
 
 
+def missing_reason(path: str) -> str:
+    """Why a path ``missing_files`` flagged is unusable: "file not found: PATH", or what it
+    is when it exists but is no regular file (a FIFO named ``x.jpg``)."""
+    kind = special_file(path) if ARCHIVE_SEPARATOR not in path else None
+    return f"{path} {not_regular_reason(kind)}" if kind else f"file not found: {path}"
+
+
 def missing_files(paths: np.ndarray) -> np.ndarray:
     """Mask of paths that are not existing files (or archive members); one directory
     listing per folder, one member list per archive."""

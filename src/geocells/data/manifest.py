@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from geocells.data.bad_rows import BadRow, Problems, check_inside, describe_bad_rows
-from geocells.data.files import missing_files
+from geocells.data.files import missing_files, missing_reason
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class GroundManifest:
             missing = np.zeros(n, dtype=bool)
             missing[has_path] = missing_files(columns["path"][has_path])
             for i in np.flatnonzero(missing):
-                problems.add(i, "missing file", f"file not found: {columns['path'][i]}")
+                problems.add(i, "missing file", missing_reason(columns["path"][i]))
         bad = [
             BadRow(
                 i + 1,

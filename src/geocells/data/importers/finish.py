@@ -41,7 +41,7 @@ from geocells.data.dataset import (
     REGION_FILE,
     write_image_roots,
 )
-from geocells.data.files import missing_files
+from geocells.data.files import missing_files, missing_reason
 from geocells.data.images import ImageLoadError, check_image
 from geocells.data.importers.common import (
     DEFAULT_MAX_REGION_CELLS,
@@ -121,7 +121,7 @@ def _missing(manifest: GroundManifest):
     """(manifest without rows whose image file does not exist, [(image_id, reason)])."""
     missing = missing_files(manifest.path)
     found = [
-        (str(manifest.image_id[i]), f"file not found: {manifest.path[i]}")
+        (str(manifest.image_id[i]), missing_reason(manifest.path[i]))
         for i in np.flatnonzero(missing)
     ]
     return manifest.take(~missing), found
