@@ -38,5 +38,17 @@ def test_an_unexpected_exception_is_one_line_naming_command_and_input(
     assert err.startswith("geocells dataset check: unexpected KeyError: 'boom'")
     assert f"(input: {tmp_path / 'data'})" in err and "-v" in err
     for argv in (["-v", "dataset", "check", "x"], ["dataset", "check", "x", "-v"]):
-        with pytest.raises(KeyError, match="boom"):  # -v before or after: the traceback
-            main(argv)
+        assert main(argv) == 2  # -v before or after: the traceback, and the same status
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err and 'raise KeyError("boom")' in err
+        assert err.rstrip().splitlines()[-1].startswith("geocells dataset check: unexpected")
+
+
+def test_verbose_never_changes_the_exit_status(capsys, tmp_path):
+    for argv in (["dataset", "check", str(tmp_path / "none")], ["cells", "--region", "nowhere",
+                 "--level", "3", "--count"]):  # fmt: skip
+        quiet = main(argv)
+        capsys.readouterr()
+        assert main(["-v", *argv]) == quiet == 2
+        err = capsys.readouterr().err
+        assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("geocells ")

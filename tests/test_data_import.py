@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from fixtures_import import build_osv5m, write_image
+from fixtures_logs import captured_warnings
 from geocells.cli import main
 from geocells.data.dataset import Dataset
 from geocells.data.geoparquet import point_lonlat
@@ -182,3 +183,32 @@ def test_csv_presets_mapping_optional_columns_and_geoparquet(tmp_path, capsys):
     assert Dataset.open(tmp_path / "p").manifest.image_id.tolist() == ["52/44/1.jpg"]
     assert main([*plain_argv, "--out", str(tmp_path / "q"), "--preset", "geoclip"]) == 2
     assert "no column(s) ['IMG_FILE']" in capsys.readouterr().err
+
+
+def test_the_documented_europe_west_import_works_with_defaults(tmp_path, caplog, monkeypatch):
+    """README: `import osv5m osv5m --out osv5m --region europe-west` (132 M level-16 cells)
+    imports with the defaults, without listing the region's cells (issue 22, item 6)."""
+    import tracemalloc
+
+    import geocells.geo.cover as cover
+
+    def no_covering(*args, **kwargs):
+        raise AssertionError("an import must not list the region's cells")
+
+    monkeypatch.setattr(cover, "cover_region", no_covering)
+    monkeypatch.setattr(cover, "region_cells", no_covering)
+    build_osv5m(tmp_path / "osv5m", test=False)
+    out = tmp_path / "ds"
+    tracemalloc.start()
+    try:
+        with captured_warnings(caplog, "geocells.data.importers.finish"):
+            assert main(["import", "osv5m", str(tmp_path / "osv5m"), "--out", str(out),
+                         "--region", "europe-west"]) == 0  # fmt: skip
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 2**20  # 132 M uint64 cell ids alone would be 1 GiB
+    assert Dataset.open(out).region.bounds == Region.preset("europe-west").bounds
+    assert "the region holds about 1" in caplog.text and "index --shard" in caplog.text
+    assert main(["import", "osv5m", str(tmp_path / "osv5m"), "--out", str(out), "--overwrite",
+                 "--region", "europe-west", "--max-region-cells", "30000000"]) == 2  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -74,3 +75,24 @@ def test_cells_help(capsys):
     with pytest.raises(SystemExit):
         cli.main(["cells", "--help"])
     assert "--land-only" in capsys.readouterr().out
+
+
+def test_cell_counts_say_what_they_count_and_match_the_readme(capsys):
+    """`cells --count` prints the covering with sea cells, the README quotes land cells:
+    both say which, and the README's numbers are what the command prints (issue 22, 6)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    region = Region.preset("bedenl")
+    for flag, count in (([], count_cells(region, 16)), (["--land-only"], None)):
+        argv = ["cells", "--region", "bedenl", "--level", "16", "--count", *flag]
+        assert cli.main(argv) == 0
+        printed = capsys.readouterr().out
+        if count is None:
+            count = int(printed.split(": ")[1].split()[0])
+            assert "level-16 land cells" in printed
+            assert f"holds {count / 1e6:.1f} M land cells at level 16" in readme
+            assert f"`geocells {' '.join(argv)}`" in readme.replace("\n", " ")
+        else:
+            assert f"{count} level-16 cells (land and sea; --land-only: land)" in printed
+            assert f"without `--land-only` the count, {count / 1e6:.1f} M" in readme.replace(
+                "\n", " "
+            )

@@ -7,7 +7,8 @@ happen inside ``main``. Bad input raises ``ValueError`` (or ``OSError`` for file
 library code, and a bad command line (argparse) raises ``UsageError``; here either becomes
 one readable line and exit code 2. Any other exception (a
 bug, or a case nobody foresaw) also becomes one line, naming the command, the exception
-and the inputs it was given; ``-v`` (before or after the subcommand) shows the traceback.
+and the inputs it was given; ``-v`` (before or after the subcommand) prints the traceback
+before that line, and the exit status stays the same (2).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from geocells import __version__
@@ -122,13 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"geocells {command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError) as err:
-        if args.verbose:
-            raise
+        if args.verbose:  # the traceback too, but the same exit status as without -v
+            traceback.print_exc()
         print(f"geocells {command}: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # the last line of defence: one line, not a traceback
         if args.verbose:
-            raise
+            traceback.print_exc()
         first_line = (str(err).strip().splitlines() or [""])[0]
         print(
             f"geocells {command}: unexpected {type(err).__name__}: {first_line} "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -46,13 +47,45 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     exception the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise naming_file(err, path) from err
     tmp = temporary_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in DISK_FULL and not (err.strerror or "").startswith("cannot write"):
+            raise naming_file(err, path) from err
+        raise
+    except Exception as err:  # writers in Rust/C++ (safetensors) report "os error 28" in text
+        code = _os_error_code(err)
+        if code in DISK_FULL:
+            raise naming_file(OSError(code, os.strerror(code)), path) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _os_error_code(err: Exception) -> int | None:
+    """The errno a non-OSError names in its text ("... (os error 28)"), else None."""
+    import re
+
+    found = re.search(r"os error (\d+)", str(err))
+    return int(found.group(1)) if found else None
+
+
+def naming_file(err: OSError, path: str | Path) -> OSError:
+    """``err`` again (same errno), its message naming the file and the folder it was to go
+    in: "cannot write run.json in /runs/x: No space left on device (free space there...)"."""
+    path = Path(path)
+    reason = err.strerror or str(err)
+    hint = " (free space there, or write elsewhere)" if err.errno in DISK_FULL else ""
+    return OSError(err.errno, f"cannot write {path.name} in {path.parent}: {reason}{hint}")
 
 
 def temporary_path(path: str | Path) -> Path:

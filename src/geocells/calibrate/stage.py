@@ -201,8 +201,22 @@ def run(
     split: str = "val",
     cfg: CalibrateConfig | None = None,
 ) -> Path:
-    """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from)."""
+    """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from).
 
+    ``test`` is refused (κ and the confidence fitted on the test queries would make every
+    test number optimistic); ``train`` is accepted with a warning (the model has seen those
+    images, so κ and the confidence come out overconfident).
+    """
+    if split == "test":
+        raise ValueError(
+            "calibrate --split test: refused, κ and the confidence fitted on the test split "
+            "would make every test result optimistic; calibrate on val (the default)"
+        )
+    if split == "train":
+        log.warning(
+            "calibrate --split train: the model was trained on these images, so κ and the "
+            "confidence fitted on them are optimistic; val (the default) is what they are for"
+        )
     cfg = cfg or CalibrateConfig()
     database = Database.open(db)
     # calibrate rewrites meta.json and the index: refused while `index` writes the folder.

@@ -39,7 +39,9 @@ def main(args: argparse.Namespace) -> int:
     if args.count:
         count = count_cells(region, args.level, land_only=args.land_only)
         seconds = time.perf_counter() - start
-        what = "land cells" if args.land_only else "cells"
+        # Say which count this is: the README quotes land cells (24.6 M for bedenl at 16),
+        # the plain covering includes coastal water and lakes (25.3 M).
+        what = "land cells" if args.land_only else "cells (land and sea; --land-only: land)"
         print(
             f"region {region.name}: {count} level-{args.level} {what}, "
             f"area {region.area_km2():,.0f} km², {seconds:.2f} s"

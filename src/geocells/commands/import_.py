@@ -64,46 +64,98 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.add_argument(
         "--max-region-cells",
         type=positive_int,
-        default=30_000_000,
-        help="refuse a region with more cells than this at --cell-level (default 30 M)",
+        default=None,
+        help="refuse any region with more cells than this at --cell-level (default: a region "
+        "fitted to the images is refused above 30 M, one given with --region is accepted)",
     )
-    shared.add_argument(
+    # Options of some formats only: not given -> absent (SUPPRESS), so that one given to a
+    # format it does not belong to is refused instead of ignored (_check_options).
+    unset = argparse.SUPPRESS
+    some = parser.add_argument_group("some formats (refused by the others)")
+    some.add_argument(
         "--split-fractions",
         type=_fractions,
-        default=(0.8, 0.1, 0.1),
+        default=unset,
         metavar="TRAIN,VAL,TEST",
-        help="hash-of-id split for sources without splits (default 0.8,0.1,0.1)",
+        help="vigor (--protocol hash), csv, photos: hash-of-id split (default 0.8,0.1,0.1)",
     )
-    shared.add_argument(
+    some.add_argument(
         "--val-fraction",
         type=float,
-        default=0.1,
-        help="share of train moved to val for sources with train/test only (default 0.1)",
+        default=unset,
+        help="vigor, osv5m: share of train moved to val (default 0.1)",
     )
     vigor = parser.add_argument_group("vigor")
     vigor.add_argument(
         "--protocol",
         choices=("same-area", "cross-area", "hash"),
-        default="same-area",
+        default=unset,
         help="official split files to follow (default same-area)",
     )
-    vigor.add_argument("--cross-area", action="store_true", help="same as --protocol cross-area")
-    vigor.add_argument("--splits", type=Path, help="split folder (default ROOT/splits)")
-    vigor.add_argument("--cities", type=_names, help="only these cities (comma-separated)")
     vigor.add_argument(
-        "--no-aerial", action="store_true", help="do not use the satellite tiles as aerial/"
+        "--cross-area", action="store_true", default=unset, help="same as --protocol cross-area"
+    )
+    vigor.add_argument("--splits", type=Path, default=unset, help="split folder (ROOT/splits)")
+    vigor.add_argument(
+        "--cities", type=_names, default=unset, help="only these cities (comma-separated)"
+    )
+    vigor.add_argument(
+        "--no-aerial",
+        action="store_true",
+        default=unset,
+        help="do not use the satellite tiles as aerial/",
     )
     table = parser.add_argument_group("csv")
-    table.add_argument("--images", type=Path, help="folder the image paths are relative to")
-    table.add_argument("--preset", choices=("mp16", "geoclip"), help="known column mapping")
     table.add_argument(
-        "--columns", help="field=COLUMN,... for image, id, lat, lon, heading, fov, ..."
+        "--images", type=Path, default=unset, help="folder the image paths are relative to"
+    )
+    table.add_argument(
+        "--preset", choices=("mp16", "geoclip"), default=unset, help="known column mapping"
+    )
+    table.add_argument(
+        "--columns", default=unset, help="field=COLUMN,... for image, id, lat, lon, heading, ..."
     )
     msls = parser.add_argument_group("msls")
     msls.add_argument(
-        "--val-cities", type=_names, default=("cph", "sf"), help="default cph,sf (MSLS val)"
+        "--val-cities", type=_names, default=unset, help="MSLS val cities (default cph,sf)"
     )
-    msls.add_argument("--test-cities", type=_names, default=(), help="train_val cities to test")
+    msls.add_argument(
+        "--test-cities", type=_names, default=unset, help="train_val cities to test (none)"
+    )
+
+
+# Which formats take each format-specific option (the argparse dest), and its default.
+OPTION_FORMATS: dict[str, tuple[tuple[str, ...], object]] = {
+    "split_fractions": (("vigor", "csv", "photos"), (0.8, 0.1, 0.1)),
+    "val_fraction": (("vigor", "osv5m"), 0.1),
+    "protocol": (("vigor",), "same-area"),
+    "cross_area": (("vigor",), False),
+    "splits": (("vigor",), None),
+    "cities": (("vigor",), None),
+    "no_aerial": (("vigor",), False),
+    "images": (("csv",), None),
+    "preset": (("csv",), None),
+    "columns": (("csv",), None),
+    "val_cities": (("msls",), ("cph", "sf")),
+    "test_cities": (("msls",), ()),
+}
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse options of other formats (``--cities`` on ``import csv``), naming each."""
+    foreign = [
+        f"--{name.replace('_', '-')} ({'/'.join(formats)} only)"
+        for name, (formats, _) in OPTION_FORMATS.items()
+        if hasattr(args, name) and args.source not in formats
+    ]
+    if foreign:
+        raise ValueError(
+            f"not options of `import {args.source}`: {', '.join(foreign)}; see "
+            "geocells import --help"
+        )
+    for name, (_, default) in OPTION_FORMATS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
 
 
 def _source_options(args: argparse.Namespace) -> dict:
@@ -135,6 +187,7 @@ def main(args: argparse.Namespace) -> int:
     """Run the importer and print what was written."""
     from geocells.data import importers
 
+    _check_options(args)
     options = importers.ImportOptions(
         strict=args.strict,
         check_images=args.check_images,

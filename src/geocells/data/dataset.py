@@ -4,7 +4,8 @@ Layout (docs/architecture.md)::
 
     DATASET/region.geojson           the region (WGS84 Polygon/MultiPolygon)
     DATASET/world.json               synthetic worlds only: seed + resolved synth config
-    DATASET/ground/manifest.parquet  (or manifest.csv) paths relative to the manifest
+    DATASET/ground/manifest.parquet  (or manifest.csv; with both, Parquet is read and the
+                                     CSV named in a warning) paths relative to the manifest
     DATASET/ground/images/...
     DATASET/ground/image_roots.txt   optional: image folders outside DATASET (one per line,
                                      relative to ground/ like manifest paths; imports write it)
@@ -20,6 +21,7 @@ leading elsewhere (``../../etc/passwd``) is a bad row.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -31,6 +33,8 @@ from geocells.data.manifest import GroundManifest
 
 if TYPE_CHECKING:
     from geocells.geo.region import Region
+
+logger = logging.getLogger(__name__)
 
 REGION_FILE = "region.geojson"
 WORLD_FILE = "world.json"
@@ -82,7 +86,15 @@ class Dataset:
 
     @cached_property
     def manifest(self) -> GroundManifest:
-        """The validated ground manifest (bad rows skipped unless ``strict``)."""
+        """The validated ground manifest (bad rows skipped unless ``strict``); a
+        ``manifest.csv`` beside ``manifest.parquet`` is named in a warning (it is not read)."""
+        parquet, csv = (self.root / name for name in MANIFEST_FILES)
+        if parquet.is_file() and csv.is_file():
+            logger.warning(
+                "dataset %s has both %s and %s: reading the Parquet one, the CSV is ignored "
+                "(remove or rename whichever is stale)", self.root, MANIFEST_FILES[0],
+                MANIFEST_FILES[1],
+            )  # fmt: skip
         inside = [self.root, *read_image_roots(self.root)]
         return GroundManifest.read(self.manifest_path, self.strict, self.check_files, inside)
 
@@ -152,18 +164,6 @@ def read_image_roots(root: Path) -> list[Path]:
     lines = [line.strip() for line in path.read_text().splitlines()]
     folders = [line for line in lines if line and not line.startswith("#")]
     return [Path(os.path.normpath(root / GROUND_DIR / folder)) for folder in folders]
-
-
-def image_roots_of(paths: Sequence[str], root: Path) -> list[Path]:
-    """The folders holding the (absolute) image ``paths`` that are outside ``root``: per
-    top-level directory, the deepest folder common to its images."""
-    prefix = str(root).rstrip(os.sep) + os.sep
-    groups: dict[str, list[str]] = {}
-    for path in paths:
-        if path and not path.startswith(prefix):
-            folder = os.path.dirname(path.split("!/", 1)[0])  # ARCHIVE.zip!/MEMBER
-            groups.setdefault(Path(folder).parts[:2][-1], []).append(folder)
-    return sorted(Path(os.path.commonpath(folders)) for folders in groups.values())
 
 
 def write_image_roots(path: Path, folders: Sequence[Path], root: Path) -> None:

@@ -1,12 +1,52 @@
-"""Which image files of a manifest exist: plain files and ``ARCHIVE.zip!/MEMBER`` paths."""
+"""Which image files of a manifest exist: plain files and ``ARCHIVE.zip!/MEMBER`` paths;
+which paths are no regular file at all (a FIFO would hang whoever opens it)."""
 
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 
 from geocells.data.images import ARCHIVE_SEPARATOR, archive_members, split_archive_path
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def special_file(path: str | os.PathLike) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a folder ("a named
+    pipe (FIFO)", "a socket", a device), else None. Symbolic links are followed.
+
+    Opening such a path to read an image would block (a FIFO) or never end (a device), so
+    callers skip it with ``not_regular_reason``.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, kind in _SPECIAL_KINDS:
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def not_regular_reason(kind: str) -> str:
+    """The reason a special file is skipped: ``"is a named pipe (FIFO), not a regular file"``."""
+    return f"is {kind}, not a regular file (skipped: reading it could hang)"
+
+
+def missing_reason(path: str) -> str:
+    """Why a path ``missing_files`` flagged is unusable: "file not found: PATH", or what it
+    is when it exists but is no regular file (a FIFO named ``x.jpg``)."""
+    kind = special_file(path) if ARCHIVE_SEPARATOR not in path else None
+    return f"{path} {not_regular_reason(kind)}" if kind else f"file not found: {path}"
 
 
 def missing_files(paths: np.ndarray) -> np.ndarray:

@@ -12,12 +12,17 @@ Conventions:
 Every failure (missing, truncated, corrupt, too large) raises ``ImageLoadError`` naming
 the file, so batch code can report the image and go on.
 
+HEIC/HEIF photos (iPhone) are read through ``pillow-heif`` (``register_heif``). A path
+that is no regular file (a FIFO, a socket, a device) is refused before it is opened, since
+reading one could block forever.
+
 Images inside a zip archive (OSV-5M ships its images as zip shards) are addressed as
 ``ARCHIVE.zip!/MEMBER`` (``ARCHIVE_SEPARATOR``); they are read without extraction.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
@@ -44,8 +49,17 @@ class ImageLoadError(ValueError):
         self.reason = reason
 
 
+@functools.cache
+def register_heif() -> None:
+    """Let PIL open HEIC/HEIF files (through ``pillow-heif``; once per process)."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+
+
 def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Read ``path`` as an upright RGB PIL image (see the module docstring for conventions)."""
+    register_heif()
     try:
         with warnings.catch_warnings():
             # Our own max_pixels is the limit; PIL's warning below its hard limit is noise.
@@ -163,10 +177,20 @@ def archive_members(archive: str | Path) -> set[str]:
     return {info.filename for info in handle.infolist() if not info.is_dir()}
 
 
+def _refuse_special(path: str | Path) -> None:
+    """ImageLoadError for a FIFO, socket or device (opening one would hang)."""
+    from geocells.data.files import not_regular_reason, special_file
+
+    kind = special_file(path)
+    if kind is not None:
+        raise ImageLoadError(path, not_regular_reason(kind))
+
+
 def read_image_bytes(path: str | Path) -> bytes:
     """The bytes of an image file or of an ``ARCHIVE.zip!/MEMBER``."""
     parts = split_archive_path(path)
     if parts is None:
+        _refuse_special(path)
         with open(path, "rb") as handle:
             return handle.read()
     archive, member = parts
@@ -179,6 +203,7 @@ def read_image_bytes(path: str | Path) -> bytes:
 def _open_source(path: str | Path):
     """What ``Image.open`` reads: the path itself, or an archive member's bytes."""
     if split_archive_path(path) is None:
+        _refuse_special(path)
         return path
     return io.BytesIO(read_image_bytes(path))
 
@@ -200,6 +225,7 @@ def check_image(path: str | Path, mode: str = "header") -> tuple[int, int] | Non
         raise ValueError(f"unknown image check {mode!r}; valid: {', '.join(IMAGE_CHECKS)}")
     if mode == "off":
         return None
+    register_heif()
     if mode == "decode":
         return load_image(path).size
     try:

@@ -1,12 +1,14 @@
 """Ground manifest: one row per ground image (Parquet or CSV), read and validated.
 
-Columns: ``image_id, path, lat, lon, heading, fov, captured_at, split``; ``heading``,
-``fov`` and ``captured_at`` are optional. ``path`` is relative to the manifest file
+Columns: ``image_id, path, lat, lon, heading, fov, captured_at, split, role``;
+``heading``, ``fov``, ``captured_at`` and ``role`` are optional. ``role`` keeps a source's
+own query/database distinction (MSLS: ``query`` or ``database``; '' when the source has
+none) and is written only when some row has one. ``path`` is relative to the manifest file
 (absolute paths are kept). Row numbers in messages are 1-based data rows (the header is
 not counted), so CSV row ``n`` is on line ``n + 1``.
 
 Bad rows (missing file, missing/NaN/out-of-range coordinate, duplicate id, unknown split,
-bad heading/fov) are reported with their row number and reason; by default they are
+bad heading/fov, unknown role) are reported with their row number and reason; by default they are
 skipped and counted (``.bad_rows``), with ``strict=True`` reading fails listing them all.
 """
 
@@ -22,14 +24,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from geocells.data.bad_rows import BadRow, Problems, check_inside, describe_bad_rows
-from geocells.data.files import missing_files
+from geocells.data.files import missing_files, missing_reason
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("image_id", "path", "lat", "lon", "split")
-OPTIONAL_COLUMNS = ("heading", "fov", "captured_at")
-COLUMNS = ("image_id", "path", "lat", "lon", "heading", "fov", "captured_at", "split")
+OPTIONAL_COLUMNS = ("heading", "fov", "captured_at", "role")
+COLUMNS = ("image_id", "path", "lat", "lon", "heading", "fov", "captured_at", "split", "role")
+ROLES = ("query", "database")  # values of the optional ``role`` column ('' = none)
 # Manifests up to this many rows have their files checked when check_files is None.
 AUTO_CHECK_FILES_MAX_ROWS = 2_000_000
 
@@ -102,7 +105,8 @@ class GroundManifest:
 
     Columns: ``image_id`` (object str), ``path`` (object str, absolute), ``lat``, ``lon``
     (float64 degrees), ``heading``, ``fov`` (float64 degrees, NaN when unknown),
-    ``captured_at`` (object str, '' when unknown), ``split`` (object str).
+    ``captured_at`` (object str, '' when unknown), ``split`` (object str), ``role`` (object
+    str: ``query``, ``database`` or '').
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class GroundManifest:
         self.fov = columns["fov"]
         self.captured_at = columns["captured_at"]
         self.split_name = columns["split"]
+        self.role = columns["role"]
         self.bad_rows = list(bad_rows)
         self.source = source
 
@@ -174,6 +179,7 @@ class GroundManifest:
         problems = Problems()
         columns = {name: _string_column(table, name) for name in ("image_id", "path", "split")}
         columns["captured_at"] = _string_column(table, "captured_at")
+        columns["role"] = _string_column(table, "role")
         lat, lat_missing = _float_column(table, "lat", problems)
         lon, lon_missing = _float_column(table, "lon", problems)
         _check_range(lat, lat_missing, "lat", -90.0, 90.0, problems)
@@ -201,7 +207,7 @@ class GroundManifest:
             missing = np.zeros(n, dtype=bool)
             missing[has_path] = missing_files(columns["path"][has_path])
             for i in np.flatnonzero(missing):
-                problems.add(i, "missing file", f"file not found: {columns['path'][i]}")
+                problems.add(i, "missing file", missing_reason(columns["path"][i]))
         bad = [
             BadRow(
                 i + 1,
@@ -260,6 +266,9 @@ class GroundManifest:
         paths = self.path
         if relative_to is not None:
             paths = _relative_paths(self.path, os.path.abspath(relative_to))
+        roles = {}
+        if (self.role != "").any():
+            roles = {"role": pa.array([r or None for r in self.role.tolist()], pa.string())}
         return pa.table(
             {
                 "image_id": pa.array(self.image_id.tolist(), pa.string()),
@@ -272,6 +281,7 @@ class GroundManifest:
                     [c or None for c in self.captured_at.tolist()], pa.string()
                 ),
                 "split": pa.array(self.split_name.tolist(), pa.string()),
+                **roles,
             }
         )
 
@@ -324,13 +334,13 @@ def _read_table(path: Path) -> pa.Table:
             import pyarrow.parquet as pq
 
             return pq.read_table(path)
-        if suffix == ".csv":
+        if suffix == ".csv":  # errors name the file, row and column (csvfile)
             import pyarrow.csv as pacsv
 
-            with open(path, "rb") as handle:
-                header = handle.readline().decode("utf-8-sig").strip().split(",")
-            types = {name.strip(): pa.string() for name in header}
-            return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+            from geocells.data.csvfile import read_csv, read_header
+
+            types = {name: pa.string() for name in read_header(path)}
+            return read_csv(path, pacsv.ConvertOptions(column_types=types))
     except pa.ArrowInvalid as err:
         raise ValueError(f"cannot read manifest {path}: {err}") from err
     raise ValueError(f"manifest {path} must be .parquet or .csv, not {suffix or 'no suffix'!r}")
@@ -353,6 +363,9 @@ def _check_ids_and_splits(columns: dict[str, np.ndarray], problems: Problems) ->
     for i in np.flatnonzero(unknown):
         message = f"unknown split {columns['split'][i]!r} (valid: {', '.join(SPLITS)})"
         problems.add(i, "unknown split", message)
+    for i in np.flatnonzero(~np.isin(columns["role"].astype(str), ("", *ROLES))):
+        message = f"unknown role {columns['role'][i]!r} (valid: {', '.join(ROLES)} or empty)"
+        problems.add(i, "unknown role", message)
 
 
 def _absolute_paths(paths: np.ndarray, base_dir: str) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from geocells.data.files import not_regular_reason, special_file
 from geocells.geo import cell_vertices, token_to_cell
 
 if TYPE_CHECKING:
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"
+)  # fmt: skip
 FORMATS = ("json", "csv", "geojson")
 
 Results = list[tuple[str, list["Prediction"]]]
@@ -32,17 +35,21 @@ def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], Failures]:
 
     In a folder a file is a candidate when its suffix is an image suffix or it has no
     suffix at all (decoding decides); hidden files and other suffixes (``notes.txt``) are
-    left out. Broken symbolic links and missing inputs are failures, never dropped.
+    left out. Broken symbolic links, missing inputs and paths that are no regular file (a
+    FIFO named ``x.jpg`` would hang the reader) are failures with their reason, never
+    dropped.
     """
     paths: list[Path] = []
     failures: Failures = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found, broken = _folder_images(item)
-            failures.extend((str(p), "broken symbolic link") for p in broken)
-            if not found and not broken:
+            found, problems = _folder_images(item)
+            failures.extend(problems)
+            if not found and not problems:
                 log.warning("locate: no images in folder %s", item)
             paths.extend(found)
+        elif special_file(item) is not None:
+            failures.append((str(item), not_regular_reason(special_file(item))))
         elif item.exists():
             paths.append(item)
         elif item.is_symlink():
@@ -52,17 +59,21 @@ def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], Failures]:
     return paths, failures
 
 
-def _folder_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(candidate image files, broken symbolic links) below ``folder``, sorted."""
-    found, broken = [], []
+def _folder_images(folder: Path) -> tuple[list[Path], Failures]:
+    """(candidate image files, [(path, reason)] for broken symbolic links and candidates that
+    are no regular file) below ``folder``, sorted."""
+    found, problems = [], []
     for path in sorted(folder.rglob("*")):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue
+        candidate = path.suffix.lower() in (*IMAGE_SUFFIXES, "")
         if path.is_symlink() and not path.exists():
-            broken.append(path)
-        elif path.is_file() and path.suffix.lower() in (*IMAGE_SUFFIXES, ""):
+            problems.append((str(path), "broken symbolic link"))
+        elif path.is_file() and candidate:
             found.append(path)
-    return found, broken
+        elif candidate and special_file(path) is not None:
+            problems.append((str(path), not_regular_reason(special_file(path))))
+    return found, problems
 
 
 def locate_files(

@@ -84,7 +84,9 @@ class Service:
         try:
             await self._load()
         except Exception as err:  # reported by /health; the process stays up to say so
-            log.exception("serve: loading %s failed", self.cfg.db)
+            # One line; the traceback only with -v (debug logging), as the CLI does.
+            log.error("serve: loading %s failed: %s", self.cfg.db, " ".join(str(err).split()))
+            log.debug("serve: loading %s failed", self.cfg.db, exc_info=True)
             self.error = f"{type(err).__name__}: {err}"
 
     async def _load(self) -> None:

@@ -39,6 +39,14 @@ class TrainState:
         return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
+def loader_generator(seed: int, epoch: int):
+    """The DataLoader's own ``torch.Generator`` for one epoch (its worker seeds), so that
+    starting a loader mid-epoch on resume leaves the global torch RNG untouched."""
+    import torch
+
+    return torch.Generator().manual_seed(seed * 1_000_033 + epoch)
+
+
 class StopRequest:
     """``with StopRequest() as stop: ... if stop.requested: break`` — Ctrl-C as a flag.
 

@@ -32,7 +32,7 @@ from geocells.train.distributed import (
 from geocells.train.metrics import MetricsLog
 from geocells.train.optim import encoder_optimizer, lr_factor, prototype_optimizer, set_lr
 from geocells.train.sampling import BatchLoader, TrainPool, plan_epoch
-from geocells.train.state import StopRequest, TrainState
+from geocells.train.state import StopRequest, TrainState, loader_generator
 from geocells.train.step import Encoders, train_step
 from geocells.train.validate import ValSet, validate
 
@@ -114,8 +114,8 @@ def _total_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> int:
     return min(total, cfg.train.max_steps) if cfg.train.max_steps > 0 else total
 
 
-def _loader(pool, plan, dataset, model: GeoModel, cfg, start: int, info: DistInfo):
-    """DataLoader over this rank's batches of ``plan`` from index ``start``."""
+def _loader(pool, plan, dataset, model: GeoModel, cfg, epoch: int, start: int, info: DistInfo):
+    """DataLoader over this rank's batches of ``plan`` (of ``epoch``) from index ``start``."""
     mine = plan[info.rank :: info.world_size][start:]
     batches = BatchLoader(pool, mine, dataset, (model.ground.input_size, model.aerial_px), cfg)
     workers = cfg.data.workers
@@ -126,6 +126,7 @@ def _loader(pool, plan, dataset, model: GeoModel, cfg, start: int, info: DistInf
         num_workers=workers,
         prefetch_factor=2 if workers else None,
         worker_init_fn=_ignore_sigint if workers else None,
+        generator=loader_generator(cfg.train.seed, epoch),  # not the global RNG: resumes
     )
 
 
@@ -265,7 +266,7 @@ class _Loop:
         while state.epoch < cfg.train.epochs and state.step < self.total:
             plan = plan_epoch(pool, self.model.prototypes, cfg, state.epoch)
             mine = plan[: steps_per_epoch * info.world_size]
-            loader = _loader(pool, mine, dataset, self.model, cfg, state.batch, info)
+            loader = _loader(pool, mine, dataset, self.model, cfg, state.epoch, state.batch, info)
             outcome = self.epoch(loader, bar, stop)
             if outcome == "stop":
                 self.save()

@@ -50,11 +50,14 @@ def open_aerial(path: str | Path, **options) -> AerialSource:
     ``tileset.json`` file open that backend. A folder with ``tileset.json`` is a centred
     tile set; with ``tiles.json`` or ``tilemapresource.xml`` an XYZ folder; otherwise a
     folder with exactly one ``*.mbtiles`` is that file; otherwise its GeoTIFFs (not
-    recursive) form a mosaic; a folder of numeric ``{z}`` sub-folders only is an XYZ folder
-    with inferred metadata (other files, e.g. gdal2tiles viewers, are ignored).
+    recursive) form a mosaic (16-bit ones stretched as ``scale.json`` beside them says, or
+    by per-band percentiles: ``geocells.data.aerial.stretch``); a folder of numeric
+    ``{z}`` sub-folders only is an XYZ folder with inferred metadata (other files, e.g.
+    gdal2tiles viewers, are ignored).
     ``options`` go to the backend (``max_cached_bytes``, ``cache_tiles``).
     """
     from geocells.data.aerial.geotiff import GeoTiffSource
+    from geocells.data.aerial.stretch import SCALE_FILE
     from geocells.data.aerial.tiles import TMS_FILE, MBTilesSource, XYZTileSource
     from geocells.data.aerial.tileset import TILESET_FILE, CentredTileSource
 
@@ -64,7 +67,7 @@ def open_aerial(path: str | Path, **options) -> AerialSource:
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in GEOTIFF_SUFFIXES:
-            return GeoTiffSource([path], **options)
+            return GeoTiffSource([path], scale_file=path.parent / SCALE_FILE, **options)
         if suffix == ".mbtiles":
             return MBTilesSource(path, **options)
         if path.name in ("tiles.json", TMS_FILE):
@@ -89,7 +92,7 @@ def open_aerial(path: str | Path, **options) -> AerialSource:
             f"{len(rasters)} rasters); keep exactly one source kind"
         )
     if rasters:
-        return GeoTiffSource(rasters, **options)
+        return GeoTiffSource(rasters, scale_file=path / SCALE_FILE, **options)
     entries = list(path.iterdir())
     if any(p.is_dir() and p.name.isdigit() for p in entries):
         return XYZTileSource(path, **options)

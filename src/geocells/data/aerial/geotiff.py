@@ -1,7 +1,10 @@
 """GeoTIFF / Cloud-Optimized GeoTIFF aerial source (rasterio): any CRS, one file or a mosaic.
 
-Each file must be georeferenced (a CRS and a geotransform) with 8-bit bands: 3 or more
-bands are read as R, G, B (bands 1–3), one band as grey or through its colour table.
+Each file must be georeferenced (a CRS and a geotransform) with 8-bit bands, or 16-bit
+(``uint16``/``int16``) bands mapped to 8 bit by a stated linear stretch (per-band 2nd–98th
+percentiles of the mosaic, or ``aerial/scale.json``; ``geocells.data.aerial.stretch``):
+3 or more bands are read as R, G, B (bands 1–3), one band as grey or through its colour
+table.
 No-data comes from the file's mask (nodata value, alpha band or internal mask). Files
 whose decoded RGBA fits in the cache budget (``max_cached_bytes``, 4 bytes per pixel)
 are read whole on first use and kept in memory with a lazily built power-of-two pyramid
@@ -33,6 +36,13 @@ from geocells.data.aerial.base import (
     sample_bilinear,
     sample_with_pyramid,
     to_rgba,
+)
+from geocells.data.aerial.stretch import (
+    HIGH_DEPTH_DTYPES,
+    Stretch,
+    percentile_stretch,
+    read_scale_file,
+    sample_values,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,15 +110,18 @@ class _RasterFile:
                 raise ValueError(f"aerial raster {path} has no CRS (not georeferenced)")
             if dataset.transform.is_identity:
                 raise ValueError(f"aerial raster {path} has no geotransform")
-            if any(dtype != "uint8" for dtype in dataset.dtypes):
+            dtypes = set(dataset.dtypes)
+            if len(dtypes) > 1 or not dtypes <= {"uint8", *HIGH_DEPTH_DTYPES}:
                 raise ValueError(
-                    f"aerial raster {path} has bands of type {set(dataset.dtypes)}; 8-bit "
-                    "RGB is needed (e.g. gdal_translate -ot Byte -scale)"
+                    f"aerial raster {path} has bands of type {sorted(dtypes)}; 8-bit or "
+                    "16-bit (uint16/int16) bands are read (convert others, e.g. "
+                    "gdal_translate -ot Byte -scale)"
                 )
+            self.high_depth = dtypes <= set(HIGH_DEPTH_DTYPES)
             self.crs = dataset.crs
             self.width, self.height = dataset.width, dataset.height
             self.indexes = [1, 2, 3] if dataset.count >= 3 else [1]
-            self.palette = _palette(dataset) if dataset.count == 1 else None
+            self.palette = _palette(dataset) if dataset.count == 1 and not self.high_depth else None
             self.inverse = ~dataset.transform
             self.has_mask = any(flags != [MaskFlags.all_valid] for flags in dataset.mask_flag_enums)
             west, south, east, north = transform_bounds(
@@ -117,6 +130,7 @@ class _RasterFile:
         self.bounds = (south, west, north, east)
         self.decoded_bytes = self.width * self.height * 4  # RGBA in memory
         self.cached = False
+        self.stretch: Stretch | None = None  # set by GeoTiffSource for 16-bit files
         self._levels: list[np.ndarray] | None = None
         self._handles = handles
         self._pid: int | None = None
@@ -155,6 +169,8 @@ class _RasterFile:
             method = Resampling.nearest if self.palette is not None else Resampling.average
             kwargs.update(out_shape=(len(self.indexes), *out_shape), resampling=method)
         bands = dataset.read(self.indexes, **kwargs)
+        if self.high_depth:
+            bands = self.stretch.apply(bands)
         image = np.moveaxis(bands, 0, -1) if self.palette is None else self.palette[bands[0]]
         mask = None
         if self.has_mask:
@@ -205,12 +221,16 @@ class GeoTiffSource:
     """Aerial crops from one or more GeoTIFF/COG files in any CRS (see the module docstring)."""
 
     def __init__(
-        self, paths: Sequence[str | Path], max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES
+        self,
+        paths: Sequence[str | Path],
+        max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES,
+        scale_file: str | Path | None = None,
     ) -> None:
         if not paths:
             raise ValueError("GeoTiffSource needs at least one raster file")
         self._handles = _HandlePool()
         self.files = [_RasterFile(Path(p), self._handles) for p in sorted(Path(p) for p in paths)]
+        self.stretch = self._stretch(Path(scale_file) if scale_file else None)
         self._file_bounds = np.array([raster.bounds for raster in self.files])  # [F, 4]
         budget = max_cached_bytes
         for raster in self.files:
@@ -218,6 +238,26 @@ class GeoTiffSource:
             budget -= raster.decoded_bytes if raster.cached else 0
         south, west, north, east = zip(*(raster.bounds for raster in self.files), strict=True)
         self.bounds = (min(south), min(west), max(north), max(east))
+
+    def _stretch(self, scale_file: Path | None) -> Stretch | None:
+        """The 16-bit files' stretch (``stretch`` module), logged; None without such files."""
+        deep = [raster for raster in self.files if raster.high_depth]
+        if not deep:
+            return None
+        if scale_file is not None and scale_file.is_file():
+            stretch = read_scale_file(scale_file)
+        else:
+            samples = []
+            for raster in deep:
+                dataset = self._handles.get(raster.path)
+                samples.append(sample_values(dataset, raster.indexes, raster.has_mask))
+            stretch = percentile_stretch(samples)
+        for raster in deep:
+            raster.stretch = stretch
+        logger.info(
+            "%d 16-bit aerial raster(s) mapped to 8 bit per band: %s", len(deep), stretch.describe()
+        )
+        return stretch
 
     def __repr__(self) -> str:
         cached = sum(raster.cached for raster in self.files)

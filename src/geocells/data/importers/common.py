@@ -12,8 +12,11 @@ import numpy as np
 
 from geocells.data.images import IMAGE_CHECKS
 
-# Default ceiling on the region's cells at ``cell_level``: the continent benchmark holds
-# 24.6 M level-16 cells in memory on one machine (docs/scaling.md).
+# Ceiling on the cells at ``cell_level`` of a region fitted to the images (a worldwide
+# scatter of photos is refused in seconds, not covered square by square), and the size above
+# which a region given with ``--region`` gets a warning: the continent benchmark holds 24.6 M
+# level-16 cells in memory on one machine (docs/scaling.md). An import itself never holds
+# the region's cells: their number is estimated from the area.
 DEFAULT_MAX_REGION_CELLS = 30_000_000
 
 
@@ -26,7 +29,9 @@ class ImportOptions:
     region: str | None = None  # preset, GeoJSON file or bbox:...; None: derived from points
     region_pad_m: float = 500.0  # derived region: distance kept around every point
     cell_level: int = 16  # level whose cell count the memory guard checks
-    max_region_cells: int = DEFAULT_MAX_REGION_CELLS
+    # None: fitted regions are refused above DEFAULT_MAX_REGION_CELLS, a region you give is
+    # accepted (with a warning above it); a number: every region above it is refused.
+    max_region_cells: int | None = None
     workers: int = 4  # threads reading image headers
 
     def __post_init__(self) -> None:
@@ -36,7 +41,7 @@ class ImportOptions:
             )
         if not 0 <= self.cell_level <= 30:
             raise ValueError(f"cell level must be in 0..30, got {self.cell_level}")
-        if self.max_region_cells < 1:
+        if self.max_region_cells is not None and self.max_region_cells < 1:
             raise ValueError(f"max region cells must be >= 1, got {self.max_region_cells}")
 
 
@@ -46,13 +51,16 @@ class ImportRows:
 
     ``columns`` holds manifest columns by name (``image_id, path, lat, lon, split`` and
     any of ``heading, fov, captured_at``); ``aerial`` is an aerial source description to
-    write into ``DATASET/aerial/`` (VIGOR's satellite tile set), or None.
+    write into ``DATASET/aerial/`` (VIGOR's satellite tile set), or None. ``roots``: the
+    folders the user gave (absolute) — the only ones outside the dataset its images may be
+    in; a row leading elsewhere is a bad row (``confine``).
     """
 
     columns: dict[str, np.ndarray]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     aerial: dict | None = None
     source: str = ""
+    roots: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -102,16 +110,27 @@ def carve_val(ids: np.ndarray, splits: np.ndarray, val_fraction: float) -> np.nd
     return splits
 
 
-def iso_time(values: Iterable) -> np.ndarray:
-    """Epoch milliseconds (OSV-5M, Mapillary) -> ISO 8601 UTC; other text is kept."""
+def iso_time(values: Iterable, problems: list[tuple[int, str]] | None = None) -> np.ndarray:
+    """Epoch milliseconds (OSV-5M, Mapillary) -> ISO 8601 UTC; other text is kept.
+
+    A number no calendar holds (``99999999999999999999``) becomes '' and, with
+    ``problems``, ``(index, reason)`` is recorded there (else it raises ValueError).
+    """
     from datetime import UTC, datetime
 
     out = []
-    for value in values:
+    for index, value in enumerate(values):
         if value is None or value == "" or (isinstance(value, float) and np.isnan(value)):
             out.append("")
         elif isinstance(value, (int, float, np.integer, np.floating)) or str(value).isdigit():
-            out.append(datetime.fromtimestamp(float(value) / 1000.0, tz=UTC).isoformat())
+            try:
+                out.append(datetime.fromtimestamp(float(value) / 1000.0, tz=UTC).isoformat())
+            except (OverflowError, OSError, ValueError):
+                reason = f"captured_at {value} is no time (epoch milliseconds out of range)"
+                if problems is None:
+                    raise ValueError(reason) from None
+                problems.append((index, reason))
+                out.append("")
         else:
             out.append(str(value))
     return np.array(out, dtype=object)

@@ -2,13 +2,18 @@
 
 Order (nothing is written before every check has passed):
 
-1. the rows are validated as a manifest (missing files, bad coordinates, duplicates...);
+1. the rows are validated as a manifest (bad coordinates, duplicates...), rows whose image
+   leads out of the folders the user gave are refused (``confine``: ``..``, absolute paths,
+   symbolic links), then missing files;
 2. every image is checked (``ImportOptions.check_images``; header by default);
 3. ``--strict`` fails here when anything was skipped; an import with no row left fails;
 4. the region is chosen (``--region``; a ``region.geojson`` of the user's kept; otherwise
-   derived from the points, ``geocells.data.regionfit``) and refused when it would hold
-   more than ``max_region_cells`` cells at ``cell_level``;
-5. all files (with ``ground/image_roots.txt``, the folders the images stay in) are
+   derived from the points, ``geocells.data.regionfit``). Its cells at ``cell_level`` are
+   estimated from its area, never listed: a fitted region over ``DEFAULT_MAX_REGION_CELLS``
+   is refused, a region the user chose is taken with a warning above it (``europe-west``,
+   132 M level-16 cells, imports with the defaults), and an explicit ``max_region_cells``
+   refuses any region over it;
+5. all files (with ``ground/image_roots.txt``, the given folders the images stay in) are
    written into ``DATASET/.import-staging/`` and moved into place with
    ``os.replace``, the manifest last: a failed import leaves no manifest behind, so a rerun
    redoes it instead of saying "already imported".
@@ -34,11 +39,17 @@ from geocells.data.dataset import (
     IMAGE_ROOTS_FILE,
     MANIFEST_FILES,
     REGION_FILE,
-    image_roots_of,
     write_image_roots,
 )
+from geocells.data.files import missing_files, missing_reason
 from geocells.data.images import ImageLoadError, check_image
-from geocells.data.importers.common import ImportOptions, ImportResult, ImportRows
+from geocells.data.importers.common import (
+    DEFAULT_MAX_REGION_CELLS,
+    ImportOptions,
+    ImportResult,
+    ImportRows,
+)
+from geocells.data.importers.confine import escaping_rows
 from geocells.data.manifest import GroundManifest
 
 logger = logging.getLogger(__name__)
@@ -64,8 +75,12 @@ def finish_import(out: Path, rows: ImportRows, options: ImportOptions) -> Import
     out = Path(os.path.abspath(Path(out).expanduser()))
     shutil.rmtree(out / STAGING_DIR, ignore_errors=True)  # a crashed import's leftovers
     skipped = list(rows.skipped)
-    manifest = GroundManifest.from_columns(out, strict=False, check_files=True, **rows.columns)
+    manifest = GroundManifest.from_columns(out, strict=False, check_files=False, **rows.columns)
     skipped += [(b.image_id or f"row {b.row}", b.reason) for b in manifest.bad_rows]
+    manifest, escaping = _confine(manifest, out, rows.roots)
+    skipped += escaping
+    manifest, missing = _missing(manifest)
+    skipped += missing
     manifest, unreadable = _check_images(manifest, options)
     skipped += unreadable
     where = f"{rows.source} import into {out}"
@@ -77,9 +92,9 @@ def finish_import(out: Path, rows: ImportRows, options: ImportOptions) -> Import
     staging = out / STAGING_DIR
     (staging / "ground").mkdir(parents=True)
     manifest.write(staging / MANIFEST_FILES[0], relative_to=out / "ground")
-    # Images stay where they are: declare their folders, the only ones outside the dataset
-    # its manifest may point into (geocells.data.dataset).
-    write_image_roots(staging / IMAGE_ROOTS_FILE, image_roots_of(manifest.path, out), out)
+    # Images stay where they are: declare the folders the user gave that hold some, the
+    # only ones outside the dataset its manifest may point into (geocells.data.dataset).
+    write_image_roots(staging / IMAGE_ROOTS_FILE, _used_roots(manifest, out, rows.roots), out)
     _write_report(staging / REPORT_FILE, skipped)
     if region is not None:
         region.to_geojson(staging / REGION_FILE)
@@ -91,6 +106,37 @@ def finish_import(out: Path, rows: ImportRows, options: ImportOptions) -> Import
         logger.warning("... and %d more skipped (all in %s)", len(skipped) - 10, REPORT_FILE)
     name = region.name if region is not None else "kept"
     return ImportResult(out, manifest.counts(), skipped, name, cells, out / REPORT_FILE)
+
+
+def _confine(manifest: GroundManifest, out: Path, roots: tuple[Path, ...]):
+    """(manifest without rows leading out of ``out`` and ``roots``, [(image_id, reason)])."""
+    given = " and ".join(str(folder) for folder in (*roots, out))
+    bad = escaping_rows(manifest.path.tolist(), [out, *roots], f"the folders given ({given})")
+    keep = np.ones(len(manifest), dtype=bool)
+    keep[[index for index, _ in bad]] = False
+    return manifest.take(keep), [(str(manifest.image_id[i]), why) for i, why in bad]
+
+
+def _missing(manifest: GroundManifest):
+    """(manifest without rows whose image file does not exist, [(image_id, reason)])."""
+    missing = missing_files(manifest.path)
+    found = [
+        (str(manifest.image_id[i]), missing_reason(manifest.path[i]))
+        for i in np.flatnonzero(missing)
+    ]
+    return manifest.take(~missing), found
+
+
+def _used_roots(manifest: GroundManifest, out: Path, roots: tuple[Path, ...]) -> list[Path]:
+    """The given ``roots`` outside ``out`` that hold some image of ``manifest``."""
+    inside_out = str(out).rstrip(os.sep) + os.sep
+    outside = [path for path in manifest.path.tolist() if not path.startswith(inside_out)]
+    used = []
+    for root in roots:
+        prefix = os.path.normpath(os.path.abspath(root)).rstrip(os.sep) + os.sep
+        if any(path.startswith(prefix) for path in outside):
+            used.append(Path(prefix.rstrip(os.sep) or os.sep))
+    return used
 
 
 def _check_images(manifest: GroundManifest, options: ImportOptions):
@@ -145,6 +191,7 @@ def _choose_region(out: Path, manifest: GroundManifest, options: ImportOptions):
     from geocells.data import regionfit
     from geocells.geo.region import Region
 
+    ceiling = options.max_region_cells
     if options.region is not None:
         region, write = Region.parse(options.region), True
         area, perimeter = region.area_km2(), regionfit.perimeter_km(region)
@@ -153,7 +200,8 @@ def _choose_region(out: Path, manifest: GroundManifest, options: ImportOptions):
         area, perimeter = region.area_km2(), regionfit.perimeter_km(region)
         logger.info("keeping the region of your own in %s", out / REGION_FILE)
     else:
-        limit = options.max_region_cells * regionfit.mean_cell_area_km2(options.cell_level)
+        ceiling = ceiling or DEFAULT_MAX_REGION_CELLS
+        limit = ceiling * regionfit.mean_cell_area_km2(options.cell_level)
         try:
             cover = regionfit.cover_points(
                 manifest.lat, manifest.lon, options.region_pad_m, max_area_km2=limit
@@ -163,14 +211,22 @@ def _choose_region(out: Path, manifest: GroundManifest, options: ImportOptions):
             area = err.area_km2  # a lower bound: covering stopped there
         region, write, perimeter = None, True, 0.0
     cells = regionfit.estimate_cells(area, options.cell_level, perimeter)
-    if cells > options.max_region_cells:
+    if ceiling is not None and cells > ceiling:
         raise ValueError(
             f"the region would hold at least {cells:,} level-{options.cell_level} cells "
-            f"({area:,.0f} km²), more than --max-region-cells {options.max_region_cells:,} "
+            f"({area:,.0f} km²), more than --max-region-cells {ceiling:,} "
             "fit in memory; nothing imported. Restrict it: --region FILE.geojson or "
             "bbox:south,west,north,east, a smaller --region-pad-m, fewer cities or rows "
             "(filter the source), or raise --max-region-cells on a machine with more memory"
         )
+    if ceiling is None and cells > DEFAULT_MAX_REGION_CELLS:
+        logger.warning(
+            "the region holds about %s level-%d cells (%s km²): more than one machine holds "
+            "in memory (~%s M); the import does not need them, but train and index such a "
+            "region on a bigger machine, or build its database in shards (index --shard i/n) "
+            "and search it with Milvus (docs/scaling.md)",
+            f"{cells:,}", options.cell_level, f"{area:,.0f}", DEFAULT_MAX_REGION_CELLS // 10**6,
+        )  # fmt: skip
     if region is None:
         region = regionfit.region_from_cover(cover, IMPORT_REGION_NAME)
         cells = regionfit.estimate_cells(area, options.cell_level, regionfit.perimeter_km(region))

@@ -6,8 +6,9 @@ read straight from the shards (manifest paths ``images/train/00.zip!/<member>``)
 that were extracted in place (the project's download script does that) work too, as do
 both mixed. An image is found by its file stem ``<id>`` at any depth. Either CSV may be
 missing (a test-only download imports the test split alone). ``captured_at`` (epoch
-milliseconds) becomes ISO 8601 UTC. OSV-5M has no val split: ``val_fraction`` of train
-goes to val by hash of the id.
+milliseconds) becomes ISO 8601 UTC. A zip member whose name has a ``..`` part or is an
+absolute path is refused and reported (``confine``). OSV-5M has no val split:
+``val_fraction`` of train goes to val by hash of the id.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from geocells.data.csvfile import read_csv
 from geocells.data.images import archive_path
 from geocells.data.importers.common import ImportRows, absolute_root, carve_val, iso_time
+from geocells.data.importers.confine import unsafe_member
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,11 @@ SPLITS = ("train", "test")
 def index_images(folder: Path, skipped: list[tuple[str, str]]) -> dict[str, str]:
     """Image stem -> path (or ``ARCHIVE.zip!/MEMBER``) for every image below ``folder``."""
     found: dict[str, str] = {}
-    for directory, _, files in os.walk(folder):
+    for directory, subfolders, files in os.walk(folder):
+        for name in sorted(n for n in subfolders if os.path.islink(os.path.join(directory, n))):
+            link = os.path.join(directory, name)
+            reason = f"symbolic link to a folder ({os.path.realpath(link)}): not followed"
+            skipped.append((link, reason + "; give the folder it points to as the root"))
         for name in sorted(files):
             path = os.path.join(directory, name)
             stem, suffix = os.path.splitext(name)
@@ -51,7 +58,12 @@ def _index_zip(path: str, found: dict[str, str], skipped: list[tuple[str, str]])
         return
     for member in names:
         stem, suffix = os.path.splitext(os.path.basename(member))
-        if suffix.lower() in IMAGE_SUFFIXES:
+        if suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        unsafe = unsafe_member(member)
+        if unsafe:  # "00/../../../usr/share/x.png" would point out of the dataset
+            skipped.append((archive_path(path, member), f"zip member name {unsafe}: refused"))
+        else:
             found.setdefault(stem, archive_path(path, member))
 
 
@@ -60,10 +72,7 @@ def _read_split(root: Path, split: str, skipped: list[tuple[str, str]]) -> dict[
 
     csv_path = root / f"{split}.csv"
     options = pacsv.ConvertOptions(column_types={"id": "string", "captured_at": "string"})
-    try:
-        table = pacsv.read_csv(csv_path, convert_options=options)
-    except Exception as err:  # pyarrow raises its own error kinds for bad CSVs
-        raise ValueError(f"cannot read {csv_path}: {err}") from err
+    table = read_csv(csv_path, options)  # errors name the file, row and column
     for name in ("id", "latitude", "longitude"):
         if name not in table.column_names:
             raise ValueError(f"{csv_path} has no {name!r} column (has {table.column_names})")
@@ -80,6 +89,12 @@ def _read_split(root: Path, split: str, skipped: list[tuple[str, str]]) -> dict[
         if "captured_at" in table.column_names
         else [None] * len(ids)
     )
+    bad_times: list[tuple[int, str]] = []
+    captured = iso_time(captured, bad_times).tolist()
+    for row, reason in bad_times:
+        if keep[row]:
+            keep[row] = False
+            skipped.append((f"{split}/{ids[row]}", f"{csv_path.name} row {row + 1}: {reason}"))
     rows = {
         "image_id": ids,
         "path": paths,
@@ -107,5 +122,5 @@ def import_osv5m(root: str | Path, val_fraction: float = 0.1) -> ImportRows:
     arrays["lat"] = np.array([np.nan if v is None else v for v in columns["lat"]], float)
     arrays["lon"] = np.array([np.nan if v is None else v for v in columns["lon"]], float)
     arrays["split"] = carve_val(arrays["image_id"], arrays["split"], val_fraction)
-    arrays["captured_at"] = iso_time(columns["captured_at"])
-    return ImportRows(arrays, skipped, None, "OSV-5M")
+    arrays["captured_at"] = np.array(columns["captured_at"], dtype=object)
+    return ImportRows(arrays, skipped, None, "OSV-5M", (root,))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geocells.data.csvfile import read_csv, read_header
 from geocells.data.importers.common import ImportRows, absolute_root, assign_splits
 
 FIELDS = ("image", "id", "lat", "lon", "heading", "fov", "captured_at", "split")
@@ -110,15 +111,11 @@ def import_csv(
     csv_path = _find_csv(absolute_root(csv_path, "CSV file"))
     base = absolute_root(images, "image folder") if images is not None else csv_path.parent
     explicit = parse_columns(columns) if isinstance(columns, str) or columns is None else columns
-    with open(csv_path, encoding="utf-8-sig") as handle:
-        header = [h.strip() for h in handle.readline().rstrip("\r\n").split(",")]
+    header = read_header(csv_path)  # errors name the file, row and column (csvfile)
     mapping = resolve_columns(header, preset, explicit, csv_path)
     text_fields = [f for f in ("image", "id", "split", "captured_at") if f in mapping]
     types = {mapping[f]: "string" for f in text_fields}
-    try:
-        table = pacsv.read_csv(csv_path, convert_options=pacsv.ConvertOptions(column_types=types))
-    except Exception as err:  # pyarrow raises its own error kinds for bad CSVs
-        raise ValueError(f"cannot read {csv_path}: {err}") from err
+    table = read_csv(csv_path, pacsv.ConvertOptions(column_types=types))
 
     def text(field: str) -> np.ndarray:
         values = pc.fill_null(pc.cast(table[mapping[field]], "string"), "")
@@ -137,4 +134,4 @@ def import_csv(
     if "captured_at" in mapping:
         out["captured_at"] = text("captured_at")
     out["split"] = text("split") if "split" in mapping else assign_splits(ids, fractions)
-    return ImportRows(out, [], None, f"CSV {csv_path.name}")
+    return ImportRows(out, [], None, f"CSV {csv_path.name}", (base,))

@@ -219,4 +219,4 @@ def import_vigor(
         tiles = satellite_tiles(found, skipped)
         if tiles:
             tileset = {"kind": "centred-tiles", "version": 1, "tiles": tiles}
-    return ImportRows(arrays, skipped, tileset, "VIGOR")
+    return ImportRows(arrays, skipped, tileset, "VIGOR", (root,))
