@@ -105,7 +105,6 @@ def resolve_config(
     Unknown keys and values of the wrong type raise ``ConfigError`` naming the key.
     """
     base = OmegaConf.structured(schema)
-    valid = ", ".join(_valid_keys(schema()))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -113,9 +112,13 @@ def resolve_config(
         merged = OmegaConf.merge(base, preset or {}, OmegaConf.from_dotlist(list(overrides)))
         obj = OmegaConf.to_object(merged)
     except (ConfigKeyError, ConfigAttributeError) as err:
-        hint = suggest_key(str(err.full_key), _valid_keys(schema()))
+        key, keys = str(err.full_key), _valid_keys(schema())
+        group = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        listed = [name for name in keys if group and name.startswith(group)] or keys
+        where = f" under {group[:-1]}" if len(listed) < len(keys) else ""
         raise ConfigError(
-            f"unknown config key {err.full_key!r}; {hint}valid keys: {valid}"
+            f"unknown config key {key!r}; {suggest_key(key, keys)}"
+            f"valid keys{where}: {', '.join(listed)}"
         ) from None
     except ValidationError as err:
         raise ConfigError(f"bad value for config key {err.full_key!r}: {err.msg}") from None

@@ -7,7 +7,12 @@ import errno
 import os
 import socket
 
-from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
+from geocells.commands.options import (
+    add_config_arguments,
+    describe_config_flags,
+    flag_overrides,
+    stage_config,
+)
 from geocells.commands.validate import non_negative_int, port, positive_float, positive_int
 
 HELP = "serve a database over HTTP: POST /locate, map tiles, and a page at /"
@@ -36,78 +41,40 @@ FLAGS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``geocells serve``: the database, flags for the common ServeConfig keys,
-    and ``--config FILE`` / ``key=value`` for all of them."""
-    from geocells.serve.config import ServeConfig
-
-    d = ServeConfig()
-    parser.add_argument("db", help="database folder built by `geocells index`")
+    and ``--config FILE`` / ``key=value`` for all of them (defaults: the dataclass's)."""
     add = parser.add_argument
-    add("--host", help=f"address to bind (default: {d.host}, loopback)")
-    add("--port", type=port, help=f"TCP port (default: {d.port})")
-    add(
-        "--workers",
-        type=positive_int,
-        help=f"worker processes, each loads the model; the DB arrays are shared (default: "
-        f"{d.workers})",
-    )
+    add("db", help="database folder built by `geocells index`")
+    add("--host", help="address to bind; anything but loopback needs --token")
+    add("--port", type=port, help="TCP port")
+    add("--workers", type=positive_int, help="worker processes, each loads the model")
     add(
         "--token",
-        default=None,
         help=f"bearer token the API requires (default: ${TOKEN_ENV}); "
         "needed to bind anything but loopback",
     )
-    add(
-        "--insecure-no-token",
-        action="store_true",
-        help="allow a non-loopback --host without a token",
-    )
+    add("--insecure-no-token", action="store_true", help="allow a non-loopback --host, no token")
     add("--aerial", help="aerial source for the map (default: the DB's dataset aerial/)")
-    add(
-        "--max-upload-mb",
-        type=positive_float,
-        help=f"largest request body (default: {d.max_upload_mb:g})",
-    )
-    add("--max-files", type=positive_int, help=f"images per request (default: {d.max_files})")
-    add(
-        "--batch-size",
-        type=positive_int,
-        help=f"most images per encoder call (default: {d.batch_size})",
-    )
-    add(
-        "--batch-window-ms",
-        type=float,
-        help=f"how long a batch waits to fill (default: {d.batch_window_ms:g})",
-    )
+    add("--max-upload-mb", type=positive_float, help="largest request body")
+    add("--max-files", type=positive_int, help="images per request")
+    add("--batch-size", type=positive_int, help="most images per encoder call")
+    add("--batch-window-ms", type=float, help="how long a batch waits to fill")
     add(
         "--queue-size",
         type=positive_int,
-        help=f"images queued or being decoded before 503; a request with more is 413 "
-        f"(default: {d.queue_size})",
+        help="images queued or being decoded before 503; a request with more is 413",
     )
-    add(
-        "--backend",
-        choices=("auto", "exact", "ivfpq"),
-        help=f"search backend (default: {d.backend})",
-    )
-    add("--threads", type=non_negative_int, help="torch CPU threads (default: 0, torch's choice)")
-    add(
-        "--header-timeout-s",
-        type=positive_float,
-        help=f"408 and close when request headers take longer (default: {d.header_timeout_s:g})",
-    )
-    add(
-        "--body-timeout-s",
-        type=positive_float,
-        help=f"408 when a request body takes longer (default: {d.body_timeout_s:g})",
-    )
+    add("--backend", choices=("auto", "exact", "ivfpq"), help="search backend")
+    add("--threads", type=non_negative_int, help="torch CPU threads (0: torch's choice)")
+    add("--header-timeout-s", type=positive_float, help="408 when headers take longer")
+    add("--body-timeout-s", type=positive_float, help="408 when a request body takes longer")
     add(
         "--shutdown-timeout-s",
         type=positive_float,
-        help=f"on SIGTERM/Ctrl-C, cancel requests still running after this "
-        f"(default: {d.shutdown_timeout_s:g})",
+        help="on SIGTERM/Ctrl-C, cancel requests still running after this",
     )
     add("--no-access-log", action="store_true", help="no line per request")
     add_config_arguments(parser, "serve", "max_side=1024 decode_pixels=80000000 tile_cache=4096")
+    describe_config_flags(parser, "geocells.serve.config:ServeConfig", FLAGS)
 
 
 def config_from_args(args: argparse.Namespace):

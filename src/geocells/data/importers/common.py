@@ -28,6 +28,7 @@ class ImportOptions:
     cell_level: int = 16  # level whose cell count the memory guard checks
     max_region_cells: int = DEFAULT_MAX_REGION_CELLS
     workers: int = 4  # threads reading image headers
+    progress: bool = True  # a bar over the image check (drawn on a terminal only)
 
     def __post_init__(self) -> None:
         if self.check_images not in IMAGE_CHECKS:
