@@ -24,6 +24,7 @@ def serve_app(
     import uvicorn
 
     from geocells.serve import create_app
+    from geocells.serve.server import uvicorn_options
 
     config = uvicorn.Config(
         create_app(cfg, localizer),
@@ -32,6 +33,7 @@ def serve_app(
         log_level="warning",
         access_log=False,
         lifespan="on",
+        **uvicorn_options(cfg),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)

@@ -88,7 +88,7 @@ def test_dataset_check_json(tmp_path, capsys):
     from geocells.geo import latlng_to_cell
 
     root = _tiny_dataset(tmp_path)
-    assert main(["dataset", "check", str(root), "--json"]) == 0
+    assert main(["dataset", "check", str(root), "--json"]) == 1  # bad rows: a PROBLEM
     report = json.loads(capsys.readouterr().out)
     assert report["images"] == {"train": 3, "val": 1, "test": 2}
     assert report["bad_rows"]["count"] == 1 and "gone" in report["bad_rows"]["first"][0]
@@ -116,7 +116,7 @@ def test_dataset_check_json(tmp_path, capsys):
 
 def test_dataset_check_table_and_strict(tmp_path, capsys):
     root = _tiny_dataset(tmp_path)
-    assert main(["dataset", "check", str(root)]) == 0
+    assert main(["dataset", "check", str(root)]) == 1  # it prints a PROBLEM
     text = capsys.readouterr().out
     assert "level 15" in text and "region cells without train" in text and "aerial" in text
     assert main(["dataset", "check", str(root), "--strict"]) == 2

@@ -89,7 +89,7 @@ def test_strict_atomic_and_the_import_report(tmp_path, capsys):
     argv = ["import", "osv5m", str(root), "--out", str(out2), "--check-images", "off"]
     assert main(argv) == 0
     capsys.readouterr()
-    assert main(["dataset", "check", str(out2), "--levels", "15"]) == 0
+    assert main(["dataset", "check", str(out2), "--levels", "15"]) == 1
     text = capsys.readouterr().out
     assert "unreadable images              1 of 21 checked" in text and "9999" in text
     assert main(["dataset", "check", str(out2), "--levels", "15", "--strict"]) == 2

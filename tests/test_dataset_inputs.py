@@ -64,14 +64,14 @@ def test_declared_image_roots_admit_their_folder_only(dataset, tmp_path):
 
 
 def test_dataset_check_lists_every_kind_the_first_rows_and_how_many_more(dataset, capsys):
-    assert main(["dataset", "check", str(dataset)]) == 0
+    assert main(["dataset", "check", str(dataset)]) == 1
     out = capsys.readouterr().out
     assert "bad rows    15 (13 × missing file, 2 × path outside the dataset)" in out
     assert "row 5 (image_id 'up')" in out and "... and 5 more" in out
     assert "unreadable images              1 of 4 checked (decode" in out
     assert "003: corrupt or truncated" in out or "003: truncated" in out
     assert "PROBLEM: 15 bad manifest rows (13 × missing file, 2 × path outside" in out
-    assert main(["dataset", "check", str(dataset), "--fast"]) == 0
+    assert main(["dataset", "check", str(dataset), "--fast"]) == 1
     assert "1 of 4 checked (header" in capsys.readouterr().out
     assert main(["dataset", "check", str(dataset), "--strict"]) == 2
 

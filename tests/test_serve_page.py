@@ -8,6 +8,7 @@ import base64
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -170,3 +171,65 @@ def test_picked_files_show_errors_and_still_locate_the_good_one(
         ]
     )
     assert len(browser.find_elements(By.CSS_SELECTOR, "path.geocells-marker")) == 5
+
+
+PAGE_GEOMETRY = """
+const box = (id) => document.getElementById(id).getBoundingClientRect();
+return { inner: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth,
+  map: [box("map").width, box("map").height], panel: box("panel").width,
+  drop: box("drop").width, downloads: box("downloads").right };
+"""
+
+
+def _downloaded(folder, name: str) -> str:
+    path = folder / name
+    _wait(lambda: path.is_file() and path.stat().st_size > 0, what=f"the download of {name}")
+    return path.read_text()
+
+
+def test_phone_width_layout_and_downloaded_results(browser, micro_server, photo_paths, tmp_path):
+    import csv
+    import io
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    browser.set_window_size(420, 860)
+    browser.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}
+    )
+    try:
+        _open(browser, micro_server)
+        assert not browser.find_element(By.ID, "downloads").is_displayed()  # nothing yet
+        bad = tmp_path / "broken.jpg"
+        bad.write_bytes(b"this is not a jpeg")
+        browser.find_element(By.ID, "picker").send_keys(f"{bad}\n{photo_paths[0]}")
+        _wait(
+            lambda: browser.find_element(By.ID, "status").text == "1 of 2 photo(s) located",
+            what="two answers",
+        )
+        geometry = browser.execute_script(PAGE_GEOMETRY)
+        width = geometry["inner"]
+        assert width <= 440 and geometry["scroll"] <= width  # no sideways scrolling
+        # Before: the 400 px panel beside the map left the map ~20 px wide.
+        assert geometry["map"][0] >= width - 1 and geometry["map"][1] >= 240
+        assert geometry["panel"] <= width and geometry["drop"] <= width
+        assert geometry["downloads"] <= width
+        for button in browser.find_elements(By.CSS_SELECTOR, "#downloads button"):
+            button.click()
+        saved = json.loads(_downloaded(tmp_path, "geocells-results.json"))
+        assert (saved["located"], saved["failed"]) == (1, 1)
+        failure, answer = saved["results"]
+        assert failure["filename"] == "broken.jpg" and "not an image" in failure["error"]
+        assert answer["filename"] == Path(photo_paths[0]).name
+        assert [p["rank"] for p in answer["predictions"]] == [1, 2, 3, 4, 5]
+        rows = list(csv.DictReader(io.StringIO(_downloaded(tmp_path, "geocells-results.csv"))))
+        assert len(rows) == 6 and "not an image" in rows[0]["error"]
+        assert [float(r["lat"]) for r in rows[1:]] == [p["lat"] for p in answer["predictions"]]
+        assert rows[1]["token"] == answer["predictions"][0]["token"]
+        collection = json.loads(_downloaded(tmp_path, "geocells-results.geojson"))
+        kinds = [f["properties"]["kind"] for f in collection["features"]]
+        assert kinds == ["prediction", "cell"] * 5
+        assert collection["errors"][0]["filename"] == "broken.jpg"
+    finally:
+        browser.set_window_size(1280, 800)

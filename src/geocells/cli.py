@@ -48,11 +48,40 @@ class UsageError(Exception):
         self.prog = prog
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, unless its text already says it (or there is
+    none to show: flags, options that default to "not given")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        shown = (
+            action.option_strings
+            and action.nargs != 0
+            and not any(default is nothing for nothing in (None, False, argparse.SUPPRESS))
+            and default not in ([], ())
+            and "default" not in text
+        )
+        return f"{text} (default: %(default)s)" if shown else text
+
+
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors reach ``main`` (its subparsers are of this class too)."""
+    """An ArgumentParser whose errors reach ``main`` (its subparsers are of this class too)
+    and whose help shows defaults, including those of dataclass keys that flags spell out
+    (``commands.options.describe_config_flags``), looked up only when help is printed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UsageError(self.prog, message)
+
+    def format_help(self) -> str:
+        from geocells.commands.options import add_config_defaults_to_help
+
+        add_config_defaults_to_help(self)
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:

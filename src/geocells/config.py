@@ -8,6 +8,7 @@ and rejects unknown keys with the list of valid ones.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -78,6 +79,22 @@ def _valid_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def suggest_key(key: str, valid: Sequence[str]) -> str:
+    """``"did you mean 'optim.lr'? "`` for the valid key closest to ``key``, else ``""``.
+
+    Compares whole dotted keys, then the last part alone, so ``lr=1e-3`` and
+    ``optim.lrr=1e-3`` both point at ``optim.lr``.
+    """
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if not close:
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf: dict[str, str] = {}
+        for name in valid:
+            by_leaf.setdefault(name.rsplit(".", 1)[-1], name)
+        close = [by_leaf[m] for m in difflib.get_close_matches(leaf, list(by_leaf), 1, 0.75)]
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
 def resolve_config(
     schema: type[T],
     preset: dict[str, Any] | None = None,
@@ -88,7 +105,6 @@ def resolve_config(
     Unknown keys and values of the wrong type raise ``ConfigError`` naming the key.
     """
     base = OmegaConf.structured(schema)
-    valid = ", ".join(_valid_keys(schema()))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -96,7 +112,14 @@ def resolve_config(
         merged = OmegaConf.merge(base, preset or {}, OmegaConf.from_dotlist(list(overrides)))
         obj = OmegaConf.to_object(merged)
     except (ConfigKeyError, ConfigAttributeError) as err:
-        raise ConfigError(f"unknown config key {err.full_key!r}; valid keys: {valid}") from None
+        key, keys = str(err.full_key), _valid_keys(schema())
+        group = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        listed = [name for name in keys if group and name.startswith(group)] or keys
+        where = f" under {group[:-1]}" if len(listed) < len(keys) else ""
+        raise ConfigError(
+            f"unknown config key {key!r}; {suggest_key(key, keys)}"
+            f"valid keys{where}: {', '.join(listed)}"
+        ) from None
     except ValidationError as err:
         raise ConfigError(f"bad value for config key {err.full_key!r}: {err.msg}") from None
     return obj  # type: ignore[return-value]

@@ -154,7 +154,9 @@ def write_codes(
     aerial = np.lib.format.open_memmap(out / "aerial.npy", mode, np.float16, shape)
     proto = np.lib.format.open_memmap(out / "proto.npy", mode, np.float16, shape)
     ranges = parent_aligned_chunks(cells, generator.field.proto_level, chunk)
-    with tqdm(total=len(cells), desc="cell codes", unit="cell", disable=not progress) as bar:
+    with tqdm(
+        total=len(cells), desc="cell codes", unit="cell", disable=None if progress else True
+    ) as bar:
         bar.update(done)
         for number, (start, stop) in enumerate(ranges):
             if stop <= done:

@@ -105,7 +105,8 @@ def cover_cells(cfg: ContinentBenchConfig, out: Path) -> dict:
     start = time.perf_counter()
     raw = out / "cells.u64.tmp"
     total = 0
-    with raw.open("wb") as sink, tqdm(desc="covering", unit="cell") as bar:
+    # disable=None: a bar on a terminal only, never carriage-return frames in a log
+    with raw.open("wb") as sink, tqdm(desc="covering", unit="cell", disable=None) as bar:
         for chunk in cover_region(region, cfg.level, land_only=cfg.land_only):
             if cfg.max_cells:
                 chunk = chunk[: cfg.max_cells - total]

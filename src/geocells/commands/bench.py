@@ -7,6 +7,7 @@ import logging
 import os
 from pathlib import Path
 
+from geocells.commands.options import describe_config_flags
 from geocells.commands.validate import cell_level, positive_int
 
 HELP = "scale benchmarks: continent-size cell database (compressed vs exact search)"
@@ -20,14 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     continent = sub.add_parser(
         "continent",
         help="cover a region, build a synthetic cell-code database, compressed vs exact search",
-        description="Continent database benchmark (issue 7): writes results.json + results.md.",
+        description="Continent database benchmark: cover a region, build a synthetic cell-code "
+        "database, time compressed vs exact search; writes results.json + results.md.",
     )
     continent.add_argument(
-        "--region", default=None, help="region preset, GeoJSON file or bbox:S,W,N,E (bedenl)"
+        "--region", default=None, help="region preset, GeoJSON file or bbox:S,W,N,E"
     )
-    continent.add_argument(
-        "--level", type=cell_level, default=None, help="S2 level of the cells (16)"
-    )
+    continent.add_argument("--level", type=cell_level, default=None, help="S2 level of the cells")
     continent.add_argument(
         "--max-cells",
         type=positive_int,
@@ -35,9 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="use at most this many cells (default: all)",
     )
     continent.add_argument("--out", type=Path, required=True, help="output folder")
-    continent.add_argument(
-        "--threads", type=positive_int, default=None, help="faiss/BLAS threads (2)"
-    )
+    continent.add_argument("--threads", type=positive_int, default=None, help="faiss/BLAS threads")
     continent.add_argument(
         "--overwrite", action="store_true", help="rebuild stages already finished in --out"
     )
@@ -45,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "overrides", nargs="*", metavar="KEY=VALUE",
         help="config overrides, e.g. nprobe=16 rerank=32 codes.aerial_noise=0.8",
     )  # fmt: skip
+    flags = {name: name for name in ("region", "level", "max_cells", "threads")}
+    describe_config_flags(continent, "geocells.bench.continent:ContinentBenchConfig", flags)
 
 
 def main(args: argparse.Namespace) -> int:

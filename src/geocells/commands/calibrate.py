@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
+from geocells.commands.options import (
+    add_config_arguments,
+    add_progress_argument,
+    describe_config_flags,
+    flag_overrides,
+    stage_config,
+)
 from geocells.commands.validate import non_negative_int, positive_int, split_name
 
 HELP = "choose κ on the val split (curve CSV + PNG) and fit the confidence model"
@@ -36,9 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ann=KIND: search index to (re)build for the chosen κ (auto: IVF-PQ above 200k cells)",
     )  # fmt: skip
     parser.add_argument(
-        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: default)"
+        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's choice)"
     )
+    add_progress_argument(parser)
     add_config_arguments(parser, "calibrate", "kappa_steps=21 min_gain_z=0 top_k=10")
+    describe_config_flags(parser, "geocells.calibrate.stage:CalibrateConfig", FLAGS)
 
 
 FLAGS = {
@@ -60,7 +68,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = stage_config(CalibrateConfig, "calibrate", args, flag_overrides(args, FLAGS))
+    flags = flag_overrides(args, FLAGS) + (["progress=false"] if args.no_progress else [])
+    cfg = stage_config(CalibrateConfig, "calibrate", args, flags)
     path = run(args.db, args.dataset, args.split, cfg)
     meta = Database.open(path).meta
     report = meta.calibration

@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from geocells.commands.options import add_progress_argument
 from geocells.commands.validate import cell_level, positive_int
 
 HELP = "list (to Parquet) or count the S2 cells of one level that cover a region"
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--land-only", action="store_true", help="drop cells centred at sea")
     parser.add_argument("--chunk-size", type=positive_int, default=1 << 20, help="cells per batch")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    add_progress_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -50,12 +52,16 @@ def main(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.overwrite:
         log.info("%s exists; skipping (use --overwrite to replace it)", args.out)
         return 0
-    written = write_cells_parquet(region, args.level, args.out, args.land_only, args.chunk_size)
+    written = write_cells_parquet(
+        region, args.level, args.out, args.land_only, args.chunk_size, not args.no_progress
+    )
     log.info("wrote %d cells to %s in %.2f s", written, args.out, time.perf_counter() - start)
     return 0
 
 
-def write_cells_parquet(region, level: int, out: Path, land_only: bool, chunk_size: int) -> int:
+def write_cells_parquet(
+    region, level: int, out: Path, land_only: bool, chunk_size: int, progress: bool = True
+) -> int:
     """Stream the covering to ``out`` (written to a temporary name, then renamed)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -78,7 +84,7 @@ def write_cells_parquet(region, level: int, out: Path, land_only: bool, chunk_si
     with (
         atomic_write(out) as partial,
         pq.ParquetWriter(partial, schema) as writer,
-        tqdm(total=total, unit="cell") as bar,
+        tqdm(total=total, unit="cell", disable=None if progress else True) as bar,
     ):
         for chunk in cover_region(region, level, chunk_size=chunk_size, land_only=land_only):
             lat, lon = cell_to_latlng(chunk)

@@ -24,7 +24,12 @@ def _levels(text: str) -> tuple[int, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``check DATASET [--json] [--strict] [--levels 15,16] [--fast | --images MODE]``."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    check = actions.add_parser("check", help="print what the dataset holds and covers")
+    check = actions.add_parser(
+        "check",
+        help="print what the dataset holds and covers",
+        epilog="Exit status: 0 when no PROBLEM line is printed, 1 when any is, 2 with "
+        "--strict (or on a dataset that cannot be opened).",
+    )
     check.add_argument("dataset", type=Path, help="dataset folder")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument(
@@ -63,4 +68,6 @@ def main(args: argparse.Namespace) -> int:
     images = args.images or ("header" if args.fast else "decode")
     report = check_dataset(dataset, args.levels, images, args.image_sample)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 2 if args.strict and report["problems"] else 0
+    if not report["problems"]:
+        return 0
+    return 2 if args.strict else 1

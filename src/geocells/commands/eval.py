@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
+from geocells.commands.options import (
+    add_config_arguments,
+    add_progress_argument,
+    describe_config_flags,
+    flag_overrides,
+    stage_config,
+)
 from geocells.commands.validate import positive_int, split_name
 
 HELP = "evaluate a database and the baselines on a split; write metrics.json and report.html"
@@ -38,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const=False,
         help="interactive_map=false: leave out the Leaflet map (~1.5 MB)",
     )
+    add_progress_argument(parser)
     add_config_arguments(parser, "eval", "top_k=20 search=exact colour_histogram=false")
+    describe_config_flags(parser, "geocells.eval.evaluate:EvalOptions", {"top_k": "top_k"})
 
 
 def main(args: argparse.Namespace) -> int:
@@ -49,6 +57,8 @@ def main(args: argparse.Namespace) -> int:
     flags = flag_overrides(args, {"top_k": "top_k", "no_interactive_map": "interactive_map"})
     if args.no_baselines:
         flags += ["ground_retrieval=false", "colour_histogram=false"]
+    if args.no_progress:
+        flags.append("progress=false")
     options = stage_config(EvalOptions, "eval", args, flags)
     out = run(args.db, args.dataset, args.split, args.out, args.overwrite, options)
     print(results_table_text(out / "metrics.json"))

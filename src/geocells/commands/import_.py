@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="check every image at import: header (default), full decode, or off",
     )
     shared.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar over the image check (off anyway when stderr is not a terminal)",
+    )
+    shared.add_argument(
         "--region", help="region to write: preset, .geojson or bbox:S,W,N,E (default: fit)"
     )
     shared.add_argument(
@@ -195,6 +200,7 @@ def main(args: argparse.Namespace) -> int:
         region_pad_m=args.region_pad_m,
         cell_level=args.cell_level,
         max_region_cells=args.max_region_cells,
+        progress=not args.no_progress,
     )
     out = args.out.expanduser().resolve()
     result = importers.run(

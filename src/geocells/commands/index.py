@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
+from geocells.commands.options import (
+    add_config_arguments,
+    add_progress_argument,
+    describe_config_flags,
+    flag_overrides,
+    stage_config,
+)
 from geocells.commands.validate import cell_level, non_negative_int, positive_int
 
 HELP = "build the cell-code database of a trained run (or: index merge PARTS... --out DB)"
@@ -39,10 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--land-only", action="store_const", const=True, help="land_only=true")
     parser.add_argument(
-        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: default)"
+        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's choice)"
     )
-    parser.add_argument("--no-progress", action="store_const", const=False, help="progress=false")
+    add_progress_argument(parser)
     add_config_arguments(parser, "index", "upsample=parent rotations=4 chunk_size=4096")
+    describe_config_flags(parser, "geocells.db.build:IndexConfig", FLAGS)
 
 
 FLAGS = {
@@ -52,7 +59,6 @@ FLAGS = {
     "chunk_size": "chunk_size",
     "batch_size": "batch_size",
     "land_only": "land_only",
-    "no_progress": "progress",
 }
 
 
@@ -75,7 +81,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    cfg = stage_config(IndexConfig, "index", args, flag_overrides(args, FLAGS))
+    flags = flag_overrides(args, FLAGS) + (["progress=false"] if args.no_progress else [])
+    cfg = stage_config(IndexConfig, "index", args, flags)
     shard = parse_shard(args.shard)
     target = Path(args.target[0])
     print(run(target, Path(args.out), args.dataset, args.region, shard, args.overwrite, cfg))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from geocells.commands.options import add_progress_argument
 from geocells.commands.validate import non_negative_int, positive_int
 
 HELP = "locate photos (files or folders) in a database: top-k cells with confidence"
@@ -20,16 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("db", help="database folder built by `geocells index`")
     parser.add_argument("images", nargs="+", help="image files and/or folders (walked recursively)")
     parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per image")
-    parser.add_argument("--format", default="json", choices=("json", "csv", "geojson"))
+    parser.add_argument(
+        "--format", default="json", choices=("json", "csv", "geojson"), help="output format"
+    )
     parser.add_argument("--out", help="write here instead of standard output")
     parser.add_argument(
         "--batch-size", type=positive_int, default=32, help="images per encoder call"
     )
-    parser.add_argument("--backend", default="auto", choices=("auto", "exact", "ivfpq"))
     parser.add_argument(
-        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: default)"
+        "--backend",
+        default="auto",
+        choices=("auto", "exact", "ivfpq"),
+        help="search backend (auto: the saved IVF-PQ index if any, else exact up to 200k cells)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's choice)"
+    )
+    add_progress_argument(parser)
     parser.add_argument(
         "--panorama",
         action="store_true",

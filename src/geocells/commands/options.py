@@ -9,6 +9,7 @@ line names a preset (a shipped name from ``configs/GROUP/`` or a YAML file) and 
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -81,3 +82,48 @@ def stage_config(
     preset = load_preset(args.config, group) if getattr(args, "config", None) else {}
     merged = OmegaConf.to_container(OmegaConf.merge(base or {}, preset))
     return resolve_config(schema, merged, [*flags, *args.overrides])
+
+
+def describe_config_flags(
+    parser: argparse.ArgumentParser, schema: str, flags: dict[str, str]
+) -> None:
+    """Mark ``flags`` (dest -> key) as spelled-out keys of the dataclass ``schema``
+    (``"module:Class"``) so ``--help`` shows the dataclass's defaults; the module is
+    imported only when help is printed (stage modules import torch)."""
+    parser.config_schema = schema  # type: ignore[attr-defined]
+    for action in parser._actions:
+        if action.dest in flags:
+            action.config_key = flags[action.dest]  # type: ignore[attr-defined]
+
+
+def add_config_defaults_to_help(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default: X)`` from the dataclass to the help of flags marked by
+    ``describe_config_flags`` (once; value-less flags such as ``--no-progress`` excepted)."""
+    schema = getattr(parser, "config_schema", None)
+    if schema is None or getattr(parser, "_config_defaults_shown", False):
+        return
+    module, _, name = schema.partition(":")
+    defaults = getattr(importlib.import_module(module), name)()
+    for action in parser._actions:
+        key = getattr(action, "config_key", None)
+        if key is None or action.nargs == 0 or "default" in (action.help or ""):
+            continue
+        value = defaults
+        for part in key.split("."):
+            value = getattr(value, part)
+        action.help = f"{action.help or ''} (default: {_plain(value)})"
+    parser._config_defaults_shown = True  # type: ignore[attr-defined]
+
+
+def _plain(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``. Bars are drawn with tqdm's ``disable=None`` when wanted, so they
+    are also off when standard error is not a terminal (no ``\\r`` frames in a log)."""
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they are off anyway when standard error is not a terminal)",
+    )

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from geocells.commands.options import add_config_arguments, stage_config
+from geocells.commands.options import add_config_arguments, add_progress_argument, stage_config
 
 HELP = "re-seed/refit the prototypes of a trained run against its frozen encoders"
 
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="training run folder (from `geocells train`)")
     parser.add_argument("--dataset", type=Path, help="dataset folder (default: the run's)")
     parser.add_argument("--overwrite", action="store_true", help="redo an up-to-date refit")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
     add_config_arguments(parser, "refit", "init=aerial_mean epochs=30 (over the run's config)")
 
 

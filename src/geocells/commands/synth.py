@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from geocells.commands.options import accept_overrides_anywhere
+from geocells.commands.options import accept_overrides_anywhere, add_progress_argument
 from geocells.commands.validate import positive_int
 
 HELP = "generate a synthetic dataset (procedural world), or preview a dataset"
@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rows", type=positive_int, default=6, help="preview: number of aerial tiles"
     )
+    add_progress_argument(parser)
     accept_overrides_anywhere(parser)
 
 
@@ -56,6 +57,6 @@ def main(args: argparse.Namespace) -> int:
 
     overrides = [*args.items, *args.overrides]
     cfg = resolve_config(SynthConfig, load_preset(args.preset, "synth"), overrides)
-    out = run(cfg, args.out, overwrite=args.overwrite)
+    out = run(cfg, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(out)
     return 0

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from geocells.commands.options import accept_overrides_anywhere
+from geocells.commands.options import accept_overrides_anywhere, add_progress_argument
 
 HELP = "train the ground/aerial encoders and the cell prototypes on a dataset"
 
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue from OUT/checkpoints/last.*"
     )
     parser.add_argument("--overwrite", action="store_true", help="start over in an existing OUT")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=3e-4"
     )

@@ -260,7 +260,9 @@ def _encode_and_finish(
         for k, path in zip(chunks, files)
         if path.is_file()
     )
-    bar = tqdm(total=count, initial=done, unit="cell", desc="index", disable=not cfg.progress)
+    bar = tqdm(
+        total=count, initial=done, unit="cell", desc="index", disable=None if cfg.progress else True
+    )
     dim = None
     for k, cells in fixed_chunks(cell_stream, cfg.chunk_size):
         if k >= chunks.stop:

@@ -64,7 +64,9 @@ def aerial_cell_histograms(
 
     out = np.zeros((cell_lat.shape[0], bins**3), dtype=np.float32)
     failed = 0
-    for i in tqdm(range(cell_lat.shape[0]), desc="colour histograms", disable=not progress):
+    for i in tqdm(
+        range(cell_lat.shape[0]), desc="colour histograms", disable=None if progress else True
+    ):
         try:
             tile = aerial_source.crop(float(cell_lat[i]), float(cell_lon[i]), tile_m, px)
         except OutOfCoverageError as err:  # no imagery there: the cell can never match

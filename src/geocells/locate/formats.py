@@ -91,7 +91,7 @@ def locate_files(
 
     results: Results = []
     failures: Failures = []
-    bar = tqdm(total=len(paths), unit="img", desc="locate", disable=not progress)
+    bar = tqdm(total=len(paths), unit="img", desc="locate", disable=None if progress else True)
     for start in range(0, len(paths), chunk):
         part = list(paths[start : start + chunk])
         fov = np.full(len(part), 360.0 if panorama else np.nan)

@@ -52,7 +52,7 @@ def embed_items(
     from tqdm import tqdm
 
     vectors, extras, kept, failures = [], [], [], []
-    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress)
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=None if progress else True)
     for start in range(0, len(items), batch_size):
         images = []
         for position in range(start, min(start + batch_size, len(items))):

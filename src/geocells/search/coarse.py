@@ -37,7 +37,9 @@ def two_level_centroids(
     assignment = assignment[:, 0]
     shares = _proportional_shares(np.bincount(assignment, minlength=groups), nlist)
     parts = []
-    for group in tqdm(range(groups), desc="coarse k-means", unit="group", disable=not progress):
+    for group in tqdm(
+        range(groups), desc="coarse k-means", unit="group", disable=None if progress else True
+    ):
         members = sample[assignment == group]
         if shares[group] == len(members):
             parts.append(members)

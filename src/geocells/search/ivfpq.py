@@ -161,10 +161,16 @@ def build_ivfpq_index(
     index.own_fields = True
     quantizer.this.disown()  # the index now owns and frees its quantiser
     logger.info("training IVF%d,PQ%dx4fs on %d vectors", params.nlist, params.pq_m, len(train))
+    # faiss prints a warning to stderr when a k-means has fewer than 39 points per centroid
+    # (small databases: 16 PQ centroids from < 624 rows); it is logged here instead.
+    for what, clustering, k in (("coarse", index.cp, params.nlist), ("PQ", index.pq.cp, 16)):
+        if len(train) < k * clustering.min_points_per_centroid:
+            logger.debug("%s k-means: %d points for %d centroids", what, len(train), k)
+        clustering.min_points_per_centroid = 1
     index.train(train)
     del train
     starts = range(0, num_cells, params.add_chunk)
-    for start in tqdm(starts, desc="index add", unit="chunk", disable=not progress):
+    for start in tqdm(starts, desc="index add", unit="chunk", disable=None if progress else True):
         stop = min(start + params.add_chunk, num_cells)
         block_a, block_p = np.asarray(aerial[start:stop]), np.asarray(proto[start:stop])
         check_finite_rows(block_a, start, "aerial")

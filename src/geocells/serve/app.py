@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geocells import __version__
 from geocells.serve import results
-from geocells.serve.batching import QueueFullError
+from geocells.serve.batching import QueueFullError, RequestTooLargeError
 from geocells.serve.config import ServeConfig
 from geocells.serve.guard import Guard
 from geocells.serve.service import Service
@@ -71,18 +71,28 @@ def add_error_handlers(app: FastAPI) -> None:
         return _error(500, f"internal error ({type(err).__name__})")
 
 
-async def _decode_all(files: list[UploadFile], cfg: ServeConfig):
-    """(decoded images or UploadError) per file, decoded on worker threads."""
+async def _decode_all(files: list[UploadFile], service: Service):
+    """(decoded images or UploadError) per file, decoded on the service's decode threads
+    under its pixel budget, one file's bytes in memory at a time."""
+    cfg, loop = service.cfg, asyncio.get_running_loop()
     decoded = []
     for upload in files:
         data = await upload.read()
         try:
-            image = await asyncio.to_thread(
-                decode_upload, data, upload.content_type, cfg.max_pixels, cfg.max_side
+            image = await loop.run_in_executor(
+                service.decoder,
+                decode_upload,
+                data,
+                upload.content_type,
+                cfg.max_pixels,
+                cfg.max_side,
+                service.decode_budget,
+                service.localizer.model.ground.resize,  # queued: the model's input, not more
             )
             decoded.append(image)
         except UploadError as err:
             decoded.append(err)
+        del data
     return decoded
 
 
@@ -100,15 +110,16 @@ def add_api_routes(app: FastAPI, cfg: ServeConfig) -> None:
         service = _ready(request)
         if len(files) > cfg.max_files:
             raise HTTPException(413, f"{len(files)} files: at most {cfg.max_files} per request")
-        decoded = await _decode_all(files, cfg)
-        good = [image for image in decoded if not isinstance(image, UploadError)]
-        ranked = iter([])
-        if good:
-            try:
-                ranked = iter(await service.batcher.submit(good, top_k))
-            except QueueFullError as err:
-                headers = {"Retry-After": str(cfg.retry_after_s)}
-                return _error(503, str(err), headers=headers)
+        try:
+            reservation = service.batcher.reserve(len(files))
+        except RequestTooLargeError as err:
+            return _error(413, str(err))
+        except QueueFullError as err:
+            return _error(503, str(err), headers={"Retry-After": str(cfg.retry_after_s)})
+        with reservation:  # decoded images count against the queue from here on
+            decoded = await _decode_all(files, service)
+            good = [image for image in decoded if not isinstance(image, UploadError)]
+            ranked = iter(await service.batcher.submit(good, top_k, reservation) if good else [])
         items = []
         for index, (upload, image) in enumerate(zip(files, decoded)):
             name = upload.filename or f"file {index}"
@@ -269,7 +280,11 @@ def create_app(cfg: ServeConfig, localizer=None) -> FastAPI:
     add_api_routes(app, cfg)
     add_service_routes(app)
     app.add_middleware(
-        Guard, token=cfg.token, max_body=cfg.max_upload_bytes, metrics=service.metrics
+        Guard,
+        token=cfg.token,
+        max_body=cfg.max_upload_bytes,
+        metrics=service.metrics,
+        body_timeout_s=cfg.body_timeout_s,
     )
     return app
 

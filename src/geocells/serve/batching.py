@@ -5,7 +5,10 @@ One worker task takes the oldest waiting image, waits at most ``window_s`` for m
 until ``max_batch`` are waiting), and runs the whole batch on one thread, so encoder calls
 never overlap and many small requests cost about as much as one large one. The queue
 is bounded in images: a request that does not fit is refused at once (``QueueFullError``),
-which the app answers with 503 and Retry-After instead of letting latency grow without end.
+which the app answers with 503 and Retry-After instead of letting latency grow without end;
+one that could never fit (more images than the queue holds) is ``RequestTooLargeError``
+(413). A request ``reserve``s its places before it decodes its uploads, so images being
+decoded count against the same bound as images waiting.
 """
 
 from __future__ import annotations
@@ -30,9 +33,38 @@ class QueueFullError(RuntimeError):
 
     def __init__(self, waiting: int, incoming: int, capacity: int) -> None:
         super().__init__(
-            f"server busy: {waiting} images queued, {incoming} more would exceed the "
-            f"queue of {capacity}; retry later"
+            f"server busy: {waiting} images queued or being decoded, {incoming} more would "
+            f"exceed the queue of {capacity}; retry later"
         )
+
+
+class RequestTooLargeError(ValueError):
+    """More images in one request than the whole queue holds: retrying cannot help."""
+
+    def __init__(self, incoming: int, capacity: int) -> None:
+        super().__init__(
+            f"{incoming} images in one request, but the queue holds at most {capacity} "
+            f"(--queue-size); send at most {capacity} per request"
+        )
+
+
+class Reservation:
+    """Places in the queue held for a request's images while they are decoded."""
+
+    def __init__(self, batcher: Batcher, count: int) -> None:
+        self.batcher = batcher
+        self.count = count
+
+    def release(self) -> None:
+        """Give the places back (idempotent)."""
+        self.batcher._reserved -= self.count
+        self.count = 0
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 @dataclass
@@ -60,6 +92,7 @@ class Batcher:
         self.max_queue = max_queue
         self.on_batch = on_batch  # (batch size, seconds) after each batch, for metrics
         self._jobs: deque[_Job] = deque()
+        self._reserved = 0  # places held by requests still decoding
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         # One thread: batches run one after another, torch uses its own intra-op threads.
@@ -89,12 +122,30 @@ class Batcher:
                 job.future.set_exception(RuntimeError("server shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def submit(self, images: Sequence[Any], top_k: int) -> list[list[Any]]:
-        """Predictions for ``images`` (all admitted or none: ``QueueFullError``)."""
+    def reserve(self, count: int) -> Reservation:
+        """Hold ``count`` places (``RequestTooLargeError`` if the queue could never hold
+        them, ``QueueFullError`` if it cannot now); use as ``with batcher.reserve(n) as r``."""
+        if count > self.max_queue:
+            raise RequestTooLargeError(count, self.max_queue)
+        taken = len(self._jobs) + self._reserved
+        if taken + count > self.max_queue:
+            raise QueueFullError(taken, count, self.max_queue)
+        self._reserved += count
+        return Reservation(self, count)
+
+    async def submit(
+        self, images: Sequence[Any], top_k: int, reservation: Reservation | None = None
+    ) -> list[list[Any]]:
+        """Predictions for ``images`` (all admitted or none: ``QueueFullError``); with a
+        ``reservation`` (from ``reserve``) they take its places, which it then gives up."""
         if self._arrived is None:
             raise RuntimeError("Batcher.start() was not called")
-        if len(self._jobs) + len(images) > self.max_queue:
-            raise QueueFullError(len(self._jobs), len(images), self.max_queue)
+        if reservation is not None:
+            if len(images) > reservation.count:
+                raise ValueError(f"{len(images)} images but {reservation.count} places reserved")
+            reservation.release()
+        else:
+            self.reserve(len(images)).release()  # the same checks, nothing held
         loop = asyncio.get_running_loop()
         jobs = [_Job(image, top_k, loop.create_future()) for image in images]
         self._jobs.extend(jobs)

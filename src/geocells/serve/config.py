@@ -29,9 +29,14 @@ class ServeConfig:
     max_top_k: int = 50
     batch_size: int = 32  # most images per encoder call
     batch_window_ms: float = 2.0  # how long the first image of a batch waits for company
-    queue_size: int = 256  # most images waiting; beyond it POST /locate answers 503
+    queue_size: int = 256  # most images queued or being decoded; beyond it /locate answers 503
     retry_after_s: int = 1  # the Retry-After of a 503
     tile_cache: int = 1024  # rendered map tiles kept in memory
+    decode_pixels: int = 64_000_000  # pixels decoded at once over all requests (~3 B each)
+    decode_threads: int = 2  # threads decoding uploads
+    header_timeout_s: float = 10.0  # a request's headers must arrive within this
+    body_timeout_s: float = 30.0  # a request's body must arrive within this (408 after)
+    shutdown_timeout_s: float = 10.0  # on SIGTERM/Ctrl-C, requests get this long to finish
 
     def __post_init__(self) -> None:
         positive = (
@@ -45,6 +50,8 @@ class ServeConfig:
             "queue_size",
             "retry_after_s",
             "tile_cache",
+            "decode_pixels",
+            "decode_threads",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -53,6 +60,14 @@ class ServeConfig:
             raise ValueError(f"serve: max_upload_mb must be > 0, got {self.max_upload_mb}")
         if self.batch_window_ms < 0:
             raise ValueError(f"serve: batch_window_ms must be >= 0, got {self.batch_window_ms}")
+        for name in ("header_timeout_s", "body_timeout_s", "shutdown_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"serve: {name} must be > 0, got {getattr(self, name)}")
+        if self.decode_pixels < self.max_pixels:
+            raise ValueError(
+                f"serve: decode_pixels ({self.decode_pixels}) must be >= max_pixels "
+                f"({self.max_pixels}): the largest accepted image must fit the decode budget"
+            )
         if self.backend not in ("auto", "exact", "ivfpq"):
             raise ValueError(f"serve: backend must be auto, exact or ivfpq, got {self.backend!r}")
 

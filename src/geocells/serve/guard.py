@@ -2,11 +2,14 @@
 
 It runs before any body is parsed, so an oversized upload is refused from its
 Content-Length (or, when streamed without one, as soon as the bytes read pass the limit)
-and a request without the token never reaches the multipart parser.
+and a request without the token never reaches the multipart parser. A body that has not
+fully arrived ``body_timeout_s`` after its headers is answered 408 and its connection
+closed, so a client sending one byte a second holds no worker for long.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -32,6 +35,17 @@ class BodyTooLargeError(HTTPException):
 
     def __init__(self, limit: int) -> None:
         super().__init__(413, f"request body is over the limit of {limit / 2**20:g} MB")
+
+
+class BodyTimeoutError(HTTPException):
+    """A request body still arriving after ``--body-timeout-s``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            408,
+            f"the request body did not arrive within {seconds:g} s",
+            headers={"connection": "close"},
+        )
 
 
 def route_label(path: str) -> str:
@@ -80,11 +94,14 @@ def presented_token(headers: dict[str, str]) -> str | None:
 class Guard:
     """Token check, body-size and content-type limits on uploads, request metrics."""
 
-    def __init__(self, app, token: str, max_body: int, metrics: Metrics) -> None:
+    def __init__(
+        self, app, token: str, max_body: int, metrics: Metrics, body_timeout_s: float = 30.0
+    ) -> None:
         self.app = app
         self.token = token
         self.max_body = max_body
         self.metrics = metrics
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,12 +158,18 @@ class Guard:
         await self.app(scope, self._limited(receive), send)
 
     def _limited(self, receive: Receive) -> Receive:
-        """``receive`` that raises ``BodyTooLargeError`` once the body passes the limit."""
+        """``receive`` that raises ``BodyTooLargeError`` once the body passes the limit and
+        ``BodyTimeoutError`` once it has taken longer than ``body_timeout_s``."""
         received = 0
+        deadline = time.monotonic() + self.body_timeout_s
 
         async def limited() -> dict[str, Any]:
             nonlocal received
-            message = await receive()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeoutError(self.body_timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ from geocells.serve.batching import Batcher
 from geocells.serve.config import ServeConfig
 from geocells.serve.metrics import Metrics
 from geocells.serve.tiles import TileRenderer
+from geocells.serve.uploads import DecodeBudget, release_large_buffers
 
 if TYPE_CHECKING:
     from geocells.data.aerial import AerialSource
@@ -78,6 +80,9 @@ class Service:
         self.assets: dict[str, tuple[bytes, str]] = static_assets()
         self.error: str | None = None
         self.ready = False
+        # Uploads decode on their own few threads, under one pixel budget for all requests.
+        self.decoder = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="geocells-decode")
+        self.decode_budget = DecodeBudget(cfg.decode_pixels)
 
     async def load(self) -> None:
         """Open everything (off the event loop), then start batching; errors are kept."""
@@ -91,6 +96,9 @@ class Service:
 
     async def _load(self) -> None:
         from geocells.locate import Localizer
+
+        # Freed image buffers go back to the system instead of staying in the heap.
+        release_large_buffers()
 
         if self.localizer is None:
             self.localizer = await asyncio.to_thread(
@@ -111,11 +119,12 @@ class Service:
         log.info("serve: ready, %d cells from %s", len(self.localizer.database), self.cfg.db)
 
     async def close(self) -> None:
-        """Stop the batcher and the tile thread."""
+        """Stop the batcher, the tile thread and the decode threads."""
         if self.batcher is not None:
             await self.batcher.stop()
         if self.tiles is not None:
             self.tiles.close()
+        self.decoder.shutdown(wait=False, cancel_futures=True)
 
     def run_batch(self, images: list[Any], top_k: int) -> list[list[Prediction]]:
         """One encoder call and one search for a batch (runs on the batch thread)."""

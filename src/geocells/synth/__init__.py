@@ -7,11 +7,11 @@
 from geocells.synth.config import CampaignConfig, SynthConfig
 
 
-def run(cfg: SynthConfig, out, overwrite: bool = False):
+def run(cfg: SynthConfig, out, overwrite: bool = False, progress: bool = True):
     """Write the synthetic dataset for ``cfg`` into ``out`` (see ``geocells.synth.export``)."""
     from geocells.synth.export import run as _run
 
-    return _run(cfg, out, overwrite=overwrite)
+    return _run(cfg, out, overwrite=overwrite, progress=progress)
 
 
 __all__ = ["CampaignConfig", "SynthConfig", "run"]

@@ -100,14 +100,17 @@ def thin(x: np.ndarray, y: np.ndarray, spacing: float, rng: np.random.Generator)
     return np.sort(np.array(kept, np.int64))
 
 
-def drive_positions(world: World, threshold: float) -> Positions:
+def drive_positions(world: World, threshold: float, progress: bool = True) -> Positions:
     """Panorama positions of a Street View-like training campaign (north-aligned)."""
     cfg = world.cfg
     rng = np.random.default_rng([cfg.seed, 601, 3])
     xmin, ymin, xmax, ymax = region_square(world)
     total = int((xmax - xmin) * (ymax - ymin) * _CANDIDATES_PER_SPACING2 / cfg.capture_spacing_m**2)
     xs, ys, towns = [], [], []
-    for start in tqdm(range(0, total, _BATCH), desc="drive", unit="batch", leave=False):
+    disable = None if progress else True  # None: off unless stderr is a terminal
+    for start in tqdm(
+        range(0, total, _BATCH), desc="drive", unit="batch", leave=False, disable=disable
+    ):
         n = min(_BATCH, total - start)
         x, y = rng.uniform(xmin, xmax, n), rng.uniform(ymin, ymax, n)
         lay = world.layout(x, y)
@@ -131,12 +134,12 @@ def drive_positions(world: World, threshold: float) -> Positions:
     return Positions(x[keep], y[keep], np.zeros(len(keep)))
 
 
-def capture_positions(world: World) -> dict[str, Positions]:
+def capture_positions(world: World, progress: bool = True) -> dict[str, Positions]:
     """Positions of the train, val and test captures (deterministic from the seed)."""
     cfg = world.cfg
     threshold = gap_threshold(world)
     if cfg.train_capture == "panorama":
-        train = drive_positions(world, threshold)
+        train = drive_positions(world, threshold, progress)
     else:
         train = _draw(
             world,

@@ -116,7 +116,7 @@ def aerial_grid(world: World) -> tuple[int, int, int, int]:
     return col0, row0, col1 - col0, row1 - row0
 
 
-def write_aerial(world: World, path: Path, pool) -> Path:
+def write_aerial(world: World, path: Path, pool, progress: bool = True) -> Path:
     """Render the orthophoto and save it as a Cloud-Optimized GeoTIFF (JPEG, overviews)."""
     import rasterio
     from rasterio.shutil import copy as rio_copy
@@ -139,7 +139,11 @@ def write_aerial(world: World, path: Path, pool) -> Path:
     ]
     with rasterio.open(tmp, "w", **profile) as dst:
         for r, strip in tqdm(
-            pool.map(_render_aerial_rows, tasks), total=len(tasks), desc="aerial", unit="strip"
+            pool.map(_render_aerial_rows, tasks),
+            total=len(tasks),
+            desc="aerial",
+            unit="strip",
+            disable=None if progress else True,  # None: off unless stderr is a terminal
         ):
             window = rasterio.windows.Window(0, r - row0, width, strip.shape[0])
             dst.write(np.moveaxis(strip, -1, 0), window=window)
@@ -177,10 +181,10 @@ def _render_ground_batch(args) -> int:
     return len(paths)
 
 
-def plan_ground(world: World) -> dict[str, list | np.ndarray]:
+def plan_ground(world: World, progress: bool = True) -> dict[str, list | np.ndarray]:
     """Every ground capture: id, relative path, position, heading, conditions, split."""
     cfg = world.cfg
-    positions = capture_positions(world)
+    positions = capture_positions(world, progress)
     plan: dict[str, list] = {
         k: []
         for k in ("image_id", "path", "x", "y", "heading", "fov", "capture", "captured_at", "split")
@@ -205,7 +209,7 @@ def plan_ground(world: World) -> dict[str, list | np.ndarray]:
     return plan
 
 
-def write_ground(world: World, ground_dir: Path, plan: dict, pool) -> None:
+def write_ground(world: World, ground_dir: Path, plan: dict, pool, progress: bool = True) -> None:
     """Render the ground images that are not on disk yet (spatially batched)."""
     (ground_dir / "images").mkdir(parents=True, exist_ok=True)
     x, y = np.asarray(plan["x"]), np.asarray(plan["y"])
@@ -227,7 +231,9 @@ def write_ground(world: World, ground_dir: Path, plan: dict, pool) -> None:
         caps: list[Capture] = [plan["capture"][i] for i in rows]
         tasks.append(([str(ground_dir / plan["path"][i]) for i in rows], x[rows], y[rows],
                       np.asarray(plan["heading"])[rows], caps, kind))  # fmt: skip
-    with tqdm(total=len(todo), desc="ground", unit="img") as bar:
+    with tqdm(
+        total=len(todo), desc="ground", unit="img", disable=None if progress else True
+    ) as bar:
         for done in pool.map(_render_ground_batch, tasks):
             bar.update(done)
 
@@ -277,16 +283,19 @@ def validate(cfg: SynthConfig) -> None:
         )
 
 
-def run(cfg: SynthConfig, out: Path, overwrite: bool = False) -> Path:
-    """Write the synthetic dataset for ``cfg`` into ``out`` (resuming finished stages)."""
+def run(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: bool = True) -> Path:
+    """Write the synthetic dataset for ``cfg`` into ``out`` (resuming finished stages);
+    ``progress``: bars on a terminal."""
     out = Path(out)
     validate(cfg)
     world = World(cfg)
     with output_lock(out, SYNTH_OUTPUT):
-        return _write_dataset(cfg, world, out, overwrite)
+        return _write_dataset(cfg, world, out, overwrite, progress)
 
 
-def _write_dataset(cfg: SynthConfig, world: World, out: Path, overwrite: bool) -> Path:
+def _write_dataset(
+    cfg: SynthConfig, world: World, out: Path, overwrite: bool, progress: bool = True
+) -> Path:
     """The body of ``run``, under ``out``'s lock."""
     _prepare(cfg, out, overwrite)
     if not (out / "region.geojson").is_file():
@@ -294,7 +303,7 @@ def _write_dataset(cfg: SynthConfig, world: World, out: Path, overwrite: bool) -
     ground_dir = out / "ground"
     manifest = ground_dir / "manifest.parquet"
     # Planning first: it fills the world's tile cache, which the forked workers inherit.
-    plan = None if manifest.is_file() else plan_ground(world)
+    plan = None if manifest.is_file() else plan_ground(world, progress)
     _worker_state["parent"] = world
     context = get_context("fork")
     init = (config_to_dict(cfg),)
@@ -302,9 +311,9 @@ def _write_dataset(cfg: SynthConfig, world: World, out: Path, overwrite: bool) -
     try:
         with ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=init) as pool:
             if not (out / AERIAL_FILE).is_file():
-                write_aerial(world, out / AERIAL_FILE, pool)
+                write_aerial(world, out / AERIAL_FILE, pool, progress)
             if plan is not None:
-                write_ground(world, ground_dir, plan, pool)
+                write_ground(world, ground_dir, plan, pool, progress)
                 write_manifest(world, ground_dir, plan)
     finally:
         _worker_state.pop("parent", None)

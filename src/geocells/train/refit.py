@@ -248,7 +248,7 @@ def refit_table(
     steps_per_epoch = max(1, -(-(len(ground) + len(aerial)) // cfg.batch_size))
     total_steps = cfg.epochs * steps_per_epoch
     before = mean_loss(table, ground, aerial, cfg, params, loss_cfg, seed)
-    bar = tqdm(total=total_steps, desc="refit", unit="step", disable=not progress)
+    bar = tqdm(total=total_steps, desc="refit", unit="step", disable=None if progress else True)
     step = 0
     for _epoch in range(cfg.epochs):
         for batch_ground, batch_aerial in _epoch_batches(ground, aerial, cfg.batch_size, generator):

@@ -229,7 +229,7 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
         )
     loop = _Loop(cfg, model, encoders, optimizers, folder, state, total, metrics, device, info)
     show = progress and info.is_main
-    bar = tqdm(total=total, initial=state.step, disable=not show, unit="step")
+    bar = tqdm(total=total, initial=state.step, disable=None if show else True, unit="step")
     try:
         with StopRequest() as stop:
             finished = loop.run(pool, dataset, steps_per_epoch, val, bar, stop)

@@ -33,6 +33,7 @@ class ImportOptions:
     # accepted (with a warning above it); a number: every region above it is refused.
     max_region_cells: int | None = None
     workers: int = 4  # threads reading image headers
+    progress: bool = True  # a bar over the image check (drawn on a terminal only)
 
     def __post_init__(self) -> None:
         if self.check_images not in IMAGE_CHECKS:

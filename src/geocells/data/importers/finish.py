@@ -151,8 +151,13 @@ def _check_images(manifest: GroundManifest, options: ImportOptions):
             return err.reason
         return None
 
+    from tqdm import tqdm
+
     with ThreadPoolExecutor(max(options.workers, 1)) as pool:
-        problems = list(pool.map(problem, manifest.path.tolist(), chunksize=256))
+        checks = pool.map(problem, manifest.path.tolist(), chunksize=256)
+        disable = None if options.progress else True  # None: off unless stderr is a terminal
+        bar = tqdm(checks, total=len(manifest), desc="check images", unit="img", disable=disable)
+        problems = list(bar)
     bad = np.array([p is not None for p in problems], dtype=bool)
     found = [(str(manifest.image_id[i]), f"image: {problems[i]}") for i in np.flatnonzero(bad)]
     return manifest.take(~bad), found

@@ -3,7 +3,7 @@
 "use strict";
 
 const COLOURS = ["#ff3b30", "#0a84ff", "#ffcc00", "#34c759", "#bf5af2", "#ff9f0a", "#64d2ff"];
-const state = { photos: 0, layers: [], token: null, map: null };
+const state = { photos: 0, layers: [], token: null, map: null, results: [] };
 
 function readToken() {
   // A token given as #token=... is kept for this tab and sent as a cookie for map tiles.
@@ -134,6 +134,9 @@ async function locatePhoto(file) {
   item.append(header, candidates);
   document.getElementById("photos").prepend(item);
 
+  // The answer as the server gave it, under the name the user knows the photo by.
+  const record = { index: state.photos - 1, filename: file.name, error: "locating" };
+  state.results.push(record);
   const form = new FormData();
   form.append("files", file, file.name);
   const topK = document.getElementById("top-k").value || 5;
@@ -144,8 +147,11 @@ async function locatePhoto(file) {
     if (!response.ok || !result || result.error) {
       status.textContent = (result && result.error) || body.error || `HTTP ${response.status}`;
       status.className = "error";
+      record.error = status.textContent;
       return false;
     }
+    delete record.error;
+    record.predictions = result.predictions;
     const best = result.predictions[0];
     status.textContent = `best: ${percent(best.confidence)} within 100 m`;
     drawPredictions(file.name, result.predictions, colour, candidates);
@@ -153,6 +159,7 @@ async function locatePhoto(file) {
   } catch (error) {
     status.textContent = `request failed: ${error}`;
     status.className = "error";
+    record.error = status.textContent;
     return false;
   }
 }
@@ -167,6 +174,7 @@ async function locateAll(files) {
   const drawn = L.featureGroup(state.layers.flatMap((group) => group.getLayers()));
   if (drawn.getLayers().length) state.map.fitBounds(drawn.getBounds().pad(0.15), { maxZoom: 17 });
   setStatus(`${located} of ${images.length} photo(s) located`);
+  document.getElementById("downloads").hidden = state.results.length === 0;
   document.body.dataset.located = String(document.querySelectorAll(".photo").length);
 }
 
@@ -192,11 +200,88 @@ function initDrop() {
   document.getElementById("clear").addEventListener("click", () => {
     state.layers.forEach((layer) => layer.remove());
     state.layers = [];
+    state.results = [];
+    document.getElementById("downloads").hidden = true;
     document.getElementById("photos").replaceChildren();
     setStatus("");
   });
 }
 
+// -- downloads: every photo dropped so far, in the order dropped -------------------------
+
+function scalarFields(prediction) {
+  return Object.entries(prediction).filter(([, value]) => value === null || typeof value !== "object");
+}
+
+function resultsJson() {
+  const failed = state.results.filter((r) => r.error).length;
+  const topK = Number(document.getElementById("top-k").value) || 5;
+  return { top_k: topK, located: state.results.length - failed, failed, results: state.results };
+}
+
+function resultsGeojson() {
+  // As the server's format=geojson: per prediction a Point and its cell Polygon.
+  const features = [];
+  state.results.filter((r) => !r.error).forEach((r) => r.predictions.forEach((p) => {
+    const properties = { index: r.index, filename: r.filename, ...Object.fromEntries(scalarFields(p)) };
+    features.push({ type: "Feature", geometry: { type: "Point", coordinates: [p.lon, p.lat] },
+      properties: { ...properties, kind: "prediction" } });
+    if (p.polygon) {
+      features.push({ type: "Feature", geometry: p.polygon, properties: { ...properties, kind: "cell" } });
+    }
+  }));
+  const errors = state.results.filter((r) => r.error)
+    .map((r) => ({ index: r.index, filename: r.filename, error: r.error }));
+  return { type: "FeatureCollection", features, errors };
+}
+
+function csvCell(value) {
+  const text = value === null || value === undefined ? "" : String(value);
+  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+function resultsCsv() {
+  // One row per prediction (one per failed photo, with its error); the columns are the
+  // predictions' own fields, so the file follows whatever the server answers.
+  const columns = [];
+  state.results.forEach((r) => (r.predictions || []).forEach((p) => scalarFields(p).forEach(([key]) => {
+    if (!columns.includes(key)) columns.push(key);
+  })));
+  const header = ["index", "filename", ...columns.filter((c) => c !== "index" && c !== "filename"), "error"];
+  const rows = [header];
+  state.results.forEach((r) => {
+    if (r.error) {
+      rows.push(header.map((c) => (c === "index" ? r.index : c === "filename" ? r.filename : c === "error" ? r.error : "")));
+    } else {
+      r.predictions.forEach((p) => rows.push(header.map((c) =>
+        (c === "index" ? r.index : c === "filename" ? r.filename : c === "error" ? "" : p[c]))));
+    }
+  });
+  return rows.map((row) => row.map(csvCell).join(",")).join("\r\n") + "\r\n";
+}
+
+function download(format) {
+  const builders = {
+    json: [() => JSON.stringify(resultsJson(), null, 2), "application/json", "json"],
+    geojson: [() => JSON.stringify(resultsGeojson()), "application/geo+json", "geojson"],
+    csv: [resultsCsv, "text/csv", "csv"],
+  };
+  const [build, type, suffix] = builders[format];
+  const link = element("a");
+  link.href = URL.createObjectURL(new Blob([build()], { type }));
+  link.download = `geocells-results.${suffix}`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
+function initDownloads() {
+  document.querySelectorAll("#downloads button").forEach((button) =>
+    button.addEventListener("click", () => download(button.dataset.format)));
+}
+
 readToken();
 initDrop();
+initDownloads();
 initMap();
