@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from geocells.commands.options import add_config_arguments, flag_overrides, stage_config
-from geocells.commands.validate import positive_int, split_name
+from geocells.commands.validate import DEVICE_HELP, device, positive_int, split_name
 
 HELP = "evaluate a database and the baselines on a split; write metrics.json and report.html"
 
@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const=False,
         help="interactive_map=false: leave out the Leaflet map (~1.5 MB)",
     )
+    parser.add_argument("--device", type=device, help=f"device=NAME, {DEVICE_HELP} (auto)")
     add_config_arguments(parser, "eval", "top_k=20 search=exact colour_histogram=false")
 
 
@@ -46,7 +47,8 @@ def main(args: argparse.Namespace) -> int:
     from geocells.eval.evaluate import EvalOptions, run
     from geocells.eval.table import results_table_text
 
-    flags = flag_overrides(args, {"top_k": "top_k", "no_interactive_map": "interactive_map"})
+    names = {"top_k": "top_k", "no_interactive_map": "interactive_map", "device": "device"}
+    flags = flag_overrides(args, names)
     if args.no_baselines:
         flags += ["ground_retrieval=false", "colour_histogram=false"]
     options = stage_config(EvalOptions, "eval", args, flags)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 
-from geocells.commands.validate import non_negative_int, port, positive_float, positive_int
+from geocells.commands.validate import (
+    DEVICE_HELP,
+    device,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+)
 
 HELP = "serve a database over HTTP: POST /locate, map tiles, and a page at /"
 TOKEN_ENV = "GEOCELLS_TOKEN"
@@ -63,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--backend", default="auto", choices=("auto", "exact", "ivfpq"))
     parser.add_argument(
+        "--device", type=device, default=defaults.device, help=f"{DEVICE_HELP} (default: auto)"
+    )
+    parser.add_argument(
         "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: default)"
     )
     parser.add_argument("--no-access-log", action="store_true", help="no line per request")
@@ -86,6 +96,7 @@ def config_from_args(args: argparse.Namespace):
         token=token,
         aerial=args.aerial,
         backend=args.backend,
+        device=args.device,
         threads=args.threads,
         max_upload_mb=args.max_upload_mb,
         max_files=args.max_files,
