@@ -62,8 +62,7 @@ def test_geojson_has_points_polygons_and_errors(micro_server, photos):
     body = response.json()
     assert body["type"] == "FeatureCollection"
     kinds = [
-        (f["geometry"] and f["geometry"]["type"], f["properties"]["kind"])
-        for f in body["features"]
+        (f["geometry"] and f["geometry"]["type"], f["properties"]["kind"]) for f in body["features"]
     ]
     assert kinds == [("Point", "prediction"), ("Polygon", "cell")] * 2 + [(None, "failure")]
     failure = body["features"][-1]["properties"]
