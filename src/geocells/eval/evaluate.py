@@ -26,6 +26,7 @@ from geocells.eval import metrics
 from geocells.eval.build_methods import build_methods, search_comparison
 from geocells.eval.histogram import colour_histograms
 from geocells.eval.methods import MethodDatabase, MethodResult, evaluate_method
+from geocells.eval.predictions import PREDICTIONS_FILE, write_predictions
 from geocells.eval.visuals import build_report
 from geocells.geo import latlng_to_cell
 from geocells.io import atomic_write, dataset_fingerprint, write_text
@@ -40,7 +41,7 @@ REPORT_FILE = "report.html"
 # What `eval` writes into its --out folder; a folder holding other files is refused.
 REPORT_OUTPUT = OutputKind(
     stage="eval",
-    known=(METRICS_FILE, REPORT_FILE, "cache"),
+    known=(METRICS_FILE, REPORT_FILE, PREDICTIONS_FILE, "cache"),
     signature=(METRICS_FILE, REPORT_FILE, "cache"),
 )
 
@@ -277,8 +278,12 @@ def _evaluate(db, dataset, split: str, out: Path, overwrite: bool, options: Eval
         )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / METRICS_FILE, json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    labels = {name: method["label"] for name, method in summary["methods"].items()}
+    write_predictions(out / PREDICTIONS_FILE, queries, results, labels, database.cell_level, split)
     build_report(out / REPORT_FILE, summary, results, queries, data, database, options)
-    logger.info("eval: wrote %s and %s", out / METRICS_FILE, out / REPORT_FILE)
+    logger.info(
+        "eval: wrote %s, %s and %s", out / METRICS_FILE, out / PREDICTIONS_FILE, out / REPORT_FILE
+    )
     return out
 
 
