@@ -27,7 +27,7 @@ def val_hits(db: Path, dataset: Path | None, radius_m: float) -> tuple[np.ndarra
     manifest = Dataset.open(root).manifest.split("val")
     model = load_model(database.path / database.meta["model"]["file"])
     cfg = CalibrateConfig(radius_m=radius_m, progress=False)
-    queries, kept = embed_queries(model, manifest, cfg)
+    queries, kept, _ = embed_queries(model, manifest, cfg)
     lat, lon = manifest.lat[kept], manifest.lon[kept]
     kappas, errors = top1_errors_by_kappa(database, queries, lat, lon, cfg)
     return kappas, errors <= radius_m

@@ -94,7 +94,7 @@ def micro_db(tmp_path_factory) -> Path:
     """A calibrated database (about 40 level-16 cells) of an untrained tiny model over a
     hand-made dataset (``micro_db.parent / "dataset"``); built once per session, read-only."""
     # Named by the database format: worktrees of other versions share /tmp/pytest-of-USER.
-    shared = tmp_path_factory.getbasetemp().parent / "geocells-index-v2"
+    shared = tmp_path_factory.getbasetemp().parent / "geocells-index-v3"
     shared.mkdir(parents=True, exist_ok=True)
     with open(shared / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -72,7 +72,43 @@ def _check_report(out: Path, expected_methods: set[str]) -> dict:
     assert not re.search(r"<(script|link)[^>]+(src|href)=\"https?:", page_text)
     for info in summary["methods"].values():
         assert info["label"].split(",")[0] in page_text
+    _check_predictions(out, summary)
     return summary
+
+
+def _check_predictions(out: Path, summary: dict) -> None:
+    """predictions.parquet: a row per (query, method) that agrees with metrics.json."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from geocells.geo import cell_to_latlng, haversine_m, token_to_cell
+
+    table = pq.read_table(out / "predictions.parquet")
+    frame = table.to_pydict()
+    methods = list(summary["methods"])
+    assert table.num_rows == summary["queries"] * len(methods)
+    assert frame["method"][: len(methods)] == methods  # query-major
+    assert len(set(frame["query_id"][: len(methods)])) == 1
+    meta = table.schema.metadata
+    assert json.loads(meta[b"geocells.methods"]) == {
+        name: info["label"] for name, info in summary["methods"].items()
+    }
+    for name in methods:
+        rows = [i for i, m in enumerate(frame["method"]) if m == name]
+        errors = np.array([frame["error_m"][i] for i in rows])
+        metrics = summary["methods"][name]["metrics"]
+        assert np.mean(errors <= 100) == pytest.approx(metrics["R@1@100m"])
+        assert np.median(errors) == pytest.approx(metrics["median_error_m"])
+        for i in rows[:5]:
+            lat, lon = np.array(frame["top_lat"][i]), np.array(frame["top_lon"][i])
+            truth = haversine_m(lat, lon, frame["lat"][i], frame["lon"][i])
+            assert frame["top_error_m"][i] == pytest.approx(truth)
+            assert frame["top_error_m"][i][0] == pytest.approx(frame["error_m"][i])
+            scores = frame["top_score"][i]
+            assert scores == sorted(scores, reverse=True)
+            if name in CELL_METHODS - {"proto_lp"}:  # answers are database cells
+                centre = cell_to_latlng(token_to_cell(np.array(frame["top_token"][i])))
+                np.testing.assert_allclose(np.stack(centre, 1), np.stack([lat, lon], 1))
 
 
 @pytest.mark.slow

@@ -1,5 +1,7 @@
 """κ sweep on a constructed case, and the confidence model."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -7,6 +9,9 @@ from geocells.calibrate.confidence import (
     ConfidenceModel,
     cross_fitted_ece,
     expected_calibration_error,
+    fit_confidence_model,
+    reference_embeddings,
+    typicality,
 )
 from geocells.calibrate.kappa import (
     guard_kappa,
@@ -119,24 +124,50 @@ def _scores_with_known_confidence(n, seed):
     truth = 1 / (1 + np.exp(-(40 * (scores[:, 0] - scores[:, 1]) - 1.5)))
     correct = np.zeros(scores.shape, dtype=bool)
     correct[:, 0] = rng.uniform(size=n) < truth
-    return scores, correct, truth
+    # Val images resemble one another (one direction plus noise), as street views do.
+    embeddings = (np.eye(16)[0] + 0.3 * rng.normal(size=(n, 16))).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return scores, correct, truth, embeddings
 
 
 def test_confidence_model_recovers_a_logistic_truth():
-    scores, correct, truth = _scores_with_known_confidence(4000, seed=0)
-    model = ConfidenceModel.fit(scores, correct)
-    top1 = model.predict(scores)[:, 0]
-    assert np.abs(top1 - truth).mean() < 0.04
+    scores, correct, truth, embeddings = _scores_with_known_confidence(4000, seed=0)
+    model = fit_confidence_model(scores, correct, embeddings)
+    near = typicality(embeddings, reference_embeddings(embeddings), model.neighbours)
+    top1 = model.predict(scores, near)[:, 0]
+    assert np.abs(top1 - truth).mean() < 0.05
     assert expected_calibration_error(top1, correct[:, 0]) < 0.03
-    assert cross_fitted_ece(scores, correct) < 0.04
+    assert cross_fitted_ece(scores, correct, embeddings) < 0.04
     assert np.all(model.predict(scores)[:, 1:].mean(axis=0) < 0.05)  # never right at rank > 1
-    again = ConfidenceModel.from_dict(model.to_dict())
-    np.testing.assert_allclose(again.predict(scores), model.predict(scores))
+    again = ConfidenceModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    np.testing.assert_allclose(again.predict(scores, near), model.predict(scores, near))
+    assert model.base_rate == pytest.approx(correct[:, 0].mean())
 
 
-def test_confidence_needs_two_ranked_scores():
+def test_confidence_says_no_more_than_the_base_rate_outside_the_val_data():
+    """A top-1 score above every val score (a blank image is "close" to everything) or an
+    embedding unlike the val images gets at most the val base rate, however good its
+    margin; in the val range the same margin is confident."""
+    scores, correct, _, embeddings = _scores_with_known_confidence(2000, seed=1)
+    model = fit_confidence_model(scores, correct, embeddings)
+    reference = reference_embeddings(embeddings)
+    clear = np.array([[1.0, 0.8, 0.7]])  # margin 0.2: the truth says ~100 %
+    beyond = clear + 0.5  # the same margin, top score above every val top-1
+    typical = typicality(embeddings[:1], reference, model.neighbours)
+    assert model.predict(clear, typical)[0, 0] > 0.9
+    assert model.predict(beyond, typical)[0, 0] <= model.base_rate
+    unlike = typicality(-np.eye(16)[:1], reference, model.neighbours)  # far from all val
+    assert unlike < model.typicality_floor
+    assert model.predict(clear, unlike)[0, 0] <= model.base_rate
+    assert model.predict(clear)[0, 0] > 0.9  # without embeddings: no typicality cap
+
+
+def test_confidence_needs_two_ranked_scores_and_refuses_old_models():
     with pytest.raises(ValueError, match="k>=2"):
-        ConfidenceModel.fit(np.ones((3, 1)), np.ones((3, 1), dtype=bool))
+        fit_confidence_model(np.ones((3, 1)), np.ones((3, 1), dtype=bool), np.ones((3, 4)))
+    old = {"features": ["score", "gap_to_top", "top_margin"], "weights": [1, 2, 3], "bias": 0}
+    with pytest.raises(ValueError, match="version"):
+        ConfidenceModel.from_dict(old)
 
 
 def test_calibrate_cli_rewrites_kappa_and_confidence(micro_db, tmp_path, capsys):

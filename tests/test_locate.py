@@ -12,6 +12,7 @@ from geocells.data import GroundManifest
 from geocells.db.store import Database, DatabaseError
 from geocells.geo import cell_to_latlng, token_to_cell
 from geocells.locate import Localizer, Prediction
+from geocells.locate.formats import CSV_COLUMNS
 from geocells.search.exact import exact_search
 
 
@@ -75,18 +76,17 @@ def test_cli_reports_bad_files_and_goes_on(micro_db, micro_dataset, image_paths,
                  "--top-k", "2", "--out", str(out), "--no-progress"])  # fmt: skip
     assert code == 1
     result = json.loads(out.read_text())
-    assert sorted(r["image"].rsplit("/", 1)[1] for r in result["results"]) == [
-        "0.jpg",
-        "1.jpg",
-        "2.jpg",
-    ]
-    assert all(len(r["predictions"]) == 2 for r in result["results"])
-    failed = {f["image"].rsplit("/", 1)[1] for f in result["failures"]}
+    located = [r for r in result["results"] if r["error"] is None]
+    assert sorted(r["image"].rsplit("/", 1)[1] for r in located) == ["0.jpg", "1.jpg", "2.jpg"]
+    assert all(len(r["predictions"]) == 2 for r in located)
+    failed = {r["image"].rsplit("/", 1)[1] for r in result["results"] if r["error"]}
     assert failed == {"broken.jpg", "missing.jpg"}
+    assert (result["located"], result["failed"], result["top_k"]) == (3, 2, 2)
+    assert [r["index"] for r in result["results"]] == list(range(5))
     assert "broken.jpg" in capsys.readouterr().err
     assert main(["locate", str(micro_db), image_paths[0], "--format", "csv", "--no-progress"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "image,rank,lat,lon,token,score,confidence,error" and len(lines) == 6
+    assert lines[0] == ",".join(CSV_COLUMNS) and len(lines) == 6
 
 
 def _ring_area(ring):
@@ -125,7 +125,9 @@ def test_bad_arguments_raise_clear_errors(localizer, tmp_path):
     with pytest.raises(ValueError, match="top_k"):
         localizer.search(np.zeros((1, localizer.database.dim), np.float32), top_k=0)
     with pytest.raises(ValueError, match=r"image 0: expected uint8 HxWx3"):
-        localizer.locate([np.zeros((8, 8), np.float32)])
+        localizer.locate([np.zeros((8, 8), np.float32)], errors="raise")
+    with pytest.raises(ValueError, match="errors must be one of"):
+        localizer.locate([np.zeros((8, 8), np.float32)], errors="ignore")
     with pytest.raises(DatabaseError, match="not a geocells database"):
         Localizer.load(tmp_path)
 

@@ -47,8 +47,9 @@ def test_failures_are_rows_in_every_format_and_the_exit_code(micro_db, photos, t
         assert "gone.jpg: broken symbolic link" in err and "3 of 6 images failed" in err
 
     result = json.loads(outputs["json"].read_text())
-    assert _names(r["image"] for r in result["results"]) == LOCATED
-    assert _names(f["image"] for f in result["failures"]) == FAILED
+    assert _names(r["image"] for r in result["results"] if r["error"] is None) == LOCATED
+    assert _names(r["image"] for r in result["results"] if r["error"]) == FAILED
+    assert all(r["predictions"] == [] for r in result["results"] if r["error"])
 
     rows = list(csv.DictReader(io.StringIO(outputs["csv"].read_text())))
     errors = {Path(r["image"]).name: r["error"] for r in rows if r["error"]}

@@ -39,7 +39,8 @@ def test_locate_equals_the_localizer_in_process(micro_server, micro_db, photos):
     assert body["located"] == 3 and body["failed"] == 0
     expected = Localizer.load(micro_db).locate([Image.open(io.BytesIO(d)) for d in photos], 3)
     for i, (result, ranked) in enumerate(zip(body["results"], expected)):
-        assert result["index"] == i and result["filename"] == f"{i}.jpg"
+        assert result["index"] == i and result["image"] == f"{i}.jpg"
+        assert result["error"] is None and result.keys() == ranked.to_dict().keys()
         got = result["predictions"]
         assert [p["token"] for p in got] == [p.token for p in ranked]
         np.testing.assert_allclose([p["score"] for p in got], [p.score for p in ranked], rtol=1e-5)
@@ -60,15 +61,14 @@ def test_geojson_has_points_polygons_and_errors(micro_server, photos):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["type"] == "FeatureCollection"
-    kinds = [(f["geometry"]["type"], f["properties"]["kind"]) for f in body["features"]]
-    assert kinds == [("Point", "prediction"), ("Polygon", "cell")] * 2
-    assert body["errors"] == [
-        {
-            "index": 1,
-            "filename": "bad.jpg",
-            "error": "bad.jpg: not an image or an unsupported format",
-        }
+    kinds = [
+        (f["geometry"] and f["geometry"]["type"], f["properties"]["kind"]) for f in body["features"]
     ]
+    assert kinds == [("Point", "prediction"), ("Polygon", "cell")] * 2 + [(None, "failure")]
+    failure = body["features"][-1]["properties"]
+    assert (failure["index"], failure["image"]) == (1, "bad.jpg")
+    assert failure["error"] == "bad.jpg: not an image or an unsupported format"
+    assert (body["located"], body["failed"]) == (1, 1)
 
 
 def _bomb() -> bytes:

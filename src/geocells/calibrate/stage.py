@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from geocells.calibrate.confidence import (
+    REFERENCE_FILE,
     ConfidenceModel,
+    aspect_ratios,
     cross_fitted_ece,
     expected_calibration_error,
+    fit_confidence_model,
+    reference_embeddings,
+    typicality,
 )
 from geocells.calibrate.kappa import (
     guard_kappa,
@@ -36,6 +41,7 @@ from geocells.db.store import DATABASE_OUTPUT, Database
 from geocells.geo import cell_to_latlng, haversine_m
 from geocells.io import atomic_write, dataset_fingerprint
 from geocells.models import load_model
+from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.outputs import output_lock
 from geocells.search.exact import exact_search
 from geocells.search.index_file import write_search_index
@@ -60,13 +66,18 @@ class CalibrateConfig:
     top_k: int = 5  # candidates per query the confidence model is fitted on
     max_queries: int = 0  # > 0: use at most this many val images (first ones)
     chunk_size: int = 65536  # cells per similarity chunk
-    batch_size: int = 32
+    batch_size: int = 0  # images per encoder call; 0: 32 on the CPU, 256 on CUDA
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda[:N]; bf16 autocast on cuda
     ann: str = "auto"  # index for the chosen κ: auto (IVF-PQ above 200k cells) | exact | ivfpq
     progress: bool = True
 
     def __post_init__(self) -> None:
-        require_at_least(self, 1, ("kappa_steps", "top_k", "chunk_size", "batch_size"), "calibrate")
-        require_at_least(self, 0, ("max_queries",), "calibrate")
+        require_at_least(self, 1, ("kappa_steps", "top_k", "chunk_size"), "calibrate")
+        require_at_least(self, 0, ("max_queries", "batch_size"), "calibrate")
+        try:
+            check_device(self.device)
+        except ValueError as err:
+            raise ConfigError(f"calibrate: {err}") from None
         if not 0 < self.kappa_min <= self.kappa_max:
             kappas = f"{self.kappa_min} and {self.kappa_max}"
             raise ConfigError(f"calibrate: want 0 < kappa_min <= kappa_max, got {kappas}")
@@ -118,12 +129,14 @@ def sweep(
 def fit_confidence(
     database: Database,
     queries: np.ndarray,
+    aspect: np.ndarray | None,
     lat: np.ndarray,
     lon: np.ndarray,
     kappa: float,
     cfg: CalibrateConfig,
 ) -> tuple[ConfidenceModel, dict[str, float]]:
-    """Confidence model on the val top-k at ``kappa``, with its in-sample and cross-fitted ECE."""
+    """Confidence model on the val top-k at ``kappa`` (``aspect``: the val images' width /
+    height), with its in-sample and cross-fitted ECE."""
 
     top_k = max(cfg.top_k, 2)
     scores, rows = exact_search(
@@ -139,11 +152,13 @@ def fit_confidence(
             "all" if correct.all() else "none", top_k, cfg.radius_m,
             "~1" if correct.all() else "~0",
         )  # fmt: skip
-    model = ConfidenceModel.fit(scores, correct, radius_m=cfg.radius_m)
-    in_sample = expected_calibration_error(model.predict(scores)[:, 0], correct[:, 0])
+    model = fit_confidence_model(scores, correct, queries, aspect, radius_m=cfg.radius_m)
+    reference = reference_embeddings(queries)
+    own = typicality(queries, reference, model.neighbours)
+    in_sample = expected_calibration_error(model.predict(scores, own)[:, 0], correct[:, 0])
     report = {"ece": in_sample, "top1_accuracy": float(correct[:, 0].mean())}
     if len(scores) >= 20:
-        report["ece_cross_fitted"] = cross_fitted_ece(scores, correct)
+        report["ece_cross_fitted"] = cross_fitted_ece(scores, correct, queries)
     return model, report
 
 
@@ -181,18 +196,22 @@ def write_curve(out: Path, result: Sweep, split: str) -> None:
     plt.close(figure)
 
 
-def embed_queries(model: Any, manifest: Any, cfg: CalibrateConfig) -> tuple[np.ndarray, np.ndarray]:
+def embed_queries(model: Any, manifest: Any, cfg: CalibrateConfig) -> tuple[np.ndarray, ...]:
     """Ground embeddings of the manifest's images; unreadable images are skipped (logged).
 
-    Returns ``(embeddings [Q, D], kept row indices [Q])``.
+    Returns ``(embeddings [Q, D], kept row indices [Q], width / height of the images [Q])``.
     """
     count = len(manifest) if cfg.max_queries <= 0 else min(cfg.max_queries, len(manifest))
     embedded = model.ground.embed_files(
-        manifest.path[:count], cfg.batch_size, progress=cfg.progress, desc="calibrate: queries"
+        manifest.path[:count],
+        cfg.batch_size,
+        progress=cfg.progress,
+        desc="calibrate: queries",
+        extra=aspect_ratios,
     )
     if len(embedded.kept) == 0:
         raise ValueError("calibrate: no readable validation images")
-    return embedded.embeddings, embedded.kept
+    return embedded.embeddings, embedded.kept, embedded.extra
 
 
 def run(
@@ -230,12 +249,16 @@ def _calibrate(database: Database, dataset: str | Path | None, split: str, cfg: 
     manifest = data.manifest.split(split)
     if len(manifest) == 0:
         raise ValueError(f"dataset {data.root} has no {split!r} images to calibrate on")
-    model = load_model(database.model_path)
-    queries, kept = embed_queries(model, manifest, cfg)
+    device = resolve_device(cfg.device)
+    model = load_model(database.model_path, device=device)
+    cfg = replace(cfg, batch_size=batch_size_for(device, cfg.batch_size))
+    queries, kept, aspect = embed_queries(model, manifest, cfg)
     lat, lon = manifest.lat[kept], manifest.lon[kept]
     result = sweep(database, queries, lat, lon, cfg)
-    confidence, report = fit_confidence(database, queries, lat, lon, result.kappa, cfg)
+    confidence, report = fit_confidence(database, queries, aspect, lat, lon, result.kappa, cfg)
     write_curve(database.path, result, split)
+    with atomic_write(database.path / REFERENCE_FILE) as tmp:
+        np.save(tmp, reference_embeddings(queries))
     at_one = int(np.flatnonzero(result.kappas == 1.0)[0])
     calibration = {
         "split": split,

@@ -11,7 +11,13 @@ from geocells.commands.options import (
     flag_overrides,
     stage_config,
 )
-from geocells.commands.validate import non_negative_int, positive_int, split_name
+from geocells.commands.validate import (
+    DEVICE_HELP,
+    device,
+    non_negative_int,
+    positive_int,
+    split_name,
+)
 
 HELP = "choose κ on the val split (curve CSV + PNG) and fit the confidence model"
 
@@ -41,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ann", choices=("auto", "exact", "ivfpq"),
         help="ann=KIND: search index to (re)build for the chosen κ (auto: IVF-PQ above 200k cells)",
     )  # fmt: skip
+    parser.add_argument("--device", type=device, help=f"device=NAME, {DEVICE_HELP} (auto)")
     parser.add_argument(
         "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's choice)"
     )
@@ -56,6 +63,7 @@ FLAGS = {
     "min_gain_z": "min_gain_z",
     "max_queries": "max_queries",
     "ann": "ann",
+    "device": "device",
 }
 
 

@@ -12,7 +12,7 @@ from geocells.commands.options import (
     flag_overrides,
     stage_config,
 )
-from geocells.commands.validate import positive_int, split_name
+from geocells.commands.validate import DEVICE_HELP, device, positive_int, split_name
 
 HELP = "evaluate a database and the baselines on a split; write metrics.json and report.html"
 
@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="interactive_map=false: leave out the Leaflet map (~1.5 MB)",
     )
     add_progress_argument(parser)
+    parser.add_argument("--device", type=device, help=f"device=NAME, {DEVICE_HELP} (auto)")
     add_config_arguments(parser, "eval", "top_k=20 search=exact colour_histogram=false")
     describe_config_flags(parser, "geocells.eval.evaluate:EvalOptions", {"top_k": "top_k"})
 
@@ -54,7 +55,8 @@ def main(args: argparse.Namespace) -> int:
     from geocells.eval.evaluate import EvalOptions, run
     from geocells.eval.table import results_table_text
 
-    flags = flag_overrides(args, {"top_k": "top_k", "no_interactive_map": "interactive_map"})
+    names = {"top_k": "top_k", "no_interactive_map": "interactive_map", "device": "device"}
+    flags = flag_overrides(args, names)
     if args.no_baselines:
         flags += ["ground_retrieval=false", "colour_histogram=false"]
     if args.no_progress:

@@ -11,7 +11,13 @@ from geocells.commands.options import (
     flag_overrides,
     stage_config,
 )
-from geocells.commands.validate import cell_level, non_negative_int, positive_int
+from geocells.commands.validate import (
+    DEVICE_HELP,
+    cell_level,
+    device,
+    non_negative_int,
+    positive_int,
+)
 
 HELP = "build the cell-code database of a trained run (or: index merge PARTS... --out DB)"
 
@@ -41,8 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-size", type=positive_int, help="chunk_size=N (cells per chunk file)"
     )
     parser.add_argument(
-        "--batch-size", type=positive_int, help="batch_size=N (tiles per encoder call)"
+        "--batch-size",
+        type=positive_int,
+        help="batch_size=N (tiles per encoder call; default 64 on the CPU, 256 on CUDA)",
     )
+    parser.add_argument("--device", type=device, help=f"device=NAME, {DEVICE_HELP} (auto)")
     parser.add_argument("--land-only", action="store_const", const=True, help="land_only=true")
     parser.add_argument(
         "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's choice)"
@@ -58,6 +67,7 @@ FLAGS = {
     "cell_level": "cell_level",
     "chunk_size": "chunk_size",
     "batch_size": "batch_size",
+    "device": "device",
     "land_only": "land_only",
 }
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from geocells.commands.options import add_progress_argument
-from geocells.commands.validate import non_negative_int, positive_int
+from geocells.commands.validate import DEVICE_HELP, device, non_negative_int, positive_int
 
 HELP = "locate photos (files or folders) in a database: top-k cells with confidence"
 
@@ -22,11 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="image files and/or folders (walked recursively)")
     parser.add_argument("--top-k", type=positive_int, default=5, help="candidates per image")
     parser.add_argument(
-        "--format", default="json", choices=("json", "csv", "geojson"), help="output format"
+        "--format",
+        default="json",
+        choices=("json", "csv", "geojson"),
+        help="result record of docs/results.md (default: json)",
     )
     parser.add_argument("--out", help="write here instead of standard output")
     parser.add_argument(
-        "--batch-size", type=positive_int, default=32, help="images per encoder call"
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="images per encoder call (default: 32 on the CPU, 256 on CUDA)",
+    )
+    parser.add_argument(
+        "--device", type=device, default="auto", help=f"{DEVICE_HELP} (default: auto)"
     )
     parser.add_argument(
         "--backend",
@@ -56,20 +65,26 @@ def main(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    localizer = Localizer.load(args.db, backend=args.backend, batch_size=args.batch_size)
-    paths, failures = find_images(args.images)
-    results, unreadable = locate_files(
-        localizer, paths, args.top_k, progress=not args.no_progress, panorama=args.panorama
+    localizer = Localizer.load(
+        args.db, backend=args.backend, device=args.device, batch_size=args.batch_size or 0
     )
-    failures += unreadable
-    text = render(results, failures, args.format)
+    paths, missing = find_images(args.images)
+    results = locate_files(
+        localizer,
+        paths,
+        args.top_k,
+        progress=not args.no_progress,
+        panorama=args.panorama,
+        missing=missing,
+    )
+    text = render(results, args.format, args.top_k)
     if args.out:
         write_text(args.out, text)  # atomic: a failed write keeps the previous results
     else:
         sys.stdout.write(text)
-    for image, reason in failures:
-        print(f"geocells locate: {image}: {reason}", file=sys.stderr)
+    failures = [result for result in results if not result.ok]
+    for result in failures:
+        print(f"geocells locate: {result.image}: {result.error}", file=sys.stderr)
     if failures:
-        total = len(results) + len(failures)
-        print(f"geocells locate: {len(failures)} of {total} images failed", file=sys.stderr)
+        print(f"geocells locate: {len(failures)} of {len(results)} images failed", file=sys.stderr)
     return 1 if failures else 0

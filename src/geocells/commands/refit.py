@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from geocells.commands.options import add_config_arguments, add_progress_argument, stage_config
+from geocells.commands.validate import DEVICE_HELP, device
 
 HELP = "re-seed/refit the prototypes of a trained run against its frozen encoders"
 
@@ -19,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, help="dataset folder (default: the run's)")
     parser.add_argument("--overwrite", action="store_true", help="redo an up-to-date refit")
     add_progress_argument(parser)
+    parser.add_argument(
+        "--device", type=device, default="auto", help=f"{DEVICE_HELP} (default: auto)"
+    )
     add_config_arguments(parser, "refit", "init=aerial_mean epochs=30 (over the run's config)")
 
 
@@ -32,6 +36,6 @@ def main(args: argparse.Namespace) -> int:
     refit = stage_config(RefitConfig, "refit", args, base=config_to_dict(saved.refit))
     saved.refit = refit
     check_config(saved)
-    path = run(args.run, args.dataset, refit, args.overwrite, not args.no_progress)
+    path = run(args.run, args.dataset, refit, args.overwrite, not args.no_progress, args.device)
     logger.info("refit written to %s (used by `geocells index %s`)", path, args.run)
     return 0

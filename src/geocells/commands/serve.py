@@ -13,7 +13,14 @@ from geocells.commands.options import (
     flag_overrides,
     stage_config,
 )
-from geocells.commands.validate import non_negative_int, port, positive_float, positive_int
+from geocells.commands.validate import (
+    DEVICE_HELP,
+    device,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+)
 
 HELP = "serve a database over HTTP: POST /locate, map tiles, and a page at /"
 TOKEN_ENV = "GEOCELLS_TOKEN"
@@ -26,6 +33,7 @@ FLAGS = {
         "workers",
         "aerial",
         "backend",
+        "device",
         "threads",
         "max_upload_mb",
         "max_files",
@@ -64,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="images queued or being decoded before 503; a request with more is 413",
     )
     add("--backend", choices=("auto", "exact", "ivfpq"), help="search backend")
+    add("--device", type=device, help=f"{DEVICE_HELP}")
     add("--threads", type=non_negative_int, help="torch CPU threads (0: torch's choice)")
     add("--header-timeout-s", type=positive_float, help="408 when headers take longer")
     add("--body-timeout-s", type=positive_float, help="408 when a request body takes longer")

@@ -68,3 +68,15 @@ def split_name(text: str) -> str:
     if text not in SPLIT_NAMES:
         raise argparse.ArgumentTypeError(f"unknown split {text!r}; valid: {', '.join(SPLIT_NAMES)}")
     return text
+
+
+DEVICE_HELP = "where the model runs: auto (cuda when available, else cpu), cpu, cuda or cuda:N"
+
+
+def device(text: str) -> str:
+    """auto, cpu, cuda or cuda:N (``geocells.models.device``; checked again when resolved)."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; valid: auto, cpu, cuda, cuda:N")
+    return text

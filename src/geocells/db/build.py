@@ -33,6 +33,7 @@ from geocells.io import (
     write_json,
 )
 from geocells.models import load_model
+from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.models.geomodel import resolve_checkpoint
 from geocells.outputs import claim_output, output_lock
 
@@ -46,18 +47,20 @@ class IndexConfig:
     """Settings of a database build."""
 
     chunk_size: int = 2048  # cells per resumable chunk file
-    batch_size: int = 64  # tiles per encoder call
+    batch_size: int = 0  # tiles per encoder call; 0: 64 on the CPU, 256 on CUDA
     tile_size_m: float = 0.0  # aerial footprint per cell (m); 0: the model's training tile
     rotations: int = 1  # 4: average the embeddings of the tile turned by 0/90/180/270°
     upsample: str = "bilinear"  # prototype upsampling: parent | bilinear
     cell_level: int = -1  # Lc; -1: one level below the model's prototypes
     land_only: bool = False
     progress: bool = True
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda[:N]; bf16 autocast on cuda
 
     def check(self) -> None:
         """Raise ValueError naming the first bad setting."""
-        if self.chunk_size < 1 or self.batch_size < 1:
-            raise ValueError(f"chunk_size and batch_size must be >= 1: {self}")
+        if self.chunk_size < 1 or self.batch_size < 0:
+            raise ValueError(f"chunk_size must be >= 1 and batch_size >= 0: {self}")
+        check_device(self.device)
         if self.rotations not in ROTATIONS:
             raise ValueError(f"rotations must be one of {ROTATIONS}, got {self.rotations}")
         if self.upsample not in METHODS:
@@ -141,8 +144,9 @@ def encode_aerial(
     lat, lon = cell_to_latlng(cells)
     angles = [0.0, 90.0, 180.0, 270.0][: cfg.rotations]
     parts = []
-    for start in range(0, len(cells), cfg.batch_size):
-        rows = slice(start, start + cfg.batch_size)
+    batch = cfg.batch_size if cfg.batch_size > 0 else 64  # 0 left unresolved: the CPU's
+    for start in range(0, len(cells), batch):
+        rows = slice(start, start + batch)
         total = 0.0
         for angle in angles:
             tiles, covered = _crop_tiles(lat[rows], lon[rows], sources, cfg, angle)
@@ -229,7 +233,10 @@ def build_cells(
             f"shard {shard[0]}/{shard[1]} holds no cells ({total_cells} cells in chunks of "
             f"{cfg.chunk_size}): use fewer shards or a smaller chunk size"
         )
-    settings = {key: value for key, value in asdict(cfg).items() if key != "progress"}
+    # Where and in what batches it runs does not change what a chunk holds: a build
+    # started on the CPU may be resumed on a GPU.
+    unused = ("progress", "device", "batch_size")
+    settings = {key: value for key, value in asdict(cfg).items() if key not in unused}
     plan = {**identity, "index": settings, "shard": list(shard)}
     plan["total_cells"] = total_cells
     # The lock: a second build into ``out`` (with --overwrite or not) is refused while this
@@ -331,8 +338,9 @@ def run(
     dataset's region) into ``out``; ``shard=(i, n)`` builds part i of n for ``merge``."""
 
     cfg = cfg or IndexConfig()
+    device = resolve_device(cfg.device)  # a bad name fails before anything is read
     checkpoint = resolve_checkpoint(run_dir)
-    model = load_model(checkpoint)
+    model = load_model(checkpoint, device=device)
     dataset_root = dataset_of_run(run_dir, dataset)
     data = Dataset.open(dataset_root)
     region = data.region if region is None else region
@@ -340,7 +348,9 @@ def run(
         region = parse_region(region)
     cell_level = model.cell_level if cfg.cell_level < 0 else cfg.cell_level
     tile_size_m = model.aerial_tile_m if cfg.tile_size_m <= 0 else cfg.tile_size_m
-    cfg = IndexConfig(**{**asdict(cfg), "cell_level": cell_level, "tile_size_m": tile_size_m})
+    resolved = {"cell_level": cell_level, "tile_size_m": tile_size_m}
+    resolved["batch_size"] = batch_size_for(device, cfg.batch_size, cpu=64)
+    cfg = IndexConfig(**{**asdict(cfg), **resolved})
     if cell_level < model.prototype_level:
         raise ValueError(
             f"cell level {cell_level} is coarser than the prototypes' {model.prototype_level}"

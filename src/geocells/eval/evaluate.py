@@ -13,12 +13,12 @@ import json
 import logging
 import shutil
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from geocells.config import require_at_least
+from geocells.config import ConfigError, require_at_least
 from geocells.data.dataset import Dataset
 from geocells.data.manifest import SPLITS
 from geocells.db.store import Database
@@ -26,10 +26,12 @@ from geocells.eval import metrics
 from geocells.eval.build_methods import build_methods, search_comparison
 from geocells.eval.histogram import colour_histograms
 from geocells.eval.methods import MethodDatabase, MethodResult, evaluate_method
+from geocells.eval.predictions import PREDICTIONS_FILE, write_predictions
 from geocells.eval.visuals import build_report
 from geocells.geo import latlng_to_cell
 from geocells.io import atomic_write, dataset_fingerprint, write_text
 from geocells.models import load_model
+from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ REPORT_FILE = "report.html"
 # What `eval` writes into its --out folder; a folder holding other files is refused.
 REPORT_OUTPUT = OutputKind(
     stage="eval",
-    known=(METRICS_FILE, REPORT_FILE, "cache"),
+    known=(METRICS_FILE, REPORT_FILE, PREDICTIONS_FILE, "cache"),
     signature=(METRICS_FILE, REPORT_FILE, "cache"),
 )
 
@@ -49,7 +51,8 @@ class EvalOptions:
     """Knobs of the evaluation (none of them changes a method, only what is measured)."""
 
     top_k: int = 10
-    batch_size: int = 64
+    batch_size: int = 0  # images per encoder call; 0: 64 on the CPU, 256 on CUDA
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda[:N]; bf16 autocast on cuda
     urban_threshold_per_km2: float = 100.0  # training images per km² within density_radius_m
     density_radius_m: float = 300.0
     histogram_px: int = 64
@@ -65,8 +68,12 @@ class EvalOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        require_at_least(self, 1, ("top_k", "batch_size", "histogram_px"), "eval")
-        require_at_least(self, 0, ("examples_per_kind",), "eval")
+        require_at_least(self, 1, ("top_k", "histogram_px"), "eval")
+        require_at_least(self, 0, ("examples_per_kind", "batch_size"), "eval")
+        try:
+            check_device(self.device)
+        except ValueError as err:
+            raise ConfigError(f"eval: {err}") from None
 
 
 @dataclass
@@ -271,15 +278,21 @@ def _evaluate(db, dataset, split: str, out: Path, overwrite: bool, options: Eval
         )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / METRICS_FILE, json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    labels = {name: method["label"] for name, method in summary["methods"].items()}
+    write_predictions(out / PREDICTIONS_FILE, queries, results, labels, database.cell_level, split)
     build_report(out / REPORT_FILE, summary, results, queries, data, database, options)
-    logger.info("eval: wrote %s and %s", out / METRICS_FILE, out / REPORT_FILE)
+    logger.info(
+        "eval: wrote %s, %s and %s", out / METRICS_FILE, out / PREDICTIONS_FILE, out / REPORT_FILE
+    )
     return out
 
 
 def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
     """Embed, build every method, score -> (metrics.json dict, results by name, queries)."""
 
-    model = load_model(database.model_path)
+    device = resolve_device(options.device)
+    model = load_model(database.model_path, device=device)
+    options = replace(options, batch_size=batch_size_for(device, options.batch_size, cpu=64))
     query_manifest = data.manifest.split(split)
     if len(query_manifest) == 0:
         raise ValueError(f"dataset {data.root} has no {split!r} images")

@@ -60,6 +60,7 @@ class MethodResult:
     topk_errors_m: np.ndarray  # float64 [Q, k]
     ranks: np.ndarray  # int64 [Q], 0 = nothing within the rank radius
     exact_top1: np.ndarray | None = None  # int64 [Q]: exact top-1 where `search` answered
+    top_scores: np.ndarray | None = None  # float32 [Q, k]: the scores of the top-k items
 
     @property
     def errors_m(self) -> np.ndarray:
@@ -154,7 +155,8 @@ class _RankCounter:
 
 
 def _stream(method: MethodDatabase, queries: np.ndarray, near_rows: list[np.ndarray], k: int):
-    """One pass over the items: exact top-k rows ``[q, k]`` and the rank of each query."""
+    """One pass over the items: exact top-k rows and scores ``[q, k]`` and the rank of each
+    query."""
     n_items = len(method)
     block = int(np.clip(BLOCK_SCORES // max(len(queries), 1), 1024, 1 << 20))
     top_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
@@ -168,7 +170,7 @@ def _stream(method: MethodDatabase, queries: np.ndarray, near_rows: list[np.ndar
         top_scores, top_rows = merge_top_k(
             top_scores, top_rows, np.take_along_axis(scores, part, 1), part + start, k
         )
-    return top_rows, counter.ranks()
+    return top_rows, top_scores, counter.ranks()
 
 
 def evaluate_method(
@@ -190,6 +192,7 @@ def evaluate_method(
     n_queries = query_features.shape[0]
     near = NearItems(method.lat, method.lon)
     top_index = np.zeros((n_queries, k), dtype=np.int64)
+    top_scores = np.zeros((n_queries, k), dtype=np.float32)
     exact_top1 = np.zeros(n_queries, dtype=np.int64) if method.search is not None else None
     ranks = np.zeros(n_queries, dtype=np.int64)
     for start in range(0, n_queries, chunk_size):
@@ -197,12 +200,13 @@ def evaluate_method(
         queries = np.asarray(query_features[start:stop], dtype=np.float32)
         lat_q, lon_q = query_lat[start:stop], query_lon[start:stop]
         near_rows = _near_rows(lat_q, lon_q, near, rank_radius_m)
-        exact_rows, ranks[start:stop] = _stream(method, queries, near_rows, k)
+        exact_rows, exact_scores, ranks[start:stop] = _stream(method, queries, near_rows, k)
         if method.search is None:
-            top_index[start:stop] = exact_rows
+            top_index[start:stop], top_scores[start:stop] = exact_rows, exact_scores
         else:
-            _, found = method.search(queries, k)
+            scores, found = method.search(queries, k)
             top_index[start:stop] = np.where(found >= 0, found, exact_rows)
+            top_scores[start:stop] = np.where(found >= 0, scores, exact_scores)
             exact_top1[start:stop] = exact_rows[:, 0]
     errors = haversine_m(
         np.repeat(query_lat, k), np.repeat(query_lon, k),
@@ -216,6 +220,7 @@ def evaluate_method(
         topk_errors_m=errors,
         ranks=ranks,
         exact_top1=exact_top1,
+        top_scores=top_scores,
     )
 
 

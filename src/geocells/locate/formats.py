@@ -1,10 +1,10 @@
-"""Inputs and outputs of ``geocells locate``: finding images, and JSON / CSV / GeoJSON."""
+"""Inputs and outputs of ``geocells locate``: finding images, and JSON / CSV / GeoJSON of
+``ImageResult`` records (the same bodies ``POST /locate`` answers; docs/results.md)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import itertools
 import json
 import logging
 from collections.abc import Sequence
@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from geocells.calibrate.confidence import aspect_ratios
 from geocells.data.files import not_regular_reason, special_file
-from geocells.geo import cell_vertices, token_to_cell
+from geocells.locate.record import ImageResult, exif_position
 
 if TYPE_CHECKING:
-    from geocells.locate.localizer import Localizer, Prediction
+    from geocells.locate.localizer import Localizer
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,11 @@ IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif"
 )  # fmt: skip
 FORMATS = ("json", "csv", "geojson")
+CSV_COLUMNS = (
+    "index", "image", "rank", "lat", "lon", "token", "score", "confidence",
+    "exif_lat", "exif_lon", "error_m", "polygon", "error",
+)  # fmt: skip
 
-Results = list[tuple[str, list["Prediction"]]]
 Failures = list[tuple[str, str]]
 
 
@@ -83,117 +87,121 @@ def locate_files(
     progress: bool = True,
     chunk: int = 1024,
     panorama: bool = False,
-) -> tuple[Results, Failures]:
-    """Locate every readable image (``chunk`` files embedded at a time); unreadable ones
-    are returned with their reason, in input order. ``panorama``: every file is a
-    north-aligned equirectangular panorama (``Localizer.embed``)."""
+    missing: Failures = (),
+) -> list[ImageResult]:
+    """One ``ImageResult`` per path, in order (``chunk`` files embedded at a time), then one
+    per ``missing`` input (from ``find_images``); unreadable files carry their reason.
+    ``panorama``: every file is a north-aligned equirectangular panorama."""
     from tqdm import tqdm
 
-    results: Results = []
-    failures: Failures = []
+    results: list[ImageResult] = []
     bar = tqdm(total=len(paths), unit="img", desc="locate", disable=None if progress else True)
     for start in range(0, len(paths), chunk):
         part = list(paths[start : start + chunk])
         fov = np.full(len(part), 360.0 if panorama else np.nan)
         embedded = localizer.model.ground.embed_files(
-            part, localizer.batch_size, desc="locate", fov=fov, heading=np.zeros(len(part))
+            part,
+            localizer.batch_size,
+            desc="locate",
+            fov=fov,
+            heading=np.zeros(len(part)),
+            extra=None if panorama else aspect_ratios,
         )
-        failures.extend((str(part[i]), reason) for i, reason in embedded.failures)
-        if len(embedded.kept):
-            predictions = localizer.search(embedded.embeddings, top_k)
-            results.extend(zip((str(part[i]) for i in embedded.kept), predictions))
+        reasons = dict(embedded.failures)
+        found = len(embedded.kept) > 0
+        ranked = iter(localizer.search(embedded.embeddings, top_k, embedded.extra) if found else [])
+        for i, path in enumerate(part):
+            index = start + i
+            if i in reasons:
+                results.append(ImageResult(index, str(path), error=reasons[i]))
+                continue
+            position = exif_position(path) or (None, None)
+            results.append(ImageResult(index, str(path), next(ranked), None, *position))
         bar.update(len(part))
     bar.close()
-    return results, failures
+    for image, reason in missing:
+        results.append(ImageResult(len(results), image, error=reason))
+    return results
 
 
-def to_json(results: Results, failures: Failures) -> str:
-    """``{"results": [{"image", "predictions": [...]}], "failures": [{"image", "error"}]}``."""
-    data = {
-        "results": [
-            {"image": image, "predictions": [p.to_dict() for p in predictions]}
-            for image, predictions in results
-        ],
-        "failures": [{"image": image, "error": reason} for image, reason in failures],
+def to_json(results: Sequence[ImageResult], top_k: int) -> dict[str, Any]:
+    """``{"top_k", "located", "failed", "results": [ImageResult.to_dict(), ...]}``."""
+    failed = sum(not result.ok for result in results)
+    return {
+        "top_k": top_k,
+        "located": len(results) - failed,
+        "failed": failed,
+        "results": [result.to_dict() for result in results],
     }
-    return json.dumps(data, indent=2) + "\n"
 
 
-def to_csv(results: Results, failures: Failures = ()) -> str:
-    """One row per (image, rank): ``image,rank,lat,lon,token,score,confidence,error``;
-    a failed image is one row with only ``image`` and ``error``."""
+def to_geojson(results: Sequence[ImageResult], top_k: int) -> dict[str, Any]:
+    """A FeatureCollection: per prediction a Point (``kind: "prediction"``) and its cell's
+    Polygon (``kind: "cell"``), both with the flat record as properties; a failed image is
+    a Feature without geometry (``kind: "failure"``) carrying its ``error``."""
+    features = []
+    for result in results:
+        image = {k: v for k, v in result.to_dict(polygon=False).items() if k != "predictions"}
+        if not result.ok:
+            properties = {**image, "kind": "failure"}
+            features.append({"type": "Feature", "geometry": None, "properties": properties})
+        for prediction in result.predictions:
+            properties = {**image, **prediction.to_dict(polygon=False)}
+            point = {"type": "Point", "coordinates": [prediction.lon, prediction.lat]}
+            for kind, geometry in (("prediction", point), ("cell", prediction.polygon)):
+                feature = {"type": "Feature", "geometry": geometry}
+                features.append({**feature, "properties": {**properties, "kind": kind}})
+    failed = sum(not result.ok for result in results)
+    return {
+        "type": "FeatureCollection",
+        "top_k": top_k,
+        "located": len(results) - failed,
+        "failed": failed,
+        "features": features,
+    }
+
+
+def to_csv(results: Sequence[ImageResult]) -> str:
+    """One row per (image, rank) with ``CSV_COLUMNS`` (the cell polygon as WKT); a failed
+    image is one row with its ``index``, ``image`` and ``error``."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["image", "rank", "lat", "lon", "token", "score", "confidence", "error"])
-    for image, predictions in results:
-        for rank, p in enumerate(predictions, start=1):
+    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        image = {"index": result.index, "image": result.image}
+        image.update(exif_lat=_number(result.exif_lat, 7), exif_lon=_number(result.exif_lon, 7))
+        if not result.ok:
+            writer.writerow({**image, "error": result.error})
+        for p in result.predictions:
+            ring = p.polygon["coordinates"][0]
+            wkt = "POLYGON((" + ", ".join(f"{lon:.7f} {lat:.7f}" for lon, lat in ring) + "))"
             writer.writerow(
-                [
-                    image,
-                    rank,
-                    f"{p.lat:.7f}",
-                    f"{p.lon:.7f}",
-                    p.token,
-                    f"{p.score:.6f}",
-                    "" if p.confidence != p.confidence else f"{p.confidence:.4f}",
-                    "",
-                ]
+                {
+                    **image,
+                    "rank": p.rank,
+                    "lat": f"{p.lat:.7f}",
+                    "lon": f"{p.lon:.7f}",
+                    "token": p.token,
+                    "score": f"{p.score:.6f}",
+                    "confidence": _number(p.confidence, 4),
+                    "error_m": _number(p.error_m, 1),
+                    "polygon": wkt,
+                }
             )
-    for image, reason in failures:
-        writer.writerow([image, "", "", "", "", "", "", reason])
     return buffer.getvalue()
 
 
-def to_geojson(results: Results, failures: Failures = ()) -> dict[str, Any]:
-    """A FeatureCollection: a Point per prediction and the Polygon of each top-k cell; a
-    failed image is a Feature without geometry, ``kind: "failure"`` and its ``error``."""
-    import numpy as np
-
-    features = []
-    for image, predictions in results:
-        if not predictions:
-            continue
-        corners = cell_vertices(token_to_cell(np.array([p.token for p in predictions])))
-        for rank, (p, cell) in enumerate(zip(predictions, corners), start=1):
-            properties = {"image": image, "rank": rank, **p.to_dict()}
-            point = {"type": "Point", "coordinates": [p.lon, p.lat]}
-            ring = [[float(lon), float(lat)] for lat, lon in cell] + [
-                [float(cell[0, 1]), float(cell[0, 0])]
-            ]
-            if _signed_area(ring) < 0:  # RFC 7946: exterior rings counterclockwise
-                ring.reverse()
-            polygon = {"type": "Polygon", "coordinates": [ring]}
-            features.append(
-                {
-                    "type": "Feature",
-                    "geometry": point,
-                    "properties": {**properties, "kind": "prediction"},
-                }
-            )
-            features.append(
-                {
-                    "type": "Feature",
-                    "geometry": polygon,
-                    "properties": {**properties, "kind": "cell"},
-                }
-            )
-    for image, reason in failures:
-        properties = {"image": image, "kind": "failure", "error": reason}
-        features.append({"type": "Feature", "geometry": None, "properties": properties})
-    return {"type": "FeatureCollection", "features": features}
+def _number(value: float | None, digits: int) -> str:
+    """A fixed-point number; '' for None or NaN."""
+    return "" if value is None or value != value else f"{value:.{digits}f}"
 
 
-def _signed_area(ring: list[list[float]]) -> float:
-    """Shoelace area of a closed (lon, lat) ring; positive when counterclockwise."""
-    return 0.5 * sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in itertools.pairwise(ring))
-
-
-def render(results: Results, failures: Failures, fmt: str) -> str:
-    """The text of ``results`` and ``failures`` in ``fmt`` (json | csv | geojson)."""
+def render(results: Sequence[ImageResult], fmt: str, top_k: int) -> str:
+    """The text of ``results`` in ``fmt`` (json | csv | geojson)."""
     if fmt == "json":
-        return to_json(results, failures)
+        return json.dumps(to_json(results, top_k), indent=2) + "\n"
     if fmt == "csv":
-        return to_csv(results, failures)
+        return to_csv(results)
     if fmt == "geojson":
-        return json.dumps(to_geojson(results, failures)) + "\n"
+        return json.dumps(to_geojson(results, top_k)) + "\n"
     raise ValueError(f"unknown output format {fmt!r}; valid: {', '.join(FORMATS)}")

@@ -12,6 +12,7 @@ from torch import nn
 
 from geocells.models.backbone import Backbone
 from geocells.models.config import ModelConfig
+from geocells.models.device import inference_autocast
 from geocells.models.salad import SALAD
 
 
@@ -96,15 +97,17 @@ class Encoder(nn.Module):
     def encode(
         self, images: Sequence[np.ndarray | Image.Image], batch_size: int = 64
     ) -> np.ndarray:
-        """Embed images in eval mode without gradients -> float32 [B, D]."""
+        """Embed images in eval mode without gradients -> float32 [B, D] (on CUDA under
+        bf16 autocast, ``geocells.models.device``)."""
         was_training = self.training
         self.eval()
         device = self._mean.device
         try:
-            chunks = [
-                self(self.preprocess(images[i : i + batch_size]).to(device)).float().cpu()
-                for i in range(0, len(images), batch_size)
-            ]
+            with inference_autocast(device):
+                chunks = [
+                    self(self.preprocess(images[i : i + batch_size]).to(device)).float().cpu()
+                    for i in range(0, len(images), batch_size)
+                ]
         finally:
             self.train(was_training)
         if not chunks:

@@ -21,6 +21,7 @@ from torch import nn
 from geocells.io import ArtifactError, sha256_file
 from geocells.models.card import ModelCard, card_from_metadata
 from geocells.models.config import ModelConfig
+from geocells.models.device import resolve_device
 from geocells.models.encoder import Encoder
 from geocells.models.prototypes import PrototypeTable
 
@@ -166,9 +167,12 @@ def read_card(run_or_checkpoint: str | Path) -> ModelCard:
     return card_from_metadata(metadata, str(path))
 
 
-def load_model(run_or_checkpoint: str | Path, device: str | torch.device = "cpu") -> GeoModel:
-    """Rebuild a trained GeoModel from a run folder or checkpoint file (eval mode)."""
+def load_model(run_or_checkpoint: str | Path, device: str | torch.device = "auto") -> GeoModel:
+    """Rebuild a trained GeoModel from a run folder or checkpoint file (eval mode), on
+    ``device``: auto (cuda when available, else cpu) | cpu | cuda[:N]."""
     from safetensors import SafetensorError, safe_open
+
+    target = resolve_device(device)  # a bad name fails before the file is read
 
     path = resolve_checkpoint(run_or_checkpoint)
     try:
@@ -195,5 +199,5 @@ def load_model(run_or_checkpoint: str | Path, device: str | torch.device = "cpu"
             f"unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}"
         )
     model.load_state_dict(state, strict=True)
-    logger.info("loaded model from %s (%d prototypes)", path, len(model.prototypes))
-    return model.to(device).eval()
+    logger.info("loaded model from %s (%d prototypes) on %s", path, len(model.prototypes), target)
+    return model.to(target).eval()

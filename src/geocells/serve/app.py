@@ -126,7 +126,8 @@ def add_api_routes(app: FastAPI, cfg: ServeConfig) -> None:
             if isinstance(image, UploadError):
                 items.append(results.ImageResult(index, name, error=f"{name}: {image}"))
             else:
-                items.append(results.ImageResult(index, name, predictions=next(ranked)))
+                position = results.exif_position(image) or (None, None)
+                items.append(results.ImageResult(index, name, next(ranked), None, *position))
         errors = [image.kind for image in decoded if isinstance(image, UploadError)]
         service.metrics.images_done(len(good), errors)
         render = results.to_geojson if format == "geojson" else results.to_json

@@ -21,6 +21,7 @@ class ServeConfig:
     token: str = ""  # bearer token required on the API; "" = none (loopback only)
     aerial: str = ""  # aerial source for tiles; "" = the aerial/ folder of the DB's dataset
     backend: str = "auto"  # search backend: auto | exact | ivfpq
+    device: str = "auto"  # where the model runs: auto (cuda when available) | cpu | cuda[:N]
     threads: int = 0  # torch CPU threads (0: torch's default)
     max_upload_mb: float = 20.0  # largest request body
     max_files: int = 16  # images per POST /locate

@@ -102,7 +102,7 @@ class Service:
 
         if self.localizer is None:
             self.localizer = await asyncio.to_thread(
-                Localizer.load, self.cfg.db, self.cfg.backend, "cpu", self.cfg.batch_size
+                Localizer.load, self.cfg.db, self.cfg.backend, self.cfg.device, self.cfg.batch_size
             )
         source = await asyncio.to_thread(open_tile_source, self.cfg, self.localizer.database.meta)
         if source is not None:
@@ -128,8 +128,10 @@ class Service:
 
     def run_batch(self, images: list[Any], top_k: int) -> list[list[Prediction]]:
         """One encoder call and one search for a batch (runs on the batch thread)."""
+        from geocells.calibrate.confidence import aspect_ratios
+
         queries = self.localizer.embed(images)
-        return self.localizer.search(queries, top_k)
+        return self.localizer.search(queries, top_k, aspect_ratios(images))
 
     def info(self) -> dict[str, Any]:
         """What the page needs to know about the database and the limits."""

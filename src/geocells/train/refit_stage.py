@@ -23,6 +23,7 @@ from geocells.data.images import ImageLoadError, load_image
 from geocells.geo import cell_children, cell_to_latlng, latlng_to_cell
 from geocells.io import dataset_of_run, sha256_file, write_json
 from geocells.models import load_model
+from geocells.models.device import resolve_device
 from geocells.models.embed import embed_items
 from geocells.models.geomodel import GeoModel, save_model
 from geocells.train.config import ExperimentConfig, RefitConfig, experiment_from_card
@@ -132,14 +133,19 @@ def run(
     cfg: RefitConfig | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    device: str = "auto",
 ) -> Path:
-    """Refit the prototypes of ``run_dir``'s last checkpoint; returns the refit file."""
+    """Refit the prototypes of ``run_dir``'s last checkpoint; returns the refit file.
+
+    The anchors are embedded on ``device`` (auto: cuda when available); the table itself
+    is refitted on the CPU.
+    """
 
     folder = Path(run_dir) / "checkpoints"
     source = folder / SOURCE
     if not source.is_file():
         raise FileNotFoundError(f"no checkpoint to refit: {source} not found")
-    model = load_model(source)
+    model = load_model(source, device="cpu")
     experiment = experiment_from_card(model.card)
     cfg = cfg or experiment.refit
     source_sha = sha256_file(source)
@@ -155,8 +161,11 @@ def run(
     tick = time.monotonic()
     # Without optimisation (or ground term) ground images only mark the covered rows.
     embed_ground = cfg.epochs > 0 and cfg.weight_ground_prototype > 0
+    encoders = resolve_device(device)
+    model.ground.to(encoders), model.aerial.to(encoders)
     ground = ground_anchors(model, data, cfg, seed, embed_ground, progress)
     aerial = aerial_anchors(model, data, cfg, seed, progress)
+    model.ground.cpu(), model.aerial.cpu()
     stats = refit_table(
         model.prototypes,
         ground,
