@@ -100,7 +100,7 @@ def test_help_shows_defaults_including_the_dataclass_ones():
     assert f"(R@k) (default: {EvalOptions().top_k})" in _help("eval")
     assert f"(default: {CalibrateConfig().kappa_steps})" in _help("calibrate")
     locate = _help("locate")
-    assert "output format (default: json)" in locate and "(default: 5)" in locate
+    assert "docs/results.md (default: json)" in locate and "(default: 5)" in locate
     assert "(0: torch's choice) (default: 0)" in locate
     assert "(default: None)" not in locate and "(default: False)" not in locate
     continent = _help("bench", "continent")
