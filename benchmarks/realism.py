@@ -28,7 +28,6 @@ from tqdm import tqdm
 from geocells.data import Dataset, load_image
 from geocells.data.panorama import fixed_crops, is_panorama
 from geocells.geo import haversine_m
-from geocells.models.backbone import imagenet_trunk
 
 THUMB = 4
 
@@ -43,24 +42,21 @@ def thumbnail(images: np.ndarray) -> np.ndarray:
 
 
 class FrozenEye:
-    """GeM-pooled features of a frozen ImageNet trunk at one stage, L2-normalised."""
+    """GeM-pooled features of the frozen ImageNet trunk at one stage, L2-normalised."""
 
-    def __init__(self, stage: int, size: int):
-        self.trunk, self.preprocess = imagenet_trunk("efficientnet_lite0", stage)
-        self.size = size
+    def __init__(self, stage: int, size: int, backbone: str = "tf_efficientnet_lite0"):
+        from geocells.models.trunk import FrozenTrunk
+
+        package = backbone.removeprefix("tf_")
+        self.trunk = FrozenTrunk(backbone=backbone, pretrained=f"package:{package}",
+                                 feature_stage=stage, input_size=size)  # fmt: skip
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray, batch: int = 128) -> np.ndarray:
         out = []
         for start in range(0, len(images), batch):
-            x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch]))
-            x = self.preprocess(x.permute(0, 3, 1, 2).float())
-            if x.shape[-1] != self.size:
-                x = torch.nn.functional.interpolate(
-                    x, size=(self.size, self.size), mode="bilinear", antialias=True
-                )
-            fmap = self.trunk(x).clamp_min(1e-6)
-            gem = fmap.pow(3).mean(dim=(2, 3)).pow(1 / 3)
+            fmap = self.trunk(self.trunk.preprocess(list(images[start : start + batch])))
+            gem = fmap.clamp_min(1e-6).pow(3).mean(dim=(2, 3)).pow(1 / 3)
             out.append(torch.nn.functional.normalize(gem, dim=1).numpy())
         return np.concatenate(out)
 
@@ -102,7 +98,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="queries (a random subset)")
     parser.add_argument("--crops", type=int, default=8, help="level crops per panorama")
     parser.add_argument("--size", type=int, default=128, help="crop and network input size")
-    parser.add_argument("--stage", type=int, default=4, help="trunk stage whose map is pooled")
+    parser.add_argument(
+        "--stage", type=int, default=3, help="trunk stage pooled (Lite0: 0-4 = 16/24/40/112/320 ch)"
+    )
+    parser.add_argument(
+        "--backbone", default="tf_efficientnet_lite0", help="or tf_efficientnet_lite1"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
@@ -114,7 +115,7 @@ def main() -> None:
     queries = manifest.split(args.split)
     rng = np.random.default_rng(args.seed)
     pick = np.sort(rng.choice(len(queries), min(args.n, len(queries)), replace=False))
-    eye = FrozenEye(args.stage, args.size)
+    eye = FrozenEye(args.stage, args.size, args.backbone)
 
     g_feat, g_thumb, g_owner = [], [], []
     chunk = 256
@@ -136,8 +137,8 @@ def main() -> None:
         return -(np.sum(a**2, 1)[:, None] - 2 * a @ b.T + np.sum(b**2, 1)[None])
 
     rows = [
-        score(f"frozen ImageNet Lite0, stage {args.stage}", q_feat @ g_feat.T, q_lat, q_lon,
-              g_lat, g_lon),
+        score(f"frozen ImageNet {args.backbone}, stage {args.stage}", q_feat @ g_feat.T, q_lat,
+              q_lon, g_lat, g_lon),
         score("4 x 4 colour thumbnail", neg_l2(q_thumb, g_thumb), q_lat, q_lon, g_lat, g_lon),
     ]  # fmt: skip
     t_lat, t_lon = np.asarray(train.lat), np.asarray(train.lon)

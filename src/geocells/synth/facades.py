@@ -122,6 +122,7 @@ def building_look(seed: int, key: np.ndarray, style: np.ndarray, urban: np.ndarr
         "awning": S.hsv_to_rgb(r_awning, 0.55 + 0.35 * r_stripes, 0.45 + 0.4 * r_trim),
         "stripes": r_stripes < 0.4,
         "shutters": (r_shutter < 0.35) & ~panel,
+        **_decor(seed, key, panel),
     }  # fmt: skip
 
 
@@ -144,3 +145,47 @@ def texture(material: np.ndarray, s: np.ndarray, z: np.ndarray) -> np.ndarray:
     beam = (panel_s < 0.22) | (panel_z < 0.25) | brace
     out = np.where(material == TIMBER, np.where(beam, 0.25, 1.0), out)
     return out.astype(np.float32)
+
+
+def _decor(seed: int, key: np.ndarray, panel: np.ndarray) -> dict:
+    """Per building: window frames and arches, balconies, a shop sign with an abstract logo
+    (no text), and on a few blank walls a large mural of stripes or rings."""
+    r_frame, r_arch, r_balcony, r_mural = hash_units(seed, 247, key)
+    r_logo, r_logo_x, r_logo_f, r_mural_f = hash_units(seed, 248, key)
+    r_c1, r_c2, r_c3, r_angle = hash_units(seed, 249, key)
+    return {
+        "frames": (r_frame < 0.6) & ~panel,
+        "arched": (r_arch < 0.25) & ~panel,
+        "balconies": (r_balcony < 0.3) & ~panel,
+        "sign": S.hsv_to_rgb(r_c1, 0.3 + 0.6 * r_c2, 0.3 + 0.6 * r_c3),
+        "logo": S.hsv_to_rgb(r_c2 + 0.5, 0.7, 0.95 - 0.6 * r_c1),
+        "logo_kind": (r_logo * 4).astype(np.int64),  # disc, stripes, diamond, chevron
+        "logo_s": 0.5 + 3.0 * r_logo_x,  # logo centre along the sign (m)
+        "logo_f": 1.5 + 4.0 * r_logo_f,  # stripe frequency (1/m)
+        "mural": r_mural < 0.08,
+        "mural_f": 0.15 + 0.5 * r_mural_f,
+        "mural_angle": r_angle * np.pi,
+        "mural_rgb": S.hsv_to_rgb(r_c3, 0.75, 0.85),
+    }
+
+
+def sign_pattern(look_col, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Where a sign shows its logo, at sign coordinates (``s`` along the wall, ``v`` in
+    [0, 1] across the sign height); ``look_col`` gives per-column attributes."""
+    ds = s - look_col("logo_s")
+    dv = (v - 0.5) * 0.9  # the sign is ~0.9 m high
+    kind = look_col("logo_kind")
+    disc = ds**2 + dv**2 < 0.16
+    stripes = (np.mod(s * look_col("logo_f"), 1.0) < 0.35) & (np.abs(ds) < 1.4)
+    diamond = np.abs(ds) + np.abs(dv) < 0.42
+    chevron = (np.abs(np.abs(ds) - (dv + 0.45)) < 0.12) & (np.abs(ds) < 0.6)
+    return np.select([kind == 0, kind == 1, kind == 2], [disc, stripes, diamond], chevron)
+
+
+def mural_pattern(look_col, s: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Large painted stripes (or rings) over a wall, oriented per building."""
+    angle = look_col("mural_angle")
+    u = s * np.cos(angle) + z * np.sin(angle)
+    rings = np.mod(np.hypot(np.mod(s, 14.0) - 7.0, z - 6.0) * look_col("mural_f"), 1.0) < 0.5
+    stripes = np.mod(u * look_col("mural_f"), 1.0) < 0.5
+    return np.where(look_col("mural_f") > 0.4, rings, stripes)

@@ -10,7 +10,7 @@ import numpy as np
 
 from geocells.synth import landmarks, terrain
 from geocells.synth.capture import finish
-from geocells.synth.facades import building_look, texture
+from geocells.synth.facades import building_look, mural_pattern, sign_pattern, texture
 from geocells.synth.layout import URBAN_BIT
 from geocells.synth.noise import value_noise
 from geocells.synth.paint import ground_rgb, tree_rgb, vegetation
@@ -77,16 +77,35 @@ def _walls(renderer, wall, hz, b, w, captures, forest_px):
     upper = in_col & in_row & (hz > floor * np.where(col("shop"), 1.0, 0.25))
     shutter = col("shutters") & in_row & (hz > floor) & (frac >= col("width"))
     shutter &= frac < col("width") + 0.14
-    shop_glass = shop & (np.mod(s / 4.0, 1.0) < 0.78) & (hz > 0.25) & (hz < 0.68 * floor)
-    awning = shop & (hz >= 0.68 * floor) & (hz < 0.86 * floor)
+    shop_glass = shop & (np.mod(s / 4.0, 1.0) < 0.78) & (hz > 0.25) & (hz < 0.6 * floor)
+    awning = shop & (hz >= 0.6 * floor) & (hz < 0.74 * floor)
+    sign = shop & (hz >= 0.74 * floor)
     stripe = col("stripes") & (np.mod(s / 0.6, 2.0) < 1.0)
     awning_rgb = np.where(stripe[..., None], np.float32(0.92), col("awning")) * light
     glass = col("glass")[..., None] * _GLASS_RGB * light  # [B, 1, W, 3]
     top = (wall.height.reshape(b, 1, w) - hz) < 0.35  # cornice line
     rgb = facade * np.where(top, np.float32(0.75), np.float32(1.0))[..., None]
+    mural = col("mural") & (hz > floor) & mural_pattern(col, s, hz)
+    rgb = np.where(mural[..., None], col("mural_rgb") * light, rgb)
+    # Windows: frames in the trim colour, some arched, balconies under some floors.
+    window_top = 0.3 + 0.6 * col("height")
+    arch = col("arched") & (level > window_top - 0.12)
+    arch &= np.abs(frac / col("width") - 0.5) > 0.5 * np.sqrt(
+        np.clip(1 - ((level - window_top + 0.12) / 0.12) ** 2, 0, 1)
+    )
+    pane = upper & ~arch
+    frame = col("frames") & pane & ((frac < 0.12 * col("width")) | (level < 0.36))
+    balcony = col("balconies") & (hz > floor) & (level < 0.3) & (level > 0.12)
+    balcony &= frac < col("width") + 0.3
     rgb = np.where(shutter[..., None], col("trim") * light, rgb)
-    rgb = np.where((upper | shop_glass)[..., None], glass, rgb)
-    rgb = np.where(awning[..., None], awning_rgb, rgb).astype(np.float32)
+    rgb = np.where((pane | shop_glass)[..., None], glass, rgb)
+    rgb = np.where((frame | balcony)[..., None], col("trim") * light, rgb)
+    rgb = np.where(awning[..., None], awning_rgb, rgb)
+    logo = sign_pattern(col, s, (hz - 0.74 * floor) / (0.26 * floor))
+    rgb = np.where(
+        sign[..., None], np.where(logo[..., None], col("logo"), col("sign")) * light, rgb
+    )
+    rgb = rgb.astype(np.float32)
     if forest_px.size:  # world-anchored leaf texture, only on forest-edge wall pixels
         bi, ri, ci = np.unravel_index(forest_px, hz.shape)
         hx, hy = renderer._hit_xy
