@@ -245,3 +245,20 @@ def test_bad_export_settings_name_the_setting(tmp_path):
     with pytest.raises(ValueError, match="float32 vectors only"):
         config(tmp_path, vector_dtype="float16").resolved()
     assert config(tmp_path, uri="http://h:19530").resolved().index_type == "DISKANN"
+
+
+def test_benchmark_script_runs_at_a_small_size(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "milvus_bench.py"
+    spec = importlib.util.spec_from_file_location("milvus_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--cells", "3000", "--queries", "60", "--single", "5", "--dim", "32",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert bench.main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    for name in ("faiss_ivfpq", "milvus_lite"):
+        assert results[name]["top1_agreement"] >= 0.9, results[name]
+        assert results[name]["ms_batch1_mean"] > 0
+    assert results["milvus_lite"]["index"]["type"] == "IVF_SQ8"

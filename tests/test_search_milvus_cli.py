@@ -7,6 +7,7 @@ import json
 import shutil
 
 import httpx
+import numpy as np
 import pytest
 
 pytest.importorskip("pymilvus")
@@ -96,3 +97,21 @@ def test_serve_answers_from_the_collection(remote_db, micro_db, images):
         [Image.open(io.BytesIO(d)) for d in data], 2
     )
     assert tokens == [prediction.token for predictions in expected for prediction in predictions]
+
+
+@pytest.mark.slow
+def test_the_tiny_database_exported_agrees_with_its_exact_search(tiny_db, tiny_dataset, tmp_path):
+    from geocells.search import export
+
+    cfg = export.MilvusExportConfig(
+        uri=str(tmp_path / "tiny.db"), collection="tiny", partition_level=12, progress=False
+    )
+    remote = export.run(tiny_db, cfg, tmp_path / "remote")
+    manifest = GroundManifest.read(tiny_dataset / "ground" / "manifest.parquet")
+    paths = [str(path) for path in manifest.split("test").path[:64]]
+    local = Localizer.load(tiny_db, backend="exact")
+    queries = local.embed(paths)
+    _, exact_rows = local.searcher.search(queries, 5)
+    _, rows = Localizer.load(remote).searcher.search(queries, 5)
+    assert len(paths) >= 10 and local.searcher.num_cells > 100
+    assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.99
