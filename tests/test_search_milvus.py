@@ -262,3 +262,14 @@ def test_benchmark_script_runs_at_a_small_size(tmp_path):
         assert results[name]["top1_agreement"] >= 0.9, results[name]
         assert results[name]["ms_batch1_mean"] > 0
     assert results["milvus_lite"]["index"]["type"] == "IVF_SQ8"
+
+
+def test_out_must_not_be_the_database_or_another_one(exported, tmp_path):
+    local, remote = exported
+    cfg = config(Path(remote.meta.milvus["uri"]).parent)
+    with pytest.raises(ValueError, match="is the database being exported"):
+        export.run(local.path, cfg, local.path, overwrite=True)
+    other = write_database(tmp_path / "other", count=50)
+    with pytest.raises(ValueError, match="holds another database; pass --overwrite"):
+        export.run(local.path, cfg, other)
+    assert Database.open(other).remote is False

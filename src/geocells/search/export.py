@@ -157,6 +157,8 @@ def run(
         "partition_level": cfg.partition_level,
         "partitions": [part["name"] for part in parts],
     }
+    if out is not None:  # refuse a bad --out before the (long) export, not after it
+        check_remote_out(database, Path(out), cfg.collection, overwrite)
     client = connect(cfg.uri, cfg.timeout_s)
     started = time.perf_counter()
     _prepare_collection(client, cfg, description, parts, overwrite)
@@ -284,17 +286,25 @@ def _vectors(codes: np.ndarray, dtype: str) -> list:
     return list(codes)
 
 
+def check_remote_out(database: Database, out: Path, collection: str, overwrite: bool) -> None:
+    """``out`` may receive the remote database: not the database itself, and not another
+    database unless ``overwrite`` (a remote folder of the same collection is updated)."""
+    if out.resolve() == database.path.resolve():
+        raise ValueError(f"--out {out} is the database being exported; choose another folder")
+    if (out / DatabaseMeta.FILE).is_file() and not overwrite:
+        existing = DatabaseMeta.load(out)
+        if existing.milvus is None or existing.milvus.get("collection") != collection:
+            raise ValueError(f"{out} holds another database; pass --overwrite to replace it")
+    elif out.is_dir() and any(out.iterdir()) and not (out / DatabaseMeta.FILE).is_file():
+        raise ValueError(f"{out} is a non-empty folder that is not a database")
+
+
 def write_remote_database(
     database: Database, out: Path, milvus: dict[str, Any], overwrite: bool = False
 ) -> Path:
     """A database folder without codes: ``cells.npy``, the model copy, the region and a
     ``meta.json`` whose ``milvus`` names the collection (written last)."""
-    if (out / DatabaseMeta.FILE).is_file() and not overwrite:
-        existing = Database.open(out)
-        if existing.meta.milvus and existing.meta.milvus.get("collection") == milvus["collection"]:
-            log.info("%s already describes this collection; rewriting its meta.json", out)
-        else:
-            raise ValueError(f"{out} is another database; pass --overwrite to replace it")
+    check_remote_out(database, out, milvus["collection"], overwrite)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "cells.npy") as tmp:
         np.save(tmp, np.asarray(database.cells))
