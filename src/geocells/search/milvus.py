@@ -120,7 +120,12 @@ def export_description(client, uri: str, collection: str) -> dict[str, Any]:
     text = (info.get("properties") or {}).get(EXPORT_PROPERTY)
     if not text:
         raise MilvusError(f"{where} was not written by geocells export milvus")
-    description = json.loads(text)
+    try:
+        description = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MilvusError(f"{where}: its {EXPORT_PROPERTY} property is not JSON ({err})") from None
+    if not isinstance(description, dict) or not isinstance(description.get("dim"), int):
+        raise MilvusError(f"{where}: its {EXPORT_PROPERTY} property lacks the dimension")
     field = next((f for f in info["fields"] if f["name"] == VECTOR_FIELD), None)
     if field is None:
         raise MilvusError(f"{where} has no {VECTOR_FIELD!r} vector field")
