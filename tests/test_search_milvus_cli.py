@@ -58,7 +58,10 @@ def test_locate_answers_from_the_collection_as_from_the_local_database(
     assert len(_values(local, "token")) == 3 * len(images)
     for a, b in zip(_values(remote, "score"), _values(local, "score"), strict=True):
         assert abs(a - b) < 1e-4
+    assert _values(remote, "confidence") == pytest.approx(_values(local, "confidence"), abs=1e-4)
     assert (remote_db / "meta.json").is_file() and not (remote_db / "aerial.npy").exists()
+    for name in ("confidence.npy", "region.geojson"):  # what the Localizer and serve read
+        assert (remote_db / name).is_file() == (micro_db / name).is_file()
 
 
 def test_a_missing_collection_is_one_line_and_exit_2(remote_db, images, tmp_path, capsys):

@@ -304,16 +304,24 @@ def check_remote_out(database: Database, out: Path, collection: str, overwrite: 
 def write_remote_database(
     database: Database, out: Path, milvus: dict[str, Any], overwrite: bool = False
 ) -> Path:
-    """A database folder without codes: ``cells.npy``, the model copy, the region and a
-    ``meta.json`` whose ``milvus`` names the collection (written last)."""
+    """A database folder without codes: ``cells.npy``, the model copy, the database's other
+    small files (region, confidence reference) and a ``meta.json`` whose ``milvus`` names
+    the collection (written last)."""
     check_remote_out(database, out, milvus["collection"], overwrite)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "cells.npy") as tmp:
         np.save(tmp, np.asarray(database.cells))
     model = copy_file(database.model_path, out / database.meta.model_file)
-    for extra in ("region.geojson",):
-        if (database.path / extra).is_file():
-            copy_file(database.path / extra, out / extra)
+    # Everything else at the top of the database that is not codes or the faiss index
+    # (region.geojson, the confidence reference confidence.npy, calibration.csv/.png).
+    skip = {"aerial.npy", "proto.npy", "cells.npy", DatabaseMeta.FILE, "build.json"}
+    for extra in sorted(database.path.iterdir()):
+        if (
+            extra.is_file()
+            and extra.name not in skip
+            and not extra.name.startswith(("index.faiss", "."))
+        ):
+            copy_file(extra, out / extra.name)
     if sha256_file(model) != database.meta.model_sha256:
         raise ValueError(f"{model}: the copied model does not match the database's")
     from dataclasses import replace
