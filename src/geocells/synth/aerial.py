@@ -19,7 +19,7 @@ from geocells.synth.noise import hash_ints, value_noise
 from geocells.synth.paint import ground_rgb, tree_rgb, vegetation
 from geocells.synth.world import BUILDING, FOREST, TREE, World
 
-MAX_HEIGHT_M = 130.0  # tallest thing that can cast a shadow into a window (a mast)
+MAX_HEIGHT_M = 40.0  # tallest building or tree (landmarks cast analytic shadows)
 
 
 def gaussian_noise(seed: int, salt: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -54,8 +54,7 @@ class AerialRenderer:
         cc, rr = np.meshgrid(cols, rows)
         x, y = (cc.ravel() + 0.5) * gsd, -(rr.ravel() + 0.5) * gsd
         lay = self.world.layout(x, y)
-        mark_h, mark_rgb = landmarks.footprint(self.world, x, y)
-        top = np.maximum(np.maximum(lay.height, lay.tree_top), mark_h).reshape(cc.shape)
+        top = np.maximum(lay.height, lay.tree_top).reshape(cc.shape)
         inner = (slice(pad, pad + height), slice(pad, pad + width))
         lit = self._sunlit(top, pad)[inner].ravel()
         keep = np.zeros(cc.shape, bool)
@@ -63,10 +62,13 @@ class AerialRenderer:
         keep = keep.ravel()
         sub = subset(lay, keep)
         rgb = self._surface(sub, x[keep], y[keep])
-        mark = mark_h[keep] > 0
-        rgb[mark] = mark_rgb[keep][mark]
-        relief = terrain.hillshade(self.world, x[keep], y[keep], cap.sun_azimuth,
-                                   cap.sun_elevation, gsd)  # fmt: skip
+        mark_h, mark_rgb = landmarks.footprint(self.world, x[keep], y[keep])
+        mark = mark_h > 0
+        rgb[mark] = mark_rgb[mark]
+        lit = np.where(landmarks.shadow(self.world, x[keep], y[keep], cap.sun_azimuth,
+                                        cap.sun_elevation) & ~mark, 0.0, lit)  # fmt: skip
+        relief = terrain.hillshade_raster(self.world, cc[inner].ravel(), rr[inner].ravel(),
+                                          cap.sun_azimuth, cap.sun_elevation, gsd)  # fmt: skip
         light = (0.42 + 0.62 * cap.intensity * lit[:, None]) * relief[:, None]
         noise = gaussian_noise(cap.seed, 301, cc[inner].ravel(), rr[inner].ravel())
         return finish(rgb * light, cap, noise).reshape(height, width, 3)

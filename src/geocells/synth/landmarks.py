@@ -129,6 +129,35 @@ def profile(kind: np.ndarray, height: np.ndarray, radius: np.ndarray, z: np.ndar
     return np.where(inside, r, 0.0), accent
 
 
+def shadow(world, x: np.ndarray, y: np.ndarray, sun_azimuth: float, sun_elevation: float):
+    """Where landmarks shade the ground at points ``x, y`` under the sun: a bool mask.
+
+    A point at distance ``t`` behind a landmark (away from the sun) and ``d`` to the side
+    is in its shadow when the landmark's radius at height ``t * tan(elevation)`` exceeds
+    ``d`` (so a spire's shadow tapers, a water tower's has its tank).
+    """
+    out = np.zeros(x.shape, bool)
+    if not x.size:
+        return out
+    reach = float(HEIGHT.max()) / np.tan(sun_elevation) + 10.0
+    found = sites(world, x.min() - reach, y.min() - reach, x.max() + reach, y.max() + reach)
+    away = np.array([-np.cos(sun_azimuth), -np.sin(sun_azimuth)])
+    for i in range(len(found.x)):
+        length = found.height[i] / np.tan(sun_elevation)
+        dx, dy = x - found.x[i], y - found.y[i]
+        t = dx * away[0] + dy * away[1]
+        near = (t > 0) & (t < length)
+        if not near.any():
+            continue
+        side = np.abs(dx[near] * away[1] - dy[near] * away[0])
+        z = (t[near] * np.tan(sun_elevation))[:, None]
+        radius, _ = profile(np.array([[found.kind[i]]]), np.array([[found.height[i]]]),
+                            np.array([[found.radius[i]]]), z)  # fmt: skip
+        idx = np.flatnonzero(near)
+        out[idx] |= side < radius[:, 0]
+    return out
+
+
 def footprint(world, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Height and top colour of landmarks covering points ``x, y`` (seen from above):
     [N] height (0 where none) and [N, 3] colour."""

@@ -43,6 +43,28 @@ def hillshade(world, x: np.ndarray, y: np.ndarray, sun_azimuth: float, sun_eleva
     return (0.55 + 0.45 * cos / np.sin(sun_elevation)).astype(np.float32)
 
 
+def hillshade_raster(world, cols, rows, sun_azimuth: float, sun_elevation: float, gsd: float,
+                     node_px: int = 16) -> np.ndarray:  # fmt: skip
+    """``hillshade`` at global raster pixels (``cols``, ``rows``: int arrays of any shape),
+    computed on a lattice every ``node_px`` pixels and interpolated bilinearly: the relief
+    is smooth at that scale, and a pixel depends only on the global lattice, so any window
+    equals the same window cut from a larger one."""
+    if world.cfg.relief_m <= 0:
+        return np.ones(np.shape(cols), np.float32)
+    u, v = (cols + 0.5) / node_px, (rows + 0.5) / node_px
+    i, j = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    fu, fv = (u - i).astype(np.float32), (v - j).astype(np.float32)
+    i0, j0 = int(i.min()), int(j.min())
+    ni, nj = np.arange(i0, int(i.max()) + 2), np.arange(j0, int(j.max()) + 2)
+    gi, gj = np.meshgrid(ni, nj, indexing="ij")
+    node = hillshade(world, gi * node_px * gsd, -gj * node_px * gsd, sun_azimuth, sun_elevation,
+                     gsd)  # fmt: skip
+    a, b = i - i0, j - j0
+    top = node[a, b] + (node[a + 1, b] - node[a, b]) * fu
+    bottom = node[a, b + 1] + (node[a + 1, b + 1] - node[a, b + 1]) * fu
+    return (top + (bottom - top) * fv).astype(np.float32)
+
+
 def draw(renderer, x, y, ray, captures, rgb, dist) -> None:
     """Paint the hills of the skyline where nothing nearer was drawn (``dist`` infinite).
     x, y: [B]; ray: [B, W, 2]; rgb [B, H, W, 3] and dist [B, H, W] are updated."""
