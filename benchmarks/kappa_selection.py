@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from geocells.calibrate.kappa import guard_kappa, select_kappa
 from geocells.calibrate.stage import CalibrateConfig, embed_queries, top1_errors_by_kappa
 from geocells.data.dataset import Dataset
 from geocells.db.store import Database
 from geocells.models import load_model
+from geocells.scoring.kappa import guard_kappa, select_kappa
 
 
 def val_hits(db: Path, dataset: Path | None, radius_m: float) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,6 @@ import numpy as np
 from geocells.data.aerial import OutOfCoverageError
 from geocells.data.dataset import Dataset
 from geocells.db.store import DATABASE_OUTPUT, assemble, save_chunk
-from geocells.db.upsample import METHODS, upsample_prototypes
 from geocells.geo import Region, cell_to_latlng, count_cells, cover_region, region_cells
 from geocells.io import (
     DatabaseMeta,
@@ -36,6 +35,7 @@ from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.models.geomodel import resolve_checkpoint
 from geocells.outputs import claim_output, output_lock
+from geocells.scoring.upsample import METHODS, upsample_prototypes
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geocells.search.memmap import prefetch_rows
+from geocells.scoring.memmap import prefetch_rows
 
 
 def check_database(aerial: np.ndarray, proto: np.ndarray) -> None:
