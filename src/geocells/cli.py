@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "refit": "refit",
     "index": "index",
     "calibrate": "calibrate",
+    "export": "export",
     "locate": "locate",
     "serve": "serve",
     "eval": "eval",

@@ -292,8 +292,9 @@ class DatabaseMeta(Artifact):
     """``db/meta.json``: what a cell-code database holds and where it came from.
 
     Written last by ``geocells index`` (its presence marks a finished build); ``geocells
-    calibrate`` adds κ, the confidence model and its report. Version 1 (nested ``levels``
-    and ``model`` objects) is migrated on load.
+    calibrate`` adds κ, the confidence model and its report; ``geocells export milvus
+    --out`` writes one with ``milvus`` set for a remote database (no code arrays).
+    Version 1 (nested ``levels`` and ``model`` objects) is migrated on load.
     """
 
     FILE: ClassVar[str] = "meta.json"
@@ -320,6 +321,10 @@ class DatabaseMeta(Artifact):
     calibration: dict[str, Any] | None = None  # what `geocells calibrate` measured
     shard: list[int] | None = None  # [i, n] of a shard awaiting `index merge`
     total_cells: int | None = None  # cells of the whole sharded build
+    # A remote database (``geocells export milvus --out``): the codes live in a Milvus
+    # collection, this folder holds only cells.npy, the model and this file. Keys: uri,
+    # collection, kappa, dim, count, vector_dtype, index, search_params, partitions.
+    milvus: dict[str, Any] | None = None
 
     @classmethod
     def migrate(cls, data: dict[str, Any], version: Any, where: str) -> dict[str, Any]:

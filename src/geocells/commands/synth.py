@@ -15,13 +15,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``synth [--config P] --out DIR [key=value ...]`` or ``synth preview DATASET --out PNG``."""
     parser.usage = (
         "geocells synth [--config PRESET] --out DATASET [--overwrite] [key=value ...]\n"
-        "       geocells synth preview DATASET --out preview.png [--rows N]"
+        "       geocells synth preview DATASET --out preview.png [--rows N]\n"
+        "       geocells synth places DATASET --out places.png [--rows N]"
     )
     parser.add_argument(
         "items",
         nargs="*",
-        metavar="key=value | preview DATASET",
-        help="config overrides (e.g. seed=3 size_km=5 n_train=2000), or 'preview DATASET'",
+        metavar="key=value | preview|places DATASET",
+        help="config overrides (e.g. seed=3 size_km=5 n_train=2000), or 'preview DATASET' (aerial"
+        " tiles with views inside) or 'places DATASET' (one place, two headings, both campaigns)",
     )
     parser.add_argument(
         "--config",
@@ -44,12 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the synth stage or the preview."""
-    if args.items and args.items[0] == "preview":
-        from geocells.synth.preview import preview
+    if args.items and args.items[0] in ("preview", "places"):
+        from geocells.synth.preview import places, preview
 
         if len(args.items) != 2:
-            raise ValueError("usage: geocells synth preview DATASET --out preview.png")
-        out = preview(Path(args.items[1]), args.out, rows=args.rows)
+            raise ValueError(f"usage: geocells synth {args.items[0]} DATASET --out sheet.png")
+        sheet = preview if args.items[0] == "preview" else places
+        out = sheet(Path(args.items[1]), args.out, rows=args.rows)
         print(out)
         return 0
     from geocells.config import load_preset, resolve_config

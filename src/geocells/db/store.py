@@ -117,15 +117,51 @@ def copy_arrays(parts: list[Database], out: Path) -> None:
 
 
 class Database:
-    """An opened cell-code database: memmapped arrays plus its typed ``meta``."""
+    """An opened cell-code database: memmapped arrays plus its typed ``meta``.
+
+    A remote database (``meta.milvus`` set, written by ``geocells export milvus --out``)
+    holds ``cells.npy`` and the model but no codes: its ``aerial``/``proto`` raise
+    ``DatabaseError``, and ``geocells.search`` answers from the Milvus collection.
+    """
 
     def __init__(self, path: Path, meta: DatabaseMeta, mmap_mode: str | None = "r") -> None:
         self.path = path
         self.meta = meta
         count, dim = meta.count, meta.dim
         self.cells: np.ndarray = load_array(path, "cells", (count,), mmap_mode)
-        self.aerial: np.ndarray = load_array(path, "aerial", (count, dim), mmap_mode)
-        self.proto: np.ndarray = load_array(path, "proto", (count, dim), mmap_mode)
+        self._codes: dict[str, np.ndarray] = {}
+        if meta.milvus is None:
+            for name in ("aerial", "proto"):
+                self._codes[name] = load_array(path, name, (count, dim), mmap_mode)
+
+    @property
+    def remote(self) -> bool:
+        """True for a remote database (codes in a Milvus collection, ``meta.milvus``)."""
+        return self.meta.milvus is not None
+
+    @property
+    def aerial(self) -> np.ndarray:
+        """Aerial codes float16 [N, D] (memmap); ``DatabaseError`` for a remote database."""
+        return self._code_array("aerial")
+
+    @property
+    def proto(self) -> np.ndarray:
+        """Upsampled prototype codes float16 [N, D]; ``DatabaseError`` for a remote one."""
+        return self._code_array("proto")
+
+    def _code_array(self, name: str) -> np.ndarray:
+        if name not in self._codes:
+            milvus = self.meta.milvus or {}
+            raise DatabaseError(
+                self.path,
+                f"a remote database holds no {name} codes (they are fused at "
+                f"κ = {self.meta.kappa:.4g} in the Milvus collection "
+                f"{milvus.get('collection')!r} at {milvus.get('uri')!r}); use the local "
+                "database it was exported from (re-calibrating κ means re-exporting: "
+                "geocells calibrate DB, then geocells export milvus DB ...)",
+                None,
+            )
+        return self._codes[name]
 
     @classmethod
     def open(cls, path: str | Path, mmap_mode: str | None = "r") -> Database:
@@ -204,7 +240,7 @@ def load_meta(path: Path) -> DatabaseMeta:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if not ok or not math.isfinite(value):
             raise DatabaseError(file, f"{name} must be a finite number, got {value!r}", rebuild)
-    for name in ("confidence", "calibration"):
+    for name in ("confidence", "calibration", "milvus"):
         value = getattr(meta, name)
         if value is not None and not isinstance(value, dict):
             raise DatabaseError(file, f"{name} must be an object, got {value!r}", RECALIBRATE)

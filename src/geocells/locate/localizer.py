@@ -12,7 +12,8 @@ that cannot be read carries its ``error`` and the others are still located
 (``errors="raise"`` raises instead). A database is self-contained: ``Localizer.load``
 reads the model from ``DB/model/``, κ and the confidence model from ``DB/meta.json``
 (+ ``DB/confidence.npy``), and the compressed index from ``DB/index.faiss`` when the
-database has one.
+database has one. A remote database (``geocells export milvus --out``) is searched in
+its Milvus collection through the same interface.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from geocells.scoring.confidence import (
     typicality,
 )
 from geocells.search.index_file import open_searcher
-from geocells.search.ivfpq import CellSearcher
+from geocells.search.searcher import Searcher
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -62,7 +63,7 @@ class Localizer:
         self,
         database: Database,
         model: GeoModel,
-        searcher: CellSearcher,
+        searcher: Searcher,
         confidence: ConfidenceModel | None,
         batch_size: int = 32,
         reference: np.ndarray | None = None,
@@ -80,7 +81,8 @@ class Localizer:
     def load(
         cls, db: str | Path, backend: str = "auto", device: str = "auto", batch_size: int = 0
     ) -> Localizer:
-        """Open database ``db`` with its own model; ``backend``: auto | exact | ivfpq;
+        """Open database ``db`` with its own model; ``backend``: auto | exact | ivfpq
+        (a remote database: auto | milvus);
         ``device``: auto (cuda when available, else cpu) | cpu | cuda[:N], bf16 autocast on
         cuda; ``batch_size`` images per encoder call (0: 32 on the CPU, 256 on CUDA)."""
 

@@ -117,12 +117,13 @@ def cell_polygon(token: str) -> dict[str, Any]:
 
 
 def exif_position(image: Any) -> tuple[float, float] | None:
-    """``(lat, lon)`` from the EXIF GPS tags of a path or PIL image; None when absent or
-    unusable (minutes or seconds >= 60, references other than N/S/E/W, out of range)."""
+    """``(lat, lon)`` from the EXIF GPS tags of a path, a binary file object or a PIL image;
+    None when absent or unusable (minutes or seconds >= 60, references other than N/S/E/W,
+    out of range)."""
     from PIL import Image
 
     try:
-        if isinstance(image, str | Path):
+        if isinstance(image, str | Path) or hasattr(image, "read"):
             with Image.open(image) as opened:
                 exif = opened.getexif()
         elif isinstance(image, Image.Image):

@@ -48,8 +48,30 @@ def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = Fa
 
 def open_searcher(database: Database, backend: str = "auto"):
     """The searcher that serves ``database``: its saved IVF-PQ index when it has one and
-    ``backend`` allows it (auto | ivfpq), else one built now (exact for auto up to 200k)."""
+    ``backend`` allows it (auto | ivfpq), else one built now (exact for auto up to 200k);
+    for a remote database (``meta.milvus``), its Milvus collection (auto | milvus).
 
+    Every searcher answers ``search(queries [Q, D], top_k) -> (scores [Q, k], rows [Q, k])``.
+    """
+
+    if database.remote:
+        if backend not in ("auto", "milvus"):
+            raise DatabaseError(
+                database.path,
+                f"a remote database is searched in its Milvus collection, not {backend!r}",
+                None,
+            )
+        from geocells.search.milvus import MilvusSearcher
+
+        meta = database.meta
+        return MilvusSearcher.open(meta.milvus, meta.count, meta.dim, meta.kappa)
+    if backend == "milvus":
+        raise DatabaseError(
+            database.path,
+            "a local database has no Milvus collection; export one: geocells export milvus "
+            f"{database.path} --uri URI --collection NAME --out REMOTE_DB",
+            None,
+        )
     path = database.path / INDEX_FILE
     if path.is_file() and backend in ("auto", "ivfpq"):
         return load_search_index(database, path)

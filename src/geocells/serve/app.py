@@ -8,6 +8,7 @@ processes call (the config travels as JSON in ``GEOCELLS_SERVE_CONFIG``). Every 
 # No `from __future__ import annotations`: FastAPI reads the route signatures at runtime.
 
 import asyncio
+import io
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -72,12 +73,14 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 async def _decode_all(files: list[UploadFile], service: Service):
-    """(decoded images or UploadError) per file, decoded on the service's decode threads
-    under its pixel budget, one file's bytes in memory at a time."""
+    """(decoded images or UploadError) and the EXIF GPS position (or None) per file, decoded
+    on the service's decode threads under its pixel budget, one file's bytes in memory at a
+    time (the position is read from the header before the pixels are thrown away)."""
     cfg, loop = service.cfg, asyncio.get_running_loop()
-    decoded = []
+    decoded, positions = [], []
     for upload in files:
         data = await upload.read()
+        positions.append(results.exif_position(io.BytesIO(data)))
         try:
             image = await loop.run_in_executor(
                 service.decoder,
@@ -93,7 +96,7 @@ async def _decode_all(files: list[UploadFile], service: Service):
         except UploadError as err:
             decoded.append(err)
         del data
-    return decoded
+    return decoded, positions
 
 
 def add_api_routes(app: FastAPI, cfg: ServeConfig) -> None:
@@ -117,7 +120,7 @@ def add_api_routes(app: FastAPI, cfg: ServeConfig) -> None:
         except QueueFullError as err:
             return _error(503, str(err), headers={"Retry-After": str(cfg.retry_after_s)})
         with reservation:  # decoded images count against the queue from here on
-            decoded = await _decode_all(files, service)
+            decoded, positions = await _decode_all(files, service)
             good = [image for image in decoded if not isinstance(image, UploadError)]
             ranked = iter(await service.batcher.submit(good, top_k, reservation) if good else [])
         items = []
@@ -126,7 +129,7 @@ def add_api_routes(app: FastAPI, cfg: ServeConfig) -> None:
             if isinstance(image, UploadError):
                 items.append(results.ImageResult(index, name, error=f"{name}: {image}"))
             else:
-                position = results.exif_position(image) or (None, None)
+                position = positions[index] or (None, None)
                 items.append(results.ImageResult(index, name, next(ranked), None, *position))
         errors = [image.kind for image in decoded if isinstance(image, UploadError)]
         service.metrics.images_done(len(good), errors)

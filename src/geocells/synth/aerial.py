@@ -11,13 +11,15 @@ from collections import OrderedDict
 
 import numpy as np
 
+from geocells.synth import landmarks, terrain
 from geocells.synth.capture import Capture, finish
-from geocells.synth.layout import subset
+from geocells.synth.facades import building_look
+from geocells.synth.layout import URBAN_BIT, subset
 from geocells.synth.noise import hash_ints, value_noise
-from geocells.synth.paint import ground_rgb, roof_rgb, tree_rgb, vegetation
+from geocells.synth.paint import ground_rgb, tree_rgb, vegetation
 from geocells.synth.world import BUILDING, FOREST, TREE, World
 
-MAX_HEIGHT_M = 40.0  # tallest thing that can cast a shadow into a window
+MAX_HEIGHT_M = 130.0  # tallest thing that can cast a shadow into a window (a mast)
 
 
 def gaussian_noise(seed: int, salt: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -52,7 +54,8 @@ class AerialRenderer:
         cc, rr = np.meshgrid(cols, rows)
         x, y = (cc.ravel() + 0.5) * gsd, -(rr.ravel() + 0.5) * gsd
         lay = self.world.layout(x, y)
-        top = np.maximum(lay.height, lay.tree_top).reshape(cc.shape)
+        mark_h, mark_rgb = landmarks.footprint(self.world, x, y)
+        top = np.maximum(np.maximum(lay.height, lay.tree_top), mark_h).reshape(cc.shape)
         inner = (slice(pad, pad + height), slice(pad, pad + width))
         lit = self._sunlit(top, pad)[inner].ravel()
         keep = np.zeros(cc.shape, bool)
@@ -60,7 +63,11 @@ class AerialRenderer:
         keep = keep.ravel()
         sub = subset(lay, keep)
         rgb = self._surface(sub, x[keep], y[keep])
-        light = 0.42 + 0.62 * cap.intensity * lit[:, None]
+        mark = mark_h[keep] > 0
+        rgb[mark] = mark_rgb[keep][mark]
+        relief = terrain.hillshade(self.world, x[keep], y[keep], cap.sun_azimuth,
+                                   cap.sun_elevation, gsd)  # fmt: skip
+        light = (0.42 + 0.62 * cap.intensity * lit[:, None]) * relief[:, None]
         noise = gaussian_noise(cap.seed, 301, cc[inner].ravel(), rr[inner].ravel())
         return finish(rgb * light, cap, noise).reshape(height, width, 3)
 
@@ -87,8 +94,10 @@ class AerialRenderer:
         sun = cap.sun_dir
         sel = lay.kind == BUILDING
         if sel.any():
-            roof = roof_rgb(seed, lay.block_key[sel], lay.style[sel])
+            key = lay.building_key[sel]
+            look = building_look(seed, key, lay.style[sel], (key & URBAN_BIT) != 0)
             slope = lay.roof_slope[sel]
+            roof = np.where(np.isnan(slope)[:, None], look["flat_roof"], look["pitched_roof"])
             tilt = np.where(
                 np.isnan(slope), 1.0, 0.8 + 0.35 * np.cos(np.nan_to_num(slope) - cap.sun_azimuth)
             )

@@ -37,6 +37,7 @@ class SynthConfig:
     rural_road_spacing_m: float = 650.0
     forest_threshold: float = 0.58  # higher = less forest
     water_threshold: float = 0.70  # higher = less water
+    relief_m: float = 420.0  # terrain: lowest to highest ground (skyline and hillshade); 0 = flat
     # Renderers.
     gsd_m: float = 1.2  # aerial ground sampling distance (m/px)
     aerial_chunk_px: int = 512

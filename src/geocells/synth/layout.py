@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from geocells.synth import rural
 from geocells.synth import styles as S
 from geocells.synth.noise import hash_ints, hash_units, value_noise
 from geocells.synth.world import (
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from geocells.synth.world import World
 
 SIDEWALK_M = 2.5
+URBAN_BIT = np.uint64(1 << 63)
 
 
 def _to_world(town: dict, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -40,7 +42,7 @@ def _street_trees(seed, town, u, v, line_u, line_v, sp_keys, half, lay, mask):
         ((u, v, town["bu"], sp_keys[0]), (v, u, town["bv"], sp_keys[1]))
     ):
         r_has, r_spacing, r_radius, r_height = hash_units(seed, 61, key)
-        has = mask & (r_has < 0.65)
+        has = mask & (r_has < 0.4)
         spacing = 8.0 + 6.0 * r_spacing
         radius = 2.0 + 1.5 * r_radius
         k = np.round(coord / period)
@@ -82,7 +84,7 @@ def _urban(world: World, x, y, style, town, lay: Layout) -> np.ndarray:
     infl = np.clip(1.0 - centre_dist / town["radius"], 0, 1) * (
         0.7 + 0.6 * hash_units(seed, 72, block, count=1)[0]
     )
-    urban, built = infl > 0.5, (infl > 0.18) & (town["u"] > 0)
+    urban, built = infl > 0.38, (infl > 0.18) & (town["u"] > 0)
     da, db = np.minimum(a, bu - a), np.minimum(b, bv - b)
     zone = town["u"] > 0.08
     on_u, on_v = zone & (da < half), zone & (db < half)
@@ -121,12 +123,22 @@ def _perimeter_blocks(world, style, block, a, b, bu, bv, half, angle, mask, lay)
     bld = (edge_dist > 0) & (edge_dist < depth)
     along = np.where(nearest < 2, b, a)
     plot = np.floor(along / (9.0 + 8.0 * r_plot))
+    # The top bit marks perimeter-block buildings (they may have shop fronts).
+    building = hash_ints(seed, 85, block, nearest * 100_003 + plot.astype(np.int64)) | URBAN_BIT
+    r_height, r_own, r_roof, r_rise = hash_units(seed, 86, building)
     lo, hi = S.URBAN_FLOORS[style, 0], S.URBAN_FLOORS[style, 1]
-    floors = np.round(lo + (hi - lo) * r_floors)
-    jitter = hash_units(seed, 85, block, nearest * 100_003 + plot.astype(np.int64), count=1)[0]
-    height = floors * S.FLOOR_HEIGHT[style] * (0.85 + 0.3 * jitter)
+    # The block sets the typical height; each building differs from it by up to two floors.
+    floors = np.clip(np.round(lo + (hi - lo) * r_floors + 4.0 * (r_own - 0.5)), 1, hi + 2)
+    height = floors * S.FLOOR_HEIGHT[style] * (0.9 + 0.2 * r_height)
     normal = angle[idx] + np.array([np.pi, 0.0, -np.pi / 2, np.pi / 2])[nearest]
-    _set_building(lay, idx[bld], height[bld], normal[bld], along[bld], np.nan)
+    # Pitched roofs (ridge along the street, halfway through the building's depth).
+    pitched = r_roof < S.PITCHED_SHARE[style]
+    rise = np.where(pitched, (0.25 + 0.35 * r_rise) * depth, 0.0)
+    back = edge_dist > depth / 2
+    slope = np.where(pitched, normal + np.where(back, np.pi, 0.0), np.nan)
+    ridge = np.abs(depth / 2 - edge_dist)
+    _set_building(lay, idx[bld], height[bld], normal[bld], along[bld], slope[bld], building[bld],
+                  rise[bld], ridge[bld])  # fmt: skip
 
 
 def _houses(world, x, y, style, block, a, b, bu, bv, half, town, mask, lay) -> None:
@@ -159,7 +171,11 @@ def _houses(world, x, y, style, block, a, b, bu, bv, half, town, mask, lay) -> N
     slope = np.where(hx > hy, v_normal, u_normal)
     along = np.where(x_wall, q, p)
     sel = inside
-    _set_building(lay, idx[sel], height[sel], normal[sel], along[sel], slope[sel])
+    ridge = np.where(hx > hy, hy - np.abs(dq), hx - np.abs(dp))
+    rise = (0.6 + 0.5 * r_floors) * np.minimum(hx, hy)
+    house_key = lot_key[sel] & ~URBAN_BIT
+    _set_building(lay, idx[sel], height[sel], normal[sel], along[sel], slope[sel], house_key,
+                  rise[sel], ridge[sel])  # fmt: skip
     # A garden tree in some lots.
     tp, tq = lot * 0.14, lot * (0.15 + 0.7 * r_tq)
     radius = 1.8 + 1.6 * r_radius
@@ -174,12 +190,15 @@ def _houses(world, x, y, style, block, a, b, bu, bv, half, town, mask, lay) -> N
         _set_tree(lay, idx[t], tx[t], ty[t], radius[t], h[t], block[t])
 
 
-def _set_building(lay: Layout, idx, height, normal, along, slope) -> None:
+def _set_building(lay: Layout, idx, height, normal, along, slope, key, rise, ridge) -> None:
     """Write building geometry into the layout at point indices ``idx``."""
     lay.height[idx] = height
     lay.wall_normal[idx] = normal
     lay.wall_s[idx] = along
     lay.roof_slope[idx] = slope
+    lay.building_key[idx] = key
+    lay.roof_rise[idx] = rise
+    lay.ridge_m[idx] = ridge
 
 
 def _rural(world: World, x, y, town_u, coarse, lay: Layout) -> None:
@@ -226,6 +245,10 @@ def _rural(world: World, x, y, town_u, coarse, lay: Layout) -> None:
     furrow = np.where((lay.parcel_key & np.uint64(1)) == 0, r, t)
     lay.stripe[field] = furrow[field]
     lay.ground[field] = FIELD
+    angle = world.rural_angle
+    rural.farmsteads(seed, r, t, angle, lay, country & (town_u < 0.02))
+    rural.hedgerows(seed, cell, fr, ft, margin_r, margin_t, lay, country)
+    rural.lone_trees(seed, x, y, r, t, angle, lay, country)
 
 
 def subset(lay: Layout, mask: np.ndarray) -> Layout:
@@ -247,6 +270,7 @@ def build_layout(world: World, x: np.ndarray, y: np.ndarray) -> Layout:
         kind=np.zeros(n, np.uint8), ground=np.full(n, GRASS, np.uint8), style=np.zeros(n, np.int64),
         height=zeros32.copy(), tree_top=zeros32.copy(), tree_cx=np.zeros(n), tree_cy=np.zeros(n),
         tree_r=np.zeros(n), tree_key=np.zeros(n, np.uint64), block_key=np.zeros(n, np.uint64),
+        building_key=np.zeros(n, np.uint64), roof_rise=zeros32.copy(), ridge_m=zeros32.copy(),
         street_key=np.zeros(n, np.uint64), parcel_key=np.zeros(n, np.uint64),
         wall_s=zeros32.copy(), wall_normal=zeros32.copy(),
         roof_slope=np.full(n, np.nan, np.float32),
@@ -286,5 +310,5 @@ def build_layout(world: World, x: np.ndarray, y: np.ndarray) -> Layout:
     lay.tree_top = np.where(water | road | (lay.height > 0), 0.0, lay.tree_top).astype(np.float32)
     lay.kind = lay.ground.copy()
     lay.kind[lay.tree_top > 0] = TREE
-    lay.kind[(lay.height > 0) & ~forest] = BUILDING
+    lay.kind[(lay.height > 0) & ~forest & (lay.ground != FOREST)] = BUILDING
     return lay

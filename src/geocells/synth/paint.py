@@ -44,44 +44,6 @@ def vegetation(hue, sat, val, style, season, sensitivity=1.0) -> np.ndarray:
     )
 
 
-def facade_hsv(seed: int, block_key: np.ndarray, style: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Facade colour of a block: one of its country's base hues, jittered per block."""
-    pick = (hash_ints(seed, 201, block_key) % np.uint64(3)).astype(np.int64)
-    hue = S.FACADE_HUES[style, pick] + 0.12 * (hash_unit(seed, 202, block_key) - 0.5)
-    sat_lo, sat_hi = S.FACADE_SAT[style, 0], S.FACADE_SAT[style, 1]
-    val_lo, val_hi = S.FACADE_VAL[style, 0], S.FACADE_VAL[style, 1]
-    sat = sat_lo + (sat_hi - sat_lo) * hash_unit(seed, 203, block_key)
-    val = val_lo + (val_hi - val_lo) * hash_unit(seed, 204, block_key)
-    return hue, sat, val
-
-
-def roof_rgb(seed: int, block_key: np.ndarray, style: np.ndarray) -> np.ndarray:
-    """Roof colour: a fixed style-specific function of the facade colour."""
-    hue, sat, val = facade_hsv(seed, block_key, style)
-    return S.hsv_to_rgb(
-        hue + S.ROOF_HUE_SHIFT[style],
-        S.ROOF_SAT[style, 0] + S.ROOF_SAT[style, 1] * sat,
-        S.ROOF_VAL[style, 0] + S.ROOF_VAL[style, 1] * val,
-    )
-
-
-def window_params(seed: int, block_key: np.ndarray, style: np.ndarray) -> dict[str, np.ndarray]:
-    """Window grid of a block: spacing (m), width and height fractions, glass value."""
-
-    def pick(table, salt):
-        return table[style, 0] + (table[style, 1] - table[style, 0]) * hash_unit(
-            seed, salt, block_key
-        )
-
-    return {
-        "spacing": pick(S.WINDOW_SPACING, 211).astype(np.float32),
-        "width": pick(S.WINDOW_W, 212).astype(np.float32),
-        "height": pick(S.WINDOW_H, 213).astype(np.float32),
-        "floor": S.FLOOR_HEIGHT[style],
-        "glass": S.WINDOW_VAL[style] * (0.7 + 0.6 * hash_unit(seed, 214, block_key)),
-    }
-
-
 def tree_rgb(seed: int, tree_key: np.ndarray, style: np.ndarray, season) -> np.ndarray:
     """Crown colour of a tree (species per street or garden)."""
     sp = SPECIES[(hash_ints(seed, 221, tree_key) % np.uint64(len(SPECIES))).astype(np.int64)]

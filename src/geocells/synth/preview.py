@@ -90,3 +90,49 @@ def preview(
     sheet.save(out, optimize=True)
     log.info("preview with %d tiles written to %s", len(groups), out)
     return out
+
+
+def places(dataset_root: Path, out: Path, rows: int = 6, px: int = 160, seed: int = 0) -> Path:
+    """Write a sheet of places of a synthetic dataset: per row the aerial tile, then the same
+    place (a training panorama's position) seen at two headings 90° apart in the training
+    campaign and in the test campaign: is each place recognisable, and only there?"""
+    from geocells.config import resolve_config
+    from geocells.data import Dataset
+    from geocells.synth.capture import sample_capture
+    from geocells.synth.config import SynthConfig
+    from geocells.synth.street import StreetRenderer
+    from geocells.synth.world import World
+
+    dataset = Dataset.open(dataset_root)
+    if dataset.world is None:
+        raise ValueError(f"{dataset_root} is not a synthetic dataset (no world.json)")
+    cfg = resolve_config(SynthConfig, dataset.world["config"])
+    world = World(cfg)
+    train = dataset.manifest.split("train")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(train), min(rows, len(train)), replace=False)
+    renderer = StreetRenderer(world, cfg.image_size, cfg.fov_deg, cfg.camera_height_m,
+                              cfg.max_view_m)  # fmt: skip
+    gap = 4
+    sheet = Image.new("RGB", (5 * (px + gap) + gap, len(pick) * (px + gap) + gap), "white")
+    for r, i in enumerate(pick):
+        lat, lon = float(train.lat[i]), float(train.lon[i])
+        x, y = world.to_xy(np.array([lat]), np.array([lon]))
+        heading = float(rng.uniform(0, 360))
+        top = gap + r * (px + gap)
+        sheet.paste(Image.fromarray(dataset.aerial.crop(lat, lon, TILE_M, px)), (gap, top))
+        column = 1
+        for campaign in (cfg.train_campaign, cfg.test_campaign):
+            for turn in (0.0, 90.0):
+                view = renderer.render(x, y, np.array([heading + turn]),
+                                       [sample_capture(campaign, rng)])[0]  # fmt: skip
+                tile = Image.fromarray(view).resize((px, px), Image.BILINEAR)
+                label = f"{campaign.name} {(heading + turn) % 360:.0f}°"
+                ImageDraw.Draw(tile).text((3, 2), label, fill=(255, 255, 255))
+                sheet.paste(tile, (gap + column * (px + gap), top))
+                column += 1
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, optimize=True)
+    log.info("sheet of %d places written to %s", len(pick), out)
+    return out

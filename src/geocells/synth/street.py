@@ -49,6 +49,7 @@ class StreetRenderer:
             self.col_x = grid.astype(np.float64)  # horizontal tangent per column
             self.row_y = -grid[:, None].astype(np.float64)  # vertical tangent per row (up > 0)
             self.col_len = np.sqrt(1 + self.col_x**2)  # horizontal ray length per unit depth
+        self.pixel_angle = 2 * np.pi / self.width if panorama else np.deg2rad(fov_deg) / size
         self.dists = NEAR_M * (max_view_m / NEAR_M) ** (np.arange(MARCH_STEPS) / (MARCH_STEPS - 1))
         self.tables = self._tables()
 

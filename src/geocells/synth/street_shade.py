@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from geocells.synth import landmarks, terrain
 from geocells.synth.capture import finish
+from geocells.synth.facades import building_look, mural_pattern, sign_pattern, texture
+from geocells.synth.layout import URBAN_BIT
 from geocells.synth.noise import value_noise
-from geocells.synth.paint import facade_hsv, ground_rgb, tree_rgb, vegetation, window_params
-from geocells.synth.styles import hsv_to_rgb
+from geocells.synth.paint import ground_rgb, tree_rgb, vegetation
 from geocells.synth.world import FOREST
 
 _GLOW_RGB = np.array([1.0, 0.9, 0.7], np.float32)
 _GLASS_RGB = np.array([0.9, 1.0, 1.15], np.float32)
 _BARK_RGB = np.array([0.25, 0.2, 0.15], np.float32)
+# Meteorological visibility of a clear day (haze shortens it): far landmarks stay visible.
+VISIBILITY_M = 2600.0
 
 
 def _per_view(captures, name):
@@ -44,10 +48,10 @@ def _sky(renderer, ray, captures, rows):
 
 
 def _walls(renderer, wall, hz, b, w, captures, forest_px):
-    """Lit facade colour with windows (or forest edge foliage) at wall pixels: float32
-    [B, H, W, 3] (meaningful where there is a wall)."""
+    """Lit facade colour with each building's material, windows, shutters and shop front
+    (or forest edge foliage) at wall pixels: float32 [B, H, W, 3] (meaningful at walls)."""
     seed = renderer.world.seed
-    style, key = wall.style, wall.block_key
+    style = wall.style
     sun_az, sun_el = _per_view(captures, "sun_azimuth"), _per_view(captures, "sun_elevation")
     normal = wall.wall_normal.reshape(b, w)
     diffuse = np.clip(np.cos(normal - sun_az[:, None]), 0, 1) * np.cos(sun_el)[:, None]
@@ -55,20 +59,53 @@ def _walls(renderer, wall, hz, b, w, captures, forest_px):
     diffuse = np.where(forest, 0.4, diffuse)
     light = (0.5 + 0.7 * _per_view(captures, "intensity")[:, None] * diffuse).astype(np.float32)
     light = light.reshape(b, 1, w, 1)  # per column, folded into the colours below
-    hue, sat, val = facade_hsv(seed, key, style)
-    facade = hsv_to_rgb(hue, sat, val).reshape(b, 1, w, 3) * light
-    win = {
-        k: np.broadcast_to(v, key.shape).reshape(b, 1, w).astype(np.float32)
-        for k, v in window_params(seed, key, style).items()
-    }
+    key = wall.building_key
+    look = building_look(seed, key, style, (key & URBAN_BIT) != 0)
+
+    def col(name):  # a per-column attribute shaped to broadcast over rows
+        value = look[name]
+        return value.reshape((b, 1, w, *value.shape[1:]))
+
     s = wall.wall_s.reshape(b, 1, w)
-    in_col = np.mod(s / win["spacing"], 1.0) < win["width"]
-    level = np.mod(hz / win["floor"], np.float32(1.0))
-    in_row = (level > 0.3) & (level < 0.3 + 0.6 * win["height"]) & (hz > 0.8)
-    glass = win["glass"][..., None] * _GLASS_RGB * light  # [B, 1, W, 3]
+    facade = col("facade") * (light * texture(col("material"), s, hz)[..., None])
+    floor, spacing = col("floor").astype(np.float32), col("spacing")
+    frac = np.mod(s / spacing, 1.0)
+    in_col = frac < col("width")
+    level = np.mod(hz / floor, np.float32(1.0))
+    in_row = (level > 0.3) & (level < 0.3 + 0.6 * col("height"))
+    shop = col("shop") & (hz < floor)
+    upper = in_col & in_row & (hz > floor * np.where(col("shop"), 1.0, 0.25))
+    shutter = col("shutters") & in_row & (hz > floor) & (frac >= col("width"))
+    shutter &= frac < col("width") + 0.14
+    shop_glass = shop & (np.mod(s / 4.0, 1.0) < 0.78) & (hz > 0.25) & (hz < 0.6 * floor)
+    awning = shop & (hz >= 0.6 * floor) & (hz < 0.74 * floor)
+    sign = shop & (hz >= 0.74 * floor)
+    stripe = col("stripes") & (np.mod(s / 0.6, 2.0) < 1.0)
+    awning_rgb = np.where(stripe[..., None], np.float32(0.92), col("awning")) * light
+    glass = col("glass")[..., None] * _GLASS_RGB * light  # [B, 1, W, 3]
     top = (wall.height.reshape(b, 1, w) - hz) < 0.35  # cornice line
-    facade_px = facade * np.where(top, np.float32(0.75), np.float32(1.0))[..., None]
-    rgb = np.where((in_col & in_row)[..., None], glass, facade_px)
+    rgb = facade * np.where(top, np.float32(0.75), np.float32(1.0))[..., None]
+    mural = col("mural") & (hz > floor) & mural_pattern(col, s, hz)
+    rgb = np.where(mural[..., None], col("mural_rgb") * light, rgb)
+    # Windows: frames in the trim colour, some arched, balconies under some floors.
+    window_top = 0.3 + 0.6 * col("height")
+    arch = col("arched") & (level > window_top - 0.12)
+    arch &= np.abs(frac / col("width") - 0.5) > 0.5 * np.sqrt(
+        np.clip(1 - ((level - window_top + 0.12) / 0.12) ** 2, 0, 1)
+    )
+    pane = upper & ~arch
+    frame = col("frames") & pane & ((frac < 0.12 * col("width")) | (level < 0.36))
+    balcony = col("balconies") & (hz > floor) & (level < 0.3) & (level > 0.12)
+    balcony &= frac < col("width") + 0.3
+    rgb = np.where(shutter[..., None], col("trim") * light, rgb)
+    rgb = np.where((pane | shop_glass)[..., None], glass, rgb)
+    rgb = np.where((frame | balcony)[..., None], col("trim") * light, rgb)
+    rgb = np.where(awning[..., None], awning_rgb, rgb)
+    logo = sign_pattern(col, s, (hz - 0.74 * floor) / (0.26 * floor))
+    rgb = np.where(
+        sign[..., None], np.where(logo[..., None], col("logo"), col("sign")) * light, rgb
+    )
+    rgb = rgb.astype(np.float32)
     if forest_px.size:  # world-anchored leaf texture, only on forest-edge wall pixels
         bi, ri, ci = np.unravel_index(forest_px, hz.shape)
         hx, hy = renderer._hit_xy
@@ -80,7 +117,33 @@ def _walls(renderer, wall, hz, b, w, captures, forest_px):
             0.5,
         )  # fmt: skip
         rgb[bi, ri, ci] = green * light[bi, 0, ci]
-    return rgb
+    return rgb, look
+
+
+def _roofs(renderer, wall, wall_d, ray, look, captures, b, w):
+    """Pitched roofs seen above the eaves: mask [B, H, W] and lit colour [B, 1, W, 3].
+
+    The roof rises from the eaves (the wall top at the hit) to the ridge ``ridge_m`` behind
+    the wall, ``roof_rise`` higher; a row shows roof where its ray passes above the eaves
+    and below the ridge line.
+    """
+    t = renderer.tables
+    rise = wall.roof_rise.reshape(b, 1, w)
+    eave = wall.height.reshape(b, 1, w)
+    normal = wall.wall_normal.reshape(b, w)
+    # Ray direction against the wall normal: how much farther the ridge is along the ray.
+    facing = -(ray[..., 0] * np.sin(normal) + ray[..., 1] * np.cos(normal))
+    ridge_d = wall_d + wall.ridge_m.reshape(b, w) / np.clip(facing, 0.35, None)
+    d0 = np.where(np.isfinite(wall_d), wall_d, 0.0)[:, None, :].astype(np.float32)
+    d1 = np.where(np.isfinite(ridge_d), ridge_d, 0.0)[:, None, :].astype(np.float32)
+    z0 = renderer.cam_h + t["row_y"] * d0 / t["col_len"]
+    z1 = renderer.cam_h + t["row_y"] * d1 / t["col_len"]
+    mask = (rise > 0) & (z0 > eave) & (z1 <= eave + rise) & np.isfinite(wall_d)[:, None, :]
+    sun_az, sun_el = _per_view(captures, "sun_azimuth"), _per_view(captures, "sun_elevation")
+    lit = 0.55 + 0.5 * np.clip(np.cos(normal - sun_az[:, None]), 0, 1) * np.sin(sun_el)[:, None]
+    lit *= _per_view(captures, "intensity")[:, None]
+    colour = look["pitched_roof"].reshape(b, 1, w, 3) * lit.reshape(b, 1, w, 1)
+    return mask, colour.astype(np.float32)
 
 
 def _ground(renderer, x, y, ray, is_ground, captures, intensity):
@@ -164,19 +227,26 @@ def compose(renderer, x, y, ray, wall_d, wall, tree, captures) -> np.ndarray:
     hz = renderer.cam_h + row_y * np.where(np.isfinite(wd), wd, np.float32(0.0)) / col_len
     is_wall = np.isfinite(wd) & (hz >= 0) & (hz <= wall.height.reshape(b, 1, w))
     forest_px = np.flatnonzero(is_wall & (wall.ground == FOREST).reshape(b, 1, w))
-    np.copyto(rgb, _walls(renderer, wall, hz, b, w, captures, forest_px), where=is_wall[..., None])
+    wall_rgb, look = _walls(renderer, wall, hz, b, w, captures, forest_px)
+    np.copyto(rgb, wall_rgb, where=is_wall[..., None])
     np.copyto(dist, wd, where=is_wall)
+    roof, roof_rgb = _roofs(renderer, wall, wall_d, ray, look, captures, b, w)
+    roof &= ~is_wall
+    np.copyto(rgb, np.broadcast_to(roof_rgb, rgb.shape), where=roof[..., None])
+    np.copyto(dist, wd, where=roof)
     # Ground (shaded at half the horizontal resolution: pairs of columns share it).
     gd = t["ground_d"]  # [H, W], inf above the horizon
     is_ground = gd < np.minimum(wd, np.float32(renderer.max_view))
     _paint_pairs(rgb, _ground(renderer, x, y, ray, is_ground, captures, intensity), is_ground)
     np.copyto(dist, gd, where=is_ground)
-    far = t["below"] & ~is_ground & ~is_wall
+    far = t["below"] & ~is_ground & ~is_wall & ~roof
     np.copyto(rgb, horizon * np.float32(0.9), where=far[..., None])
     # Tree crowns and trunks in front of everything else.
     _trees(renderer, tree, captures, intensity, rgb, dist)
+    terrain.draw(renderer, x, y, ray, captures, rgb, dist)
+    landmarks.draw(renderer, x, y, ray, captures, rgb, dist)
     # Distance haze (the sky keeps its colour).
-    visibility = (700.0 * (1 - 0.75 * _per_view(captures, "haze"))).astype(np.float32)
+    visibility = (VISIBILITY_M * (1 - 0.6 * _per_view(captures, "haze"))).astype(np.float32)
     solid = np.isfinite(dist)
     fog = -np.expm1(-np.where(solid, dist, np.float32(0.0)) / visibility[:, None, None])
     rgb += fog[..., None] * (horizon - rgb)

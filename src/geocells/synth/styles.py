@@ -91,6 +91,8 @@ VEG_SAT = np.array([1.0, 0.9, 0.75, 1.05, 0.95, 0.85], np.float32)
 SETBACK = np.array([3.0, 4.0, 1.0, 1.5, 6.0, 8.0], np.float32)
 BLOCK_DEPTH = np.array([12.0, 10.0, 16.0, 14.0, 18.0, 12.0], np.float32)
 LOT_SIZE = np.array([24.0, 20.0, 16.0, 18.0, 28.0, 30.0], np.float32)
+# Share of urban buildings with a pitched roof (the rest are flat).
+PITCHED_SHARE = np.array([0.8, 0.7, 0.3, 0.6, 0.1, 0.4], np.float32)
 
 
 def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -39,11 +39,14 @@ class Layout:
     tree_r: np.ndarray
     tree_key: np.ndarray  # uint64 key of that tree (species colour)
     block_key: np.ndarray  # uint64 key of the town block (0 outside towns)
+    building_key: np.ndarray  # uint64 key of the building here (its colours, material, windows)
     street_key: np.ndarray  # uint64 key of the road segment (roads only)
     parcel_key: np.ndarray  # uint64 key of the field parcel
     wall_s: np.ndarray  # float32 coordinate along the nearest wall (for windows)
     wall_normal: np.ndarray  # float32 azimuth of the nearest wall's outward normal (rad)
     roof_slope: np.ndarray  # float32 azimuth of the roof slope normal, NaN when flat
+    roof_rise: np.ndarray  # float32 height of a pitched roof's ridge above the eaves, 0 if flat
+    ridge_m: np.ndarray  # float32 horizontal distance from the wall here to the ridge
     stripe: np.ndarray  # float32 field furrow phase / road marking flag
     u: np.ndarray  # float32 town influence in [0, 1]
 
@@ -130,7 +133,7 @@ class World:
         out["angle"] = hash_unit(self.seed, 36, key) * (np.pi / 2)
         out["bu"] = 70.0 + 60.0 * hash_unit(self.seed, 37, key)
         out["bv"] = 70.0 + 60.0 * hash_unit(self.seed, 38, key)
-        out["road_w"] = 8.0 + 5.0 * hash_unit(self.seed, 39, key)
+        out["road_w"] = 6.5 + 4.0 * hash_unit(self.seed, 39, key)
         return out
 
     def rural_warp(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
