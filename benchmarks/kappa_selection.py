@@ -9,24 +9,34 @@ output. Run: ``python benchmarks/kappa_selection.py DB [--dataset DATASET] [--sp
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from geocells.calibrate.kappa import guard_kappa, select_kappa
 from geocells.calibrate.stage import CalibrateConfig, embed_queries, top1_errors_by_kappa
 from geocells.data.dataset import Dataset
 from geocells.db.store import Database
 from geocells.models import load_model
+from geocells.models.device import batch_size_for, resolve_device
+from geocells.scoring.kappa import guard_kappa, select_kappa
+
+
+def _dataset_of(database: Database) -> Path:
+    """The dataset the database was built from (meta.json), or a ValueError saying so."""
+    if not database.meta.dataset:
+        raise ValueError(f"database {database.path} names no dataset; pass --dataset")
+    return Path(database.meta.dataset)
 
 
 def val_hits(db: Path, dataset: Path | None, radius_m: float) -> tuple[np.ndarray, np.ndarray]:
     """``(kappas [K], hits bool [K, Q])``: is each val query's top-1 within ``radius_m``."""
     database = Database.open(db)
-    root = dataset if dataset is not None else Path(database.meta["dataset"])
+    root = dataset if dataset is not None else _dataset_of(database)
     manifest = Dataset.open(root).manifest.split("val")
-    model = load_model(database.path / database.meta["model"]["file"])
+    model = load_model(database.path / database.meta.model_file)
     cfg = CalibrateConfig(radius_m=radius_m, progress=False)
+    cfg = replace(cfg, batch_size=batch_size_for(resolve_device(cfg.device), cfg.batch_size))
     queries, kept, _ = embed_queries(model, manifest, cfg)
     lat, lon = manifest.lat[kept], manifest.lon[kept]
     kappas, errors = top1_errors_by_kappa(database, queries, lat, lon, cfg)

@@ -37,7 +37,9 @@ def _test_split(localizer, n: int):
     """Paths and true positions of the first ``n`` test images of the database's dataset."""
     from geocells.data.dataset import Dataset
 
-    dataset = Dataset.open(Path(localizer.database.meta["dataset"]))
+    if not localizer.database.meta.dataset:
+        raise ValueError(f"database {localizer.database.path} names no dataset (meta.json)")
+    dataset = Dataset.open(Path(localizer.database.meta.dataset))
     manifest = dataset.manifest.split("test")
     if len(manifest) == 0:
         raise ValueError(f"dataset {dataset.root} has no test images to time")

@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from geocells.bench.codes import make_queries
     from geocells.db.store import Database
+    from geocells.scoring.exact import exact_search
     from geocells.search import export
-    from geocells.search.exact import exact_search
     from geocells.search.index_file import open_searcher
     from geocells.search.ivfpq import CellSearcher
 

@@ -115,8 +115,8 @@ def histogram_baseline(
     """Recall@1 within 100 m of the colour-histogram cross-view matcher on ``split``."""
     from geocells.data import Dataset, load_image
     from geocells.eval.histogram import aerial_cell_histograms, colour_histograms
-    from geocells.eval.metrics import median_error, recall_within
     from geocells.geo import cell_to_latlng, haversine_m, region_cells
+    from geocells.scoring.metrics import median_error, recall_within
 
     dataset = Dataset.open(dataset_root)
     cells = region_cells(dataset.region, level)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -86,6 +87,7 @@ def bench_prototypes(
     from geocells.train.optim import prototype_optimizer
 
     loss_cfg = LossConfig()
+    mining = replace(loss_cfg, neighbor_rings=0)  # stand-in ids have no S2 neighbours
     params = MSParams(loss_cfg.alpha, loss_cfg.beta, loss_cfg.base, loss_cfg.mining_margin)
     for rows in rows_list:
         # Consecutive level-30 ids stand in for cells (no S2 neighbours: rings = 0).
@@ -97,17 +99,7 @@ def bench_prototypes(
             anchors = torch.nn.functional.normalize(torch.randn(batch, dim), dim=1)
             anchor_rows = torch.randint(rows, (batch,))
             tick = time.perf_counter()
-            candidates = candidate_rows(
-                anchors,
-                anchor_rows,
-                table,
-                params,
-                loss_cfg.all_negatives_max,
-                loss_cfg.random_negatives,
-                0,
-                loss_cfg.chunk_size,
-                generator,
-            )
+            candidates = candidate_rows(anchors, anchor_rows, table, params, mining, generator)
             loss = prototype_loss(anchors, anchor_rows, table(candidates), candidates, params)
             opt.zero_grad()
             loss.backward()

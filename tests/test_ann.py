@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from geocells.search.exact import exact_search, rerank_exact
+from geocells.scoring.exact import exact_search, rerank_exact
 from geocells.search.ivfpq import CellSearcher
 
 
@@ -287,7 +287,7 @@ def test_auto_parameters_follow_the_database_size():
 
 
 def test_ivfpq_searcher_advises_random_access_on_memmaps(tmp_path):
-    from geocells.search.memmap import advise_random_access
+    from geocells.scoring.memmap import advise_random_access
 
     aerial, _, _ = structured_codes(200)
     np.save(tmp_path / "a.npy", aerial)
@@ -296,7 +296,7 @@ def test_ivfpq_searcher_advises_random_access_on_memmaps(tmp_path):
 
 
 def test_prefetch_rows_and_rerank_from_memmaps(tmp_path, ivfpq_case):
-    from geocells.search.memmap import prefetch_rows
+    from geocells.scoring.memmap import prefetch_rows
 
     aerial, proto, searcher, queries, _ = ivfpq_case
     np.save(tmp_path / "a.npy", aerial)

@@ -118,7 +118,7 @@ def test_streamed_evaluation_matches_dense_scoring_and_uses_the_search():
     distances = haversine_m(
         np.repeat(q_lat, n), np.repeat(q_lon, n), np.tile(lat, q), np.tile(lon, q)
     ).reshape(q, n)
-    from geocells.eval.metrics import rank_within
+    from geocells.scoring.metrics import rank_within
 
     np.testing.assert_array_equal(result.ranks, rank_within(dense, distances))
     assert result.ranks.min() >= 1 and result.exact_top1 is None

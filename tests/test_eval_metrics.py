@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from geocells.eval import metrics
+from geocells.scoring import metrics
 
 
 def test_recall_within_counts_inclusive_threshold():

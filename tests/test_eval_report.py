@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 
-from geocells.eval import metrics, plots
+from geocells.eval import plots
 from geocells.eval.report import Example, ReportData, render_html, write_report
 from geocells.eval.table import (
     ablation_checks,
@@ -15,6 +15,7 @@ from geocells.eval.table import (
     strata_table_text,
 )
 from geocells.eval.visuals import read_kappa_curve
+from geocells.scoring import metrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from geocells.calibrate.confidence import (
+from geocells.scoring.confidence import (
     ConfidenceModel,
     cross_fitted_ece,
     expected_calibration_error,
@@ -13,7 +13,7 @@ from geocells.calibrate.confidence import (
     reference_embeddings,
     typicality,
 )
-from geocells.calibrate.kappa import (
+from geocells.scoring.kappa import (
     guard_kappa,
     kappa_grid,
     paired_gain,

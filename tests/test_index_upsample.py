@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from geocells.db.upsample import (
+from geocells.geo import cell_children, cell_parent, cell_to_latlng, latlng_to_cell
+from geocells.scoring.upsample import (
     bilinear_weights,
     surrounding_cells,
     unit_vectors,
     upsample_prototypes,
 )
-from geocells.geo import cell_children, cell_parent, cell_to_latlng, latlng_to_cell
 
 PROTO_LEVEL = 12
 

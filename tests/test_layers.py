@@ -1,5 +1,6 @@
 """The package layers: no module imports a later stage (import-linter's contract)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_no_module_imports_a_later_stage(monkeypatch):
-    cli = pytest.importorskip("importlinter.cli")
+    """Skipped only off CI: with ``CI=true`` a missing import-linter is a failure."""
+    try:
+        from importlinter import cli
+    except ImportError:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail("import-linter is not installed (pip install -e '.[dev]'); CI must run it")
+        pytest.skip("import-linter is not installed")
     monkeypatch.chdir(ROOT)  # the contract lives in pyproject.toml
     assert cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
 
@@ -25,3 +32,16 @@ def test_the_contract_lists_every_package():
         p.stem for p in source.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()
     }
     assert packages - {"__init__", "__main__"} <= named
+
+
+def test_missing_import_linter_fails_on_ci(monkeypatch):
+    """With CI=true the layer check cannot quietly skip because import-linter is absent."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "importlinter", None)  # import raises ImportError
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="import-linter is not installed"):
+        test_no_module_imports_a_later_stage(monkeypatch)
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        test_no_module_imports_a_later_stage(monkeypatch)

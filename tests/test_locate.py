@@ -13,7 +13,7 @@ from geocells.db.store import Database, DatabaseError
 from geocells.geo import cell_to_latlng, token_to_cell
 from geocells.locate import Localizer, Prediction
 from geocells.locate.formats import CSV_COLUMNS
-from geocells.search.exact import exact_search
+from geocells.scoring.exact import exact_search
 
 
 @pytest.fixture(scope="module")

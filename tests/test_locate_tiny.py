@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 
-from geocells.calibrate.kappa import kappa_grid
 from geocells.cli import main
 from geocells.data.dataset import Dataset
 from geocells.db.store import Database
 from geocells.geo import region_cells
 from geocells.locate import Localizer
+from geocells.scoring.kappa import kappa_grid
 
 
 def test_tiny_database_covers_the_region(tiny_db, tiny_dataset):

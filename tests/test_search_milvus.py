@@ -20,8 +20,8 @@ import itertools
 from geocells.db.store import Database, DatabaseError, new_arrays
 from geocells.geo import cell_parent, latlng_to_cell
 from geocells.io import DatabaseMeta, sha256_file
+from geocells.scoring.exact import exact_search, fused_codes
 from geocells.search import export
-from geocells.search.exact import exact_search, fused_codes
 from geocells.search.index_file import open_searcher
 from geocells.search.milvus import MilvusError, MilvusSearcher, partitions_covering
 

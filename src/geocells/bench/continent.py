@@ -194,7 +194,7 @@ def measure_exact(cfg: ContinentBenchConfig, out: Path, queries: np.ndarray) -> 
     The result only depends on the database and the queries, so a rerun with other
     compressed-search settings reuses ``exact.json`` + ``exact_rows.npy``.
     """
-    from geocells.search.exact import exact_search
+    from geocells.scoring.exact import exact_search
 
     aerial, proto = _open_codes(out)
     key = {**_stage_key(cfg, "codes"), "kappa": cfg.kappa, "top_k": cfg.top_k,

@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from geocells.calibrate.confidence import (
+from geocells.config import ConfigError, require_at_least
+from geocells.data.dataset import Dataset
+from geocells.db.store import DATABASE_OUTPUT, Database
+from geocells.geo import cell_to_latlng, haversine_m
+from geocells.io import atomic_write, dataset_fingerprint
+from geocells.models import load_model
+from geocells.models.device import batch_size_for, check_device, resolve_device
+from geocells.outputs import output_lock
+from geocells.scoring.confidence import (
     REFERENCE_FILE,
     ConfidenceModel,
     aspect_ratios,
@@ -27,7 +35,8 @@ from geocells.calibrate.confidence import (
     reference_embeddings,
     typicality,
 )
-from geocells.calibrate.kappa import (
+from geocells.scoring.exact import exact_search
+from geocells.scoring.kappa import (
     guard_kappa,
     kappa_grid,
     select_kappa,
@@ -35,15 +44,6 @@ from geocells.calibrate.kappa import (
     sweep_top1,
     top1_errors,
 )
-from geocells.config import ConfigError, require_at_least
-from geocells.data.dataset import Dataset
-from geocells.db.store import DATABASE_OUTPUT, Database
-from geocells.geo import cell_to_latlng, haversine_m
-from geocells.io import atomic_write, dataset_fingerprint
-from geocells.models import load_model
-from geocells.models.device import batch_size_for, check_device, resolve_device
-from geocells.outputs import output_lock
-from geocells.search.exact import exact_search
 from geocells.search.index_file import write_search_index
 
 log = logging.getLogger(__name__)

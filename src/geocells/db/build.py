@@ -21,7 +21,6 @@ import numpy as np
 from geocells.data.aerial import OutOfCoverageError
 from geocells.data.dataset import Dataset
 from geocells.db.store import DATABASE_OUTPUT, assemble, save_chunk
-from geocells.db.upsample import METHODS, upsample_prototypes
 from geocells.geo import Region, cell_to_latlng, count_cells, cover_region, region_cells
 from geocells.io import (
     DatabaseMeta,
@@ -36,6 +35,8 @@ from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.models.geomodel import resolve_checkpoint
 from geocells.outputs import claim_output, output_lock
+from geocells.scoring.codes import DEFAULT_UPSAMPLE, aerial_codes, cell_codes
+from geocells.scoring.upsample import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class IndexConfig:
     batch_size: int = 0  # tiles per encoder call; 0: 64 on the CPU, 256 on CUDA
     tile_size_m: float = 0.0  # aerial footprint per cell (m); 0: the model's training tile
     rotations: int = 1  # 4: average the embeddings of the tile turned by 0/90/180/270°
-    upsample: str = "bilinear"  # prototype upsampling: parent | bilinear
+    upsample: str = DEFAULT_UPSAMPLE  # prototype upsampling: parent | bilinear
     cell_level: int = -1  # Lc; -1: one level below the model's prototypes
     land_only: bool = False
     progress: bool = True
@@ -151,9 +152,7 @@ def encode_aerial(
         for angle in angles:
             tiles, covered = _crop_tiles(lat[rows], lon[rows], sources, cfg, angle)
             total = total + np.asarray(sources.encode_tiles(tiles), dtype=np.float32)
-        total /= np.maximum(np.linalg.norm(total, axis=1, keepdims=True), 1e-12)
-        total[~covered] = 0.0
-        parts.append(total)
+        parts.append(aerial_codes(total, covered))
         if on_batch is not None:
             on_batch(len(tiles))
     return np.concatenate(parts)
@@ -167,10 +166,7 @@ def encode_chunk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(aerial float16 [n, D], proto float16 [n, D])`` for one chunk of cells."""
     aerial = encode_aerial(cells, sources, cfg, on_batch)
-    proto = upsample_prototypes(cells, sources.proto_cells, sources.prototypes, cfg.upsample)
-    if aerial.shape[1] != proto.shape[1]:
-        raise ValueError(f"aerial embeddings have D={aerial.shape[1]}, prototypes {proto.shape[1]}")
-    return aerial.astype(np.float16), proto.astype(np.float16)
+    return cell_codes(cells, aerial, sources.proto_cells, sources.prototypes, cfg.upsample)
 
 
 def _changed_keys(new: dict[str, Any], old: dict[str, Any]) -> str:

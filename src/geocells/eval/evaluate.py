@@ -22,7 +22,6 @@ from geocells.config import ConfigError, require_at_least
 from geocells.data.dataset import Dataset
 from geocells.data.manifest import SPLITS
 from geocells.db.store import Database
-from geocells.eval import metrics
 from geocells.eval.build_methods import build_methods, search_comparison
 from geocells.eval.histogram import colour_histograms
 from geocells.eval.methods import MethodDatabase, MethodResult, evaluate_method
@@ -33,6 +32,7 @@ from geocells.io import atomic_write, dataset_fingerprint, write_text
 from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
+from geocells.scoring import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Every method is a ``MethodDatabase``: positions of its items, ``score(queries, r
 any slice or set of its rows, its storage size and, for the deployed hybrid, ``search``:
 the Localizer's own searcher (IVF-PQ where the database has an index). ``evaluate_method``
 streams: per chunk of queries it walks the items in blocks of about 64 MB of scores,
-keeps a running top-k (``geocells.search.exact``'s tie rule) and counts the items that
+keeps a running top-k (``geocells.scoring.exact``'s tie rule) and counts the items that
 beat each query's best item within 200 m (the paper's rank), so neither a float32 copy of
 the codes nor a [Q, N] score matrix is ever built: a 25 M-cell database fits in 24 GB.
 """
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from geocells.eval import metrics
 from geocells.geo import cell_to_latlng, haversine_m
-from geocells.search.exact import block_top_k, merge_top_k
+from geocells.scoring import metrics
+from geocells.scoring.exact import block_top_k, merge_top_k
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geocells.calibrate.confidence import aspect_ratios
 from geocells.data.files import not_regular_reason, special_file
 from geocells.locate.record import ImageResult, exif_position
+from geocells.scoring.confidence import aspect_ratios
 
 if TYPE_CHECKING:
     from geocells.locate.localizer import Localizer

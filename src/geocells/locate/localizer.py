@@ -25,12 +25,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from geocells.calibrate.confidence import (
-    REFERENCE_FILE,
-    ConfidenceModel,
-    aspect_ratios,
-    typicality,
-)
 from geocells.data import load_image
 from geocells.data.images import ImageLoadError
 from geocells.db.store import RECALIBRATE, Database, DatabaseError
@@ -40,6 +34,12 @@ from geocells.locate.record import ImageResult, Prediction, exif_position
 from geocells.models import GeoModel, load_model
 from geocells.models.device import batch_size_for, resolve_device
 from geocells.models.embed import encode_views, panorama_views
+from geocells.scoring.confidence import (
+    REFERENCE_FILE,
+    ConfidenceModel,
+    aspect_ratios,
+    typicality,
+)
 from geocells.search.index_file import open_searcher
 from geocells.search.searcher import Searcher
 
@@ -198,7 +198,7 @@ class Localizer:
     ) -> list[list[Prediction]]:
         """Predictions from search output ``scores, rows [Q, k]`` (k >= 2 for confidence);
         ``queries [Q, D]`` and the images' ``aspect [Q]``, when given, let the confidence
-        recognise inputs unlike the val images (``geocells.calibrate.confidence``)."""
+        recognise inputs unlike the val images (``geocells.scoring.confidence``)."""
 
         found = rows >= 0
         cells = np.asarray(self.database.cells)[np.where(found, rows, 0)]

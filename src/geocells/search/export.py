@@ -26,7 +26,7 @@ import numpy as np
 
 from geocells.db.store import RECALIBRATE, Database
 from geocells.io import DatabaseMeta, atomic_write, copy_file, sha256_file
-from geocells.search.exact import check_finite_rows, fused_codes
+from geocells.scoring.exact import check_finite_rows, fused_codes
 from geocells.search.milvus import (
     DEFAULT_INDEX_PARAMS,
     DEFAULT_SEARCH_PARAMS,

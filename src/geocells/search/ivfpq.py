@@ -1,4 +1,4 @@
-"""The searcher over the fused cell codes: exact (``search.exact``) or compressed (faiss IVF-PQ).
+"""The searcher over the fused cell codes: exact (``scoring.exact``) or compressed (faiss IVF-PQ).
 
 The score of cell ``i`` for a query ``q`` is ``aerial_i · q + kappa * proto_i · q`` (the
 codes are not re-normalised; DESIGN §1). Both backends read the database from the float16
@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from geocells.io import atomic_write, write_json
-from geocells.search.coarse import coarse_index, pow2_near, two_level_centroids
-from geocells.search.exact import (
+from geocells.scoring.exact import (
     check_database,
     check_finite_rows,
     check_queries,
@@ -35,7 +34,8 @@ from geocells.search.exact import (
     rerank_exact,
     top_k_over_chunks,
 )
-from geocells.search.memmap import advise_random_access
+from geocells.scoring.memmap import advise_random_access
+from geocells.search.coarse import coarse_index, pow2_near, two_level_centroids
 
 logger = logging.getLogger(__name__)
 

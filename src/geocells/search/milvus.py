@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from geocells.search.exact import check_queries, sort_desc
+from geocells.scoring.exact import check_queries, sort_desc
 
 log = logging.getLogger(__name__)
 

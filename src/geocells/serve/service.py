@@ -128,7 +128,7 @@ class Service:
 
     def run_batch(self, images: list[Any], top_k: int) -> list[list[Prediction]]:
         """One encoder call and one search for a batch (runs on the batch thread)."""
-        from geocells.calibrate.confidence import aspect_ratios
+        from geocells.scoring.confidence import aspect_ratios
 
         queries = self.localizer.embed(images)
         return self.localizer.search(queries, top_k, aspect_ratios(images))

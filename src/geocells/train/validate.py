@@ -1,10 +1,14 @@
 """Quick validation during training: R@1 within 100 m on the val split.
 
-Queries (val ground images, at most ``train.val_max_queries``) are matched against
-(a) the north-up aerial tiles of the region's level-Lc cells (aerial-only), (b) the
-prototypes (prototype-only, answer = the prototype cell's centre) and (c) the hybrid
-code ``aerial + 1.0 * parent prototype`` (uncalibrated kappa = 1). Tiles are cropped
-once and kept in memory for the whole run.
+Validation scores what the database serves. Queries (val ground images, at most
+``train.val_max_queries``) are matched against the level-Lc cells of the region (all of
+them, or ``train.val_max_cells`` including each query's own cell), coded as ``db.build``
+codes them (``geocells.scoring.codes``: unit aerial rows, zero where there is no aerial
+imagery, prototypes upsampled with the index's default method, float16): (a) aerial-only,
+(b) prototype-only (answer = the prototype cell's centre) and (c) the hybrid
+``aerial + 1.0 · proto`` (uncalibrated κ = 1, ``eval``'s ``hybrid_k1``), all through
+``geocells.scoring.exact``. Tiles are cropped once and kept in memory for the whole run.
+A gallery cell whose parent has no prototype is an error, as in ``db.build``.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from geocells.data.aerial import OutOfCoverageError
+from geocells.data.aerial import crop_many
 from geocells.data.images import ImageLoadError, load_image
-from geocells.geo import cell_level, cell_parent, cell_to_latlng, haversine_m, latlng_to_cell
+from geocells.geo import cell_level, cell_to_latlng, haversine_m, latlng_to_cell
 from geocells.models.geomodel import GeoModel
+from geocells.scoring.codes import DEFAULT_UPSAMPLE, aerial_codes, cell_codes
+from geocells.scoring.exact import exact_search, search_codes
+from geocells.scoring.metrics import rank_summary, rank_within, recall_within
+from geocells.scoring.upsample import upsample_prototypes
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +39,10 @@ class ValSet:
     queries: np.ndarray  # uint8 [Q, Sg, Sg, 3]
     lat: np.ndarray
     lon: np.ndarray
-    cells: np.ndarray  # uint64 [N] gallery cells (level Lc)
-    tiles: np.ndarray  # uint8 [N, Sa, Sa, 3]
+    cells: np.ndarray  # uint64 [N] gallery cells (level Lc), sorted
+    tiles: np.ndarray  # uint8 [N, Sa, Sa, 3] (black where not covered)
+    covered: np.ndarray  # bool [N]: the cell has aerial imagery
+    upsample: str = DEFAULT_UPSAMPLE
 
     @classmethod
     def build(cls, dataset, model: GeoModel, max_queries: int, max_cells: int, seed: int):
@@ -55,6 +64,9 @@ class ValSet:
                 continue
             queries.append(model.ground.resize(image))
             keep.append(i)
+        if not keep:
+            logger.warning("dataset %s: no readable val image: no validation", dataset.root)
+            return None
         cells = region_cells(dataset.region, model.cell_level)
         if len(cells) > max_cells:
             true_cells = latlng_to_cell(manifest.lat[keep], manifest.lon[keep], model.cell_level)
@@ -63,88 +75,58 @@ class ValSet:
             logger.info(
                 "val gallery: %d of the region's level-%d cells", len(cells), model.cell_level
             )
-        tiles, kept_cells = _crop_tiles(dataset.aerial, cells, model)
-        return cls(np.stack(queries), manifest.lat[keep], manifest.lon[keep], kept_cells, tiles)
+        # The database's missing-parent rule, checked before training starts.
+        table = model.prototypes
+        upsample_prototypes(cells, table.cells, np.zeros((len(table.cells), 1)), "parent")
+        lat, lon = cell_to_latlng(cells)
+        tiles, covered = crop_many(dataset.aerial, lat, lon, model.aerial_tile_m, model.aerial_px)
+        if not covered.all():
+            logger.info("val gallery: %d cells without aerial imagery", int((~covered).sum()))
+        return cls(np.stack(queries), manifest.lat[keep], manifest.lon[keep], cells, tiles, covered)
 
 
-def _crop_tiles(aerial, cells: np.ndarray, model: GeoModel) -> tuple[np.ndarray, np.ndarray]:
-    """North-up tiles centred on each cell; cells without imagery are left out."""
-    lat, lon = cell_to_latlng(cells)
-    tiles, kept = [], []
-    for k in range(len(cells)):
-        try:
-            tiles.append(aerial.crop(lat[k], lon[k], model.aerial_tile_m, model.aerial_px))
-            kept.append(k)
-        except OutOfCoverageError:
-            continue
-    if len(kept) < len(cells):
-        logger.info("val gallery: %d cells without aerial imagery left out", len(cells) - len(kept))
-    return np.stack(tiles), cells[kept]
+def database_codes(model: GeoModel, val: ValSet) -> tuple[np.ndarray, np.ndarray]:
+    """The gallery's ``(aerial, proto)`` codes, float16 ``[N, D]``, as ``db.build`` stores them."""
+    aerial = aerial_codes(model.aerial.encode(list(val.tiles)), val.covered)
+    prototypes = model.prototypes.normalized().detach().cpu().numpy()
+    return cell_codes(val.cells, aerial, model.prototypes.cells, prototypes, val.upsample)
 
 
-@torch.no_grad()
-def _embed(encoder, pixels: np.ndarray, device, batch_size: int = 128) -> torch.Tensor:
-    """uint8 [N, S, S, 3] -> [N, D] embeddings on ``device`` (eval mode)."""
-    chunks = []
-    for start in range(0, len(pixels), batch_size):
-        batch = torch.from_numpy(pixels[start : start + batch_size]).to(device)
-        chunks.append(encoder(encoder.normalize(batch)).float())
-    return torch.cat(chunks)
+def validate(model: GeoModel, val: ValSet, device=None) -> dict[str, float]:
+    """R@1 within 100 m for aerial-only, prototype-only and hybrid (κ = 1) retrieval.
 
-
-def recall_at_100m(pred_lat, pred_lon, lat, lon) -> float:
-    """Fraction of predictions within 100 m of the truth."""
-    return float(np.mean(haversine_m(pred_lat, pred_lon, lat, lon) <= RADIUS_M))
-
-
-def _median_rank(similarity: torch.Tensor, val: ValSet) -> float:
-    """Median 1-based rank of each query's own level-Lc cell in the gallery (NaN if absent)."""
-    true_cells = latlng_to_cell(val.lat, val.lon, int(cell_level(val.cells[:1])[0]))
-    columns = np.searchsorted(val.cells, true_cells).clip(0, len(val.cells) - 1)
-    present = val.cells[columns] == true_cells
-    if not present.any():
-        return float("nan")
-    rows = torch.from_numpy(np.flatnonzero(present))
-    own = similarity[rows, torch.from_numpy(columns[present])]
-    ranks = (similarity[rows] > own[:, None]).sum(dim=1) + 1
-    return float(ranks.float().median())
-
-
-@torch.no_grad()
-def validate(model: GeoModel, val: ValSet, device) -> dict[str, float]:
-    """R@1 within 100 m for aerial-only, prototype-only and hybrid (kappa = 1) retrieval."""
-    was_training = model.training
-    model.eval()
-    try:
-        queries = _embed(model.ground, val.queries, device)  # [Q, D]
-        gallery = _embed(model.aerial, val.tiles, device)  # [N, D]
-        prototypes = model.prototypes.normalized().to(device)  # [P, D]
-    finally:
-        model.train(was_training)
+    ``device`` is unused (the encoders run where the model is); kept for callers.
+    """
+    queries = model.ground.encode(list(val.queries))  # [Q, D]
+    aerial, proto = database_codes(model, val)  # [N, D] each
     table = model.prototypes
-    parent_rows, found = table.find_rows(cell_parent(val.cells, table.level))
-    parent = prototypes[torch.from_numpy(parent_rows).to(device)]
-    parent[torch.from_numpy(~found).to(device)] = 0.0
-    aerial_sim = queries @ gallery.T  # [Q, N]
-    hybrid_sim = aerial_sim + queries @ parent.T
+    prototypes = table.normalized().detach().cpu().numpy()  # [P, D]
     cell_lat, cell_lon = cell_to_latlng(val.cells)
     proto_lat, proto_lon = cell_to_latlng(table.cells)
-    best_aerial = aerial_sim.argmax(dim=1).cpu().numpy()
-    best_hybrid = hybrid_sim.argmax(dim=1).cpu().numpy()
-    best_proto = (queries @ prototypes.T).argmax(dim=1).cpu().numpy()
+    _, best_aerial = search_codes(queries, aerial, top_k=1)
+    _, best_hybrid = exact_search(queries, aerial=aerial, proto=proto, kappa=1.0, top_k=1)
+    _, best_proto = search_codes(queries, prototypes, top_k=1)
+    best_aerial, best_hybrid, best_proto = best_aerial[:, 0], best_hybrid[:, 0], best_proto[:, 0]
     true_rows, _ = table.find_rows(latlng_to_cell(val.lat, val.lon, table.level))
+
+    def recall(rows: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> float:
+        return recall_within(haversine_m(lat[rows], lon[rows], val.lat, val.lon), RADIUS_M)
+
     return {
-        "val_aerial_median_rank": _median_rank(aerial_sim, val),
-        "val_aerial_r100": recall_at_100m(
-            cell_lat[best_aerial], cell_lon[best_aerial], val.lat, val.lon
-        ),
-        "val_prototype_r100": recall_at_100m(
-            proto_lat[best_proto], proto_lon[best_proto], val.lat, val.lon
-        ),
-        "val_hybrid_r100": recall_at_100m(
-            cell_lat[best_hybrid], cell_lon[best_hybrid], val.lat, val.lon
-        ),
+        "val_aerial_median_rank": _median_rank(queries, aerial, val),
+        "val_aerial_r100": recall(best_aerial, cell_lat, cell_lon),
+        "val_prototype_r100": recall(best_proto, proto_lat, proto_lon),
+        "val_hybrid_r100": recall(best_hybrid, cell_lat, cell_lon),
         "val_prototype_cell_acc": float(np.mean(best_proto == true_rows)),
         "val_queries": float(len(val.lat)),
         "val_gallery": float(len(val.cells)),
     }
+
+
+def _median_rank(queries: np.ndarray, aerial: np.ndarray, val: ValSet) -> float:
+    """Median 1-based aerial-only rank of each query's own level-Lc cell (NaN if none is in
+    the gallery): ``rank_within`` with the own cell as the only item "within reach"."""
+    level_cells = latlng_to_cell(val.lat, val.lon, int(cell_level(val.cells[:1])[0]))
+    own = (val.cells[None, :] == level_cells[:, None]).astype(np.float64)  # [Q, N]
+    scores = queries @ np.asarray(aerial, dtype=np.float32).T
+    return rank_summary(rank_within(scores, 1.0 - own, radius_m=0.0))["median_rank"]

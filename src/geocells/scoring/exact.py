@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geocells.search.memmap import prefetch_rows
+from geocells.scoring.memmap import prefetch_rows
 
 
 def check_database(aerial: np.ndarray, proto: np.ndarray) -> None:
@@ -106,6 +106,21 @@ def exact_search(
         for start in range(0, num_cells, chunk_rows)
     )
     return top_k_over_chunks(chunks, queries, min(top_k, num_cells), aerial, proto)
+
+
+def search_codes(
+    queries: np.ndarray, codes: np.ndarray, top_k: int, chunk_rows: int = 65_536
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k rows of one code matrix ``codes [N, D]`` by ``codes · q`` (prototype-only or
+    aerial-only retrieval), with ``exact_search``'s tie rule -> ``(scores [Q, k], rows [Q, k])``."""
+    if codes.ndim != 2 or codes.shape[0] == 0:
+        raise ValueError(f"codes must be a non-empty [N, D] array, got shape {codes.shape}")
+    queries = check_queries(queries, codes.shape[1], top_k)
+    chunks = (
+        (start, np.asarray(codes[start : start + chunk_rows], dtype=np.float32))
+        for start in range(0, len(codes), chunk_rows)
+    )
+    return top_k_over_chunks(chunks, queries, min(top_k, len(codes)), codes, codes)
 
 
 def fused_codes(
