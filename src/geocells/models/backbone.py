@@ -42,6 +42,23 @@ def create_timm_model(name: str, kwargs: dict) -> nn.Module:
         raise ValueError(f"bad model.backbone_kwargs for {name}: {err}") from err
 
 
+def input_normalization(backbone: Backbone, cfg: ModelConfig) -> tuple[list, list]:
+    """(mean, std) of a backbone's input on 0-1 pixels: ``model.mean/std`` when set, else
+    what the loaded weights were trained with (their file's layout tells it), else the timm
+    model's ``pretrained_cfg``. GeoModel records the result in its card, so a model rebuilt
+    without the weights file normalises the same way."""
+    data_cfg = backbone.model.pretrained_cfg
+    source_mean, source_std = backbone.source_normalization or (
+        data_cfg.get("mean", (0.485, 0.456, 0.406)),
+        data_cfg.get("std", (0.229, 0.224, 0.225)),
+    )
+    mean = list(cfg.mean) or list(source_mean)
+    std = list(cfg.std) or list(source_std)
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"model.mean/std need 3 values (std > 0), got {mean} / {std}")
+    return [float(m) for m in mean], [float(s) for s in std]
+
+
 class Backbone(nn.Module):
     """A timm model as a token extractor.
 
@@ -52,10 +69,14 @@ class Backbone(nn.Module):
         super().__init__()
         self.model = create_timm_model(cfg.backbone, dict(cfg.backbone_kwargs))
         self.feature_stage = cfg.feature_stage
+        # The (mean, std) the loaded weights were trained with, where their file says so.
+        self.source_normalization = None
         if load_pretrained and cfg.pretrained:
             classifier = self.model.pretrained_cfg.get("classifier") or "head"
             heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-            load_backbone_weights(self.model, cfg.pretrained, ignore_prefixes=heads)
+            self.source_normalization = load_backbone_weights(
+                self.model, cfg.pretrained, ignore_prefixes=heads
+            )
         if self.feature_stage >= 0:
             # Drop the layers after the stage (and the head) so they cost nothing.
             self.model.prune_intermediate_layers([self.feature_stage], prune_head=True)
@@ -88,16 +109,23 @@ class Backbone(nn.Module):
         for parameter in getattr(self.model, "norm", nn.Identity()).parameters():
             parameter.requires_grad_(count > 0)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: [B, 3, S, S] normalised -> (global [B, C], tokens [B, N, C])."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, 3, S, S] normalised -> the feature map [B, C, h, w] (CNN) or tokens
+        [B, T, C] (ViT) of ``feature_stage``."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.feature_stage >= 0:
-            features = self.model.forward_intermediates(
+            return self.model.forward_intermediates(
                 x, indices=[self.feature_stage], intermediates_only=True
             )[0]
-        else:
-            features = self.model.forward_features(x)
+        return self.model.forward_features(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, 3, S, S] normalised -> (global [B, C], tokens [B, N, C])."""
+        return self.tokens(self.features(x))
+
+    def tokens(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features of ``features()`` -> (global [B, C], tokens [B, N, C])."""
         if features.ndim == 4:  # CNN feature map [B, C, h, w]
             tokens = features.flatten(2).transpose(1, 2)
             return tokens.mean(dim=1), tokens
