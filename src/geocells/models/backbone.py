@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from geocells.models.config import ModelConfig
+from geocells.models.units import backbone_units, run_units, split_index
 from geocells.models.weights import load_backbone_weights
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class Backbone(nn.Module):
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0))
+        self.trainable_blocks = cfg.trainable_blocks
+        self.trunk_end = 0  # units [0, trunk_end) are frozen (the trunk)
         if cfg.trainable_blocks >= 0:
             if not cfg.pretrained and load_pretrained:
                 logger.warning(
@@ -91,23 +94,43 @@ class Backbone(nn.Module):
                     "model.pretrained=PATH to local weights (or trainable_blocks=-1)",
                     cfg.trainable_blocks,
                 )
-            self._freeze_all_but_last_blocks(cfg.trainable_blocks)
+            self._freeze_trunk(cfg.trainable_blocks)
 
-    def _freeze_all_but_last_blocks(self, count: int) -> None:
-        """ViT fine-tuning as in SALAD: only the last ``count`` blocks (and final norm) train."""
-        blocks = getattr(self.model, "blocks", None)
-        if blocks is None:
-            raise ValueError(
-                "model.trainable_blocks needs a backbone with transformer `blocks`; "
-                f"{type(self.model).__name__} has none (use -1)"
-            )
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
-        for block in list(blocks)[len(blocks) - count :] if count else []:
-            for parameter in block.parameters():
-                parameter.requires_grad_(True)
-        for parameter in getattr(self.model, "norm", nn.Identity()).parameters():
-            parameter.requires_grad_(count > 0)
+    def _freeze_trunk(self, count: int) -> None:
+        """Only the last ``count`` blocks and what follows them (EfficientNet's head conv,
+        a ViT's final norm) train; the trunk before them is frozen, BatchNorm included
+        (as in SALAD's DINOv2 fine-tuning, which trains the last 4 ViT blocks)."""
+        units = backbone_units(self.model)
+        self.trunk_end = split_index(units, count)
+        self.model.requires_grad_(False)
+        for unit in units[self.trunk_end :]:
+            for module in unit.modules:
+                module.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Backbone:
+        """As nn.Module.train, but a frozen trunk stays in eval mode (fixed BN statistics)."""
+        super().train(mode)
+        if self.trainable_blocks >= 0:
+            for unit in backbone_units(self.model)[: self.trunk_end]:
+                for module in unit.modules:
+                    module.eval()
+        return self
+
+    def forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen trunk: x: [B, 3, S, S] normalised -> its output (a feature map
+        [B, C, h, w] or tokens [B, T, C]); what ``geocells.train.features`` caches."""
+        if self.trainable_blocks < 0:
+            raise ValueError("forward_trunk needs model.trainable_blocks >= 0 (a frozen trunk)")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return run_units(backbone_units(self.model)[: self.trunk_end], x)
+
+    def forward_top(self, trunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trainable top on the trunk's output -> (global [B, C], tokens [B, N, C])."""
+        if self.channels_last and trunk.ndim == 4:
+            trunk = trunk.contiguous(memory_format=torch.channels_last)
+        return self.tokens(run_units(backbone_units(self.model)[self.trunk_end :], trunk))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, 3, S, S] normalised -> the feature map [B, C, h, w] (CNN) or tokens

@@ -64,6 +64,18 @@ class Encoder(nn.Module):
         descriptor = self.aggregator(tokens, global_token)  # [B, g + m * l]
         return F.normalize(self.projection(descriptor), dim=1)
 
+    def forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen trunk's output for x: [B, 3, S, S] normalised (no gradients)."""
+        with torch.no_grad():
+            return self.backbone.forward_trunk(x)
+
+    def forward_from_trunk(self, trunk: torch.Tensor) -> torch.Tensor:
+        """Trunk output (``forward_trunk``, e.g. from a cache) -> [B, D] unit vectors;
+        ``forward(x) == forward_from_trunk(forward_trunk(x))``."""
+        global_token, tokens = self.backbone.forward_top(trunk)
+        descriptor = self.aggregator(tokens, global_token)
+        return F.normalize(self.projection(descriptor), dim=1)
+
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [B, S, S, 3] -> float [B, 3, S, S] with this encoder's mean/std."""
         x = pixels.permute(0, 3, 1, 2).float().div_(255.0)
