@@ -155,3 +155,22 @@ def test_training_on_the_cache_updates_only_the_top(tiny_dataset, tmp_path):
         trained["blocks.4.2.conv_pwl.weight"], initial["blocks.4.2.conv_pwl.weight"]
     )
     assert model.ground.std == pytest.approx((128 / 255,) * 3)
+
+
+def test_validation_on_the_frozen_trunk_equals_the_whole_network(tiny_dataset):
+    from geocells.train.validate import ValSet, _embed, validate
+
+    _, dataset, model, _ = _cache_inputs(tiny_dataset)
+    val = ValSet.build(dataset, model, 16, 200, seed=0)
+    whole = validate(model, val, "cpu")
+    val.freeze_trunk(model, "cpu", bf16=False)
+    assert val.tile_trunk.dtype == torch.float16 and len(val.tile_trunk) == len(val.tiles)
+    frozen = validate(model, val, "cpu")
+    assert frozen["val_queries"] == whole["val_queries"] == 16
+    model.eval()
+    for encoder, pixels, trunk in ((model.ground, val.queries, val.query_trunk),
+                                   (model.aerial, val.tiles, val.tile_trunk)):  # fmt: skip
+        torch.testing.assert_close(
+            _embed(encoder, pixels, "cpu", trunk=trunk), _embed(encoder, pixels, "cpu"),
+            atol=3e-3, rtol=0,
+        )  # fmt: skip

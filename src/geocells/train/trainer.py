@@ -207,6 +207,8 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
         val = ValSet.build(
             dataset, model, cfg.train.val_max_queries, cfg.train.val_max_cells, cfg.train.seed
         )
+        if val is not None and cfg.cache.enabled:
+            val.freeze_trunk(model, device, cfg.train.bf16)
     loop = _Loop(cfg, model, encoders, optimizers, folder, state, total, metrics, device, info)
     show = progress and info.is_main
     bar = tqdm(total=total, initial=state.step, disable=not show, unit="step")

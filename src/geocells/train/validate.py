@@ -4,7 +4,9 @@ Queries (val ground images, at most ``train.val_max_queries``) are matched again
 (a) the north-up aerial tiles of the region's level-Lc cells (aerial-only), (b) the
 prototypes (prototype-only, answer = the prototype cell's centre) and (c) the hybrid
 code ``aerial + 1.0 * parent prototype`` (uncalibrated kappa = 1). Tiles are cropped
-once and kept in memory for the whole run.
+once and kept in memory for the whole run. With a frozen trunk (``cache.enabled``) the
+trunk outputs of queries and tiles are computed once too (``ValSet.freeze_trunk``), so a
+validation costs only the trainable top.
 """
 
 from __future__ import annotations
@@ -34,6 +36,18 @@ class ValSet:
     lon: np.ndarray
     cells: np.ndarray  # uint64 [N] gallery cells (level Lc)
     tiles: np.ndarray  # uint8 [N, Sa, Sa, 3]
+    query_trunk: torch.Tensor | None = None  # float16 [Q, *trunk]: frozen-trunk outputs
+    tile_trunk: torch.Tensor | None = None  # float16 [N, *trunk]
+
+    def freeze_trunk(self, model: GeoModel, device, bf16: bool, batch_size: int = 128) -> None:
+        """Compute the frozen trunks' outputs of queries and tiles once (float16)."""
+        was_training = model.training
+        model.eval()
+        try:
+            self.query_trunk = _trunk(model.ground, self.queries, device, bf16, batch_size)
+            self.tile_trunk = _trunk(model.aerial, self.tiles, device, bf16, batch_size)
+        finally:
+            model.train(was_training)
 
     @classmethod
     def build(cls, dataset, model: GeoModel, max_queries: int, max_cells: int, seed: int):
@@ -83,10 +97,25 @@ def _crop_tiles(aerial, cells: np.ndarray, model: GeoModel) -> tuple[np.ndarray,
 
 
 @torch.no_grad()
-def _embed(encoder, pixels: np.ndarray, device, batch_size: int = 128) -> torch.Tensor:
-    """uint8 [N, S, S, 3] -> [N, D] embeddings on ``device`` (eval mode)."""
+def _trunk(encoder, pixels: np.ndarray, device, bf16: bool, batch_size: int) -> torch.Tensor:
+    """uint8 [N, S, S, 3] -> float16 frozen-trunk outputs [N, *trunk] (on the CPU)."""
     chunks = []
     for start in range(0, len(pixels), batch_size):
+        batch = torch.from_numpy(pixels[start : start + batch_size]).to(device)
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):
+            chunks.append(encoder.forward_trunk(encoder.normalize(batch)).float().half().cpu())
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def _embed(encoder, pixels: np.ndarray, device, batch_size: int = 128, trunk=None) -> torch.Tensor:
+    """uint8 [N, S, S, 3] (or their trunk outputs) -> [N, D] embeddings (eval mode)."""
+    chunks = []
+    for start in range(0, len(pixels), batch_size):
+        if trunk is not None:
+            part = trunk[start : start + batch_size].to(device).float()
+            chunks.append(encoder.forward_from_trunk(part).float())
+            continue
         batch = torch.from_numpy(pixels[start : start + batch_size]).to(device)
         chunks.append(encoder(encoder.normalize(batch)).float())
     return torch.cat(chunks)
@@ -116,8 +145,8 @@ def validate(model: GeoModel, val: ValSet, device) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:
-        queries = _embed(model.ground, val.queries, device)  # [Q, D]
-        gallery = _embed(model.aerial, val.tiles, device)  # [N, D]
+        queries = _embed(model.ground, val.queries, device, trunk=val.query_trunk)  # [Q, D]
+        gallery = _embed(model.aerial, val.tiles, device, trunk=val.tile_trunk)  # [N, D]
         prototypes = model.prototypes.normalized().to(device)  # [P, D]
     finally:
         model.train(was_training)
