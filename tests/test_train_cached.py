@@ -174,3 +174,35 @@ def test_validation_on_the_frozen_trunk_equals_the_whole_network(tiny_dataset):
             _embed(encoder, pixels, "cpu", trunk=trunk), _embed(encoder, pixels, "cpu"),
             atol=3e-3, rtol=0,
         )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def panorama_dataset(tmp_path_factory):
+    """A tiny world driven like Street View (small panoramas)."""
+    from geocells.config import load_preset, resolve_config
+    from geocells.synth import SynthConfig, run
+
+    overrides = ["train_capture=panorama", "panorama_height=32", "n_train=0", "n_val=8",
+                 "n_test=4", "min_query_distance_m=4", "capture_spacing_m=25"]  # fmt: skip
+    cfg = resolve_config(SynthConfig, load_preset("tiny", "synth"), overrides)
+    return run(cfg, tmp_path_factory.mktemp("pano") / "ds")
+
+
+def test_cached_panorama_views_are_crops_at_spread_headings(panorama_dataset, tmp_path):
+    from geocells.data.panorama import load_panorama, perspective_crop
+
+    cfg, dataset, model, pool = _cache_inputs(panorama_dataset, ["cache.ground_views=3"])
+    assert pool.panorama.all()
+    cache = features.build(cfg, dataset, model, pool, tmp_path, torch.device("cpu"), False)
+    draws = features._draw(cfg, pool, model.prototypes)
+    spread = np.diff(np.sort(draws.crop_heading, axis=1), axis=1)
+    np.testing.assert_allclose(spread, 120.0, atol=1e-6)  # three views, 120° apart
+    index, view = 5, 2
+    crop = perspective_crop(load_panorama(pool.paths[index]), draws.crop_heading[index, view],
+                            draws.crop_fov[index, view], draws.crop_pitch[index, view], 64,
+                            pool.heading[index])  # fmt: skip
+    model.eval()
+    with torch.no_grad():
+        x = model.ground.normalize(torch.from_numpy(crop[None].copy()))
+        expected = model.ground.forward_trunk(x)[0].numpy()
+    np.testing.assert_allclose(cache.ground[index, view], expected, rtol=2e-2, atol=2e-2)

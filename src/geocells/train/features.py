@@ -5,20 +5,13 @@ trainable blocks, ``geocells.models.units``) is frozen, so its output for a give
 never changes. ``build`` draws fixed training views from ``(train.seed)`` and stores their
 trunk outputs as float16 memmaps in ``cache.folder`` (default ``RUN/features``):
 
-- ``ground.f16``  [G, K, *shape]: K views per train image (panoramas: perspective crops at
-  headings spread over 360° from a random start, FOV and pitch drawn as training draws
-  them; photos: the resized image), colour-jittered per view like training;
-- ``aerial.f16``  [G, A, *shape]: A tiles at each image's position (random rotation and
-  shift within ``data.max_shift_m``);
-- ``extra.f16``   [E, *shape]: aerial-only tiles of random region cells, with their
-  cells and prototype rows in ``extra.npz``;
-- ``ok.npz``: which views exist (unreadable images, no aerial imagery -> False);
-- ``meta.json``: the key (weights file SHA-256, dataset fingerprint, train images, model
-  and draw settings) and how many images of each part are done.
-
-The build is resumable (chunks, progress in ``meta.json``) and a cache made for other
-weights, data or settings is rebuilt. Training then reads batches from the memmaps
-(``CachedBatches``): memory stays bounded by the OS page cache, not the dataset.
+``ground.f16`` [G, K, *shape] (K views per train image: panorama crops at headings spread
+over 360°, FOV/pitch drawn as training draws them, colour-jittered), ``aerial.f16``
+[G, A, *shape] (tiles at each image's position, random rotation and shift), ``extra.f16``
+[E, *shape] (aerial-only tiles; cells and rows in ``extra.npz``), ``ok.npz`` (views that
+exist) and ``meta.json`` (the key over weights, data, model and draws; progress). The build
+resumes at its last whole chunk; another key rebuilds. Training reads the memmaps
+(``geocells.train.batches``), so memory is bounded by the page cache (docs/training.md).
 """
 
 from __future__ import annotations
@@ -129,7 +122,13 @@ def cache_key(cfg, dataset, pool) -> str:
                 "pano_pitch_deg",
             )
         },
-        "views": [cache.ground_views, cache.aerial_views, cache.aerial_only_tiles],
+        # the chunk size too: ground views are jittered per chunk
+        "views": [
+            cache.ground_views,
+            cache.aerial_views,
+            cache.aerial_only_tiles,
+            cache.batch_size,
+        ],
         "seed": cfg.train.seed,
         "bf16": cfg.train.bf16,
     }
@@ -218,31 +217,44 @@ class _Builder:
             out = encoder.forward_trunk(encoder.normalize(batch))
         return out.float().cpu().numpy().astype(np.float16)
 
-    def ground_views(self, index: int, draws: _Draws) -> list[np.ndarray] | None:
+    def ground_views(self, indices: range, draws: _Draws) -> tuple[list, list]:
+        """The ground views of train images ``indices``: (uint8 [S, S, 3] list, (i, v) slots).
+
+        Panoramas of one size are cropped in one ``grid_sample`` call and the chunk is
+        jittered in one call (per-call overhead dominates these small images); the jitter
+        generator is seeded by the chunk's start, so a resumed build draws the same.
+        """
         from geocells.train.step import color_jitter
 
         pool, size, k = self.pool, self.model.ground.input_size, self.cfg.cache.ground_views
-        try:
-            if pool.panorama[index]:
-                pano = load_panorama(pool.paths[index])
-                views = perspective_crop(
-                    np.repeat(pano[None], k, 0),
-                    draws.crop_heading[index],
-                    draws.crop_fov[index],
-                    draws.crop_pitch[index],
-                    size,
-                    pool.heading[index],
-                )
-            else:
-                image = load_image(pool.paths[index]).resize((size, size), resample=2)
-                views = np.repeat(np.asarray(image, np.uint8)[None], k, 0)
-        except ImageLoadError as err:
-            logger.warning("trunk cache: skipping ground image: %s", err)
-            return None
-        # One generator per image: a resumed build draws what an uninterrupted one draws.
-        generator = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + index)
-        jittered = color_jitter(torch.from_numpy(views), self.cfg.data.color_jitter, generator)
-        return list(jittered.numpy())
+        panoramas: dict[tuple, list] = {}
+        views, slots = [], []
+        for i in indices:
+            try:
+                if pool.panorama[i]:
+                    pano = load_panorama(pool.paths[i])
+                    panoramas.setdefault(pano.shape, []).append((i, pano))
+                    continue
+                image = load_image(pool.paths[i]).resize((size, size), resample=2)
+            except ImageLoadError as err:
+                logger.warning("trunk cache: skipping ground image: %s", err)
+                continue
+            views += [np.asarray(image, np.uint8)] * k
+            slots += [(i, v) for v in range(k)]
+        for group in panoramas.values():
+            rows = np.array([i for i, _ in group])
+            stack = np.repeat(np.stack([pano for _, pano in group]), k, axis=0)
+            crops = perspective_crop(stack, draws.crop_heading[rows].ravel(),
+                                     draws.crop_fov[rows].ravel(), draws.crop_pitch[rows].ravel(),
+                                     size, np.repeat(pool.heading[rows], k))  # fmt: skip
+            views += list(crops)
+            slots += [(i, v) for i in rows for v in range(k)]
+        if not views:
+            return [], []
+        generator = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + indices.start)
+        jittered = color_jitter(torch.from_numpy(np.stack(views)), self.cfg.data.color_jitter,
+                                generator)  # fmt: skip
+        return list(jittered.numpy()), slots
 
     def aerial_tile(self, lat: float, lon: float, rotation: float) -> np.ndarray | None:
         try:
@@ -361,13 +373,10 @@ def _fill_chunk(
     """Trunk outputs of items ``start:stop`` of one part into ``out`` (flags into ``ok``)."""
     model = builder.model
     pixels, slots = [], []
-    for i in range(start, stop):
-        if part == "ground":
-            views = builder.ground_views(i, draws)
-            for v, view in enumerate(views or []):
-                pixels.append(view)
-                slots.append((i, v))
-        elif part == "aerial":
+    if part == "ground":
+        pixels, slots = builder.ground_views(range(start, stop), draws)
+    for i in range(start, stop) if part != "ground" else ():
+        if part == "aerial":
             for v in range(draws.aerial_lat.shape[1]):
                 tile = builder.aerial_tile(
                     draws.aerial_lat[i, v], draws.aerial_lon[i, v], draws.aerial_rotation[i, v]
