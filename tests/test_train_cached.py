@@ -73,8 +73,9 @@ def test_only_the_last_blocks_train_and_the_trunk_stays_in_eval_mode():
 def test_trainable_blocks_errors_name_the_problem():
     with pytest.raises(ValueError, match="ResNet is neither"):
         Backbone(ModelConfig(backbone="test_resnet", feature_stage=3, trainable_blocks=1))
-    with pytest.raises(ValueError, match=r"trainable_blocks=99 but the backbone has 11 blocks"):
-        Backbone(_lite0(trainable_blocks=99))
+    every = Backbone(_lite0(trainable_blocks=99))  # more than the 11 blocks: all of them train
+    assert not every.model.conv_stem.weight.requires_grad
+    assert all(p.requires_grad for p in every.model.blocks.parameters())
     with pytest.raises(ConfigError, match=r"cache\.enabled=true needs a frozen trunk"):
         experiment_config("tiny", ["cache.enabled=true"])
 

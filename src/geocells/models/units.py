@@ -69,15 +69,12 @@ def backbone_units(model: nn.Module) -> list[Unit]:
 
 
 def split_index(units: list[Unit], trainable_blocks: int) -> int:
-    """Index of the first trainable unit: the ``trainable_blocks``-th last block (all
-    units frozen when 0)."""
+    """Index of the first trainable unit: the ``trainable_blocks``-th last block (all units
+    frozen when 0; every block trains when the backbone has fewer, e.g. a shallow test ViT)."""
     blocks = [i for i, unit in enumerate(units) if unit.is_block]
-    if trainable_blocks > len(blocks):
-        raise ValueError(
-            f"model.trainable_blocks={trainable_blocks} but the backbone has {len(blocks)} "
-            "blocks (after model.feature_stage)"
-        )
-    return len(units) if trainable_blocks == 0 else blocks[len(blocks) - trainable_blocks]
+    if trainable_blocks == 0 or not blocks:
+        return len(units)
+    return blocks[max(0, len(blocks) - trainable_blocks)]
 
 
 def run_units(units: list[Unit], x: torch.Tensor) -> torch.Tensor:
