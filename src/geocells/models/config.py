@@ -18,7 +18,9 @@ class ModelConfig:
     pretrained: str = ""
     # CNNs: feature stage used as tokens (timm forward_intermediates index); -1 = last.
     feature_stage: int = -1
-    # ViTs: train only the last N transformer blocks (the paper trains 4); -1 = all.
+    # Train only the last N blocks (ViT: transformer blocks, the paper trains 4;
+    # EfficientNet: inverted-residual blocks) and what follows them; the trunk before them
+    # is frozen (and can be cached: train.cache_features). 0 = all frozen; -1 = all train.
     trainable_blocks: int = -1
     channels_last: bool = False
     # Square input sizes in pixels (ground query images, aerial tiles).

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from geocells.models.backbone import Backbone
+from geocells.models.backbone import Backbone, input_normalization
 from geocells.models.config import ModelConfig
 from geocells.models.device import inference_autocast
 from geocells.models.salad import SALAD
@@ -29,17 +29,17 @@ class Encoder(nn.Module):
             raise ValueError(f"input size must be >= 8 pixels, got {input_size}")
         self.input_size = int(input_size)
         self.backbone = Backbone(cfg, load_pretrained=load_pretrained)
-        data_cfg = self.backbone.model.pretrained_cfg
-        mean = list(cfg.mean) or list(data_cfg.get("mean", (0.485, 0.456, 0.406)))
-        std = list(cfg.std) or list(data_cfg.get("std", (0.229, 0.224, 0.225)))
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ValueError(f"model.mean/std need 3 values (std > 0), got {mean} / {std}")
+        mean, std = input_normalization(self.backbone, cfg)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+        # A probe for the token shape; in eval mode, so BatchNorm's running statistics
+        # (pretrained ones included) are not moved by a blank image.
+        self.backbone.eval()
         with torch.no_grad():
             _, tokens = self.backbone(torch.zeros(1, 3, input_size, input_size))
+        self.backbone.train()
         self.num_tokens = tokens.shape[1]
         self.aggregator = SALAD(
             tokens.shape[2],
@@ -63,6 +63,18 @@ class Encoder(nn.Module):
         """x: [B, 3, S, S] normalised -> [B, D] unit vectors."""
         global_token, tokens = self.backbone(x)
         descriptor = self.aggregator(tokens, global_token)  # [B, g + m * l]
+        return F.normalize(self.projection(descriptor), dim=1)
+
+    def forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen trunk's output for x: [B, 3, S, S] normalised (no gradients)."""
+        with torch.no_grad():
+            return self.backbone.forward_trunk(x)
+
+    def forward_from_trunk(self, trunk: torch.Tensor) -> torch.Tensor:
+        """Trunk output (``forward_trunk``, e.g. from a cache) -> [B, D] unit vectors;
+        ``forward(x) == forward_from_trunk(forward_trunk(x))``."""
+        global_token, tokens = self.backbone.forward_top(trunk)
+        descriptor = self.aggregator(tokens, global_token)
         return F.normalize(self.projection(descriptor), dim=1)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ provenance.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -39,9 +40,16 @@ class GeoModel(nn.Module):
     def __init__(self, card: ModelCard, prototype_cells: np.ndarray, load_pretrained=True):
         super().__init__()
         model_cfg = card.model
-        self.card = card
         self.ground = Encoder(model_cfg, model_cfg.input_size, load_pretrained)
         self.aerial = Encoder(model_cfg, model_cfg.aerial_input_size, load_pretrained)
+        if self.ground.backbone.source_normalization and not (model_cfg.mean and model_cfg.std):
+            # The weights file said how to normalise; the card must say it too, since a
+            # model rebuilt from a checkpoint never reads that file.
+            model_cfg = dataclasses.replace(
+                model_cfg, mean=list(self.ground.mean), std=list(self.ground.std)
+            )
+            card = dataclasses.replace(card, model=model_cfg)
+        self.card = card
         self.prototypes = PrototypeTable(
             prototype_cells,
             card.prototype_level,

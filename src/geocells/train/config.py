@@ -122,6 +122,27 @@ class RefitConfig:
 
 
 @dataclass
+class CacheConfig:
+    """Training on cached frozen-trunk features (``geocells.train.features``).
+
+    With ``model.trainable_blocks >= 0`` the trunk before the trainable blocks is frozen:
+    its output for fixed draws of the training views (ground crops, aerial tiles) is
+    computed once, stored as float16 memmaps, and the trainable blocks, SALAD, projection
+    and prototypes train on it. Augmentation is then fixed per view (the draws below).
+    """
+
+    enabled: bool = False
+    ground_views: int = 4  # per train image: panorama crops (headings spread over 360°)
+    aerial_views: int = 2  # per train image: aerial tiles (random rotation and shift)
+    aerial_only_tiles: int = 4096  # tiles of random region cells (the aerial-only samples)
+    # Where the cache lives: "" = RUN/features; a folder shared by runs is fine (its
+    # meta.json key says which weights, dataset and draws it holds; a mismatch rebuilds).
+    folder: str = ""
+    batch_size: int = 64  # images per trunk call while building
+    max_gb: float = 16.0  # refuse to build a cache bigger than this on disk
+
+
+@dataclass
 class ExperimentConfig:
     """Everything a training run and the model it produces depend on."""
 
@@ -131,6 +152,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     refit: RefitConfig = field(default_factory=RefitConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 REFIT_ROWS = ("all", "covered", "uncovered")
@@ -181,6 +203,13 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
         cfg.train, 0, ("max_steps", "max_minutes", "val_max_queries", "threads"), "train"
     )
     require_at_least(cfg.data, 0, ("workers", "aerial_only_per_batch"), "data")
+    require_at_least(cfg.cache, 1, ("ground_views", "aerial_views", "batch_size"), "cache")
+    require_at_least(cfg.cache, 0, ("aerial_only_tiles", "max_gb"), "cache")
+    if cfg.cache.enabled and cfg.model.trainable_blocks < 0:
+        raise ConfigError(
+            "cache.enabled=true needs a frozen trunk: set model.trainable_blocks >= 0 "
+            "(the number of last backbone blocks that train)"
+        )
     return cfg
 
 

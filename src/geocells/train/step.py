@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 class Encoders(nn.Module):
     """Both encoders as one module (what DistributedDataParallel wraps).
 
-    forward(ground: [B, 3, Sg, Sg], aerial: [A, 3, Sa, Sa]) -> ([B, D], [A, D]).
+    forward(ground: [B, 3, Sg, Sg], aerial: [A, 3, Sa, Sa]) -> ([B, D], [A, D]); with
+    ``from_trunk=True`` the inputs are the frozen trunks' outputs (the trunk cache).
     """
 
     def __init__(self, model: GeoModel) -> None:
@@ -29,8 +30,10 @@ class Encoders(nn.Module):
         self.ground = model.ground
         self.aerial = model.aerial
 
-    def forward(self, ground: torch.Tensor, aerial: torch.Tensor):
+    def forward(self, ground: torch.Tensor, aerial: torch.Tensor, from_trunk: bool = False):
         """Unit embeddings of both modalities."""
+        if from_trunk:
+            return self.ground.forward_from_trunk(ground), self.aerial.forward_from_trunk(aerial)
         return self.ground(ground), self.aerial(aerial)
 
 
@@ -88,16 +91,21 @@ def compute_losses(
 ) -> dict[str, torch.Tensor]:
     """Forward pass and the weighted triangle loss of one batch (``loss`` + each term)."""
     params = ms_params(cfg)
-    ground = color_jitter(batch["ground"], cfg.data.color_jitter, generator)
-    ground = model.ground.normalize(ground.to(device, non_blocking=True))
-    aerial = model.aerial.normalize(batch["aerial"].to(device, non_blocking=True))
+    cached = bool(batch.get("cached", False))
+    if cached:  # float16 trunk outputs (jitter baked in when the cache was built)
+        ground = batch["ground"].to(device, non_blocking=True).float()
+        aerial = batch["aerial"].to(device, non_blocking=True).float()
+    else:
+        ground = color_jitter(batch["ground"], cfg.data.color_jitter, generator)
+        ground = model.ground.normalize(ground.to(device, non_blocking=True))
+        aerial = model.aerial.normalize(batch["aerial"].to(device, non_blocking=True))
     # bf16 autocast on CUDA, and on CPUs (oneDNN bf16 kernels; worth it only where the
     # CPU has native bf16, e.g. AVX-512 BF16 or AMX: benchmarks/train_bench.py).
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.train.bf16)
     if cfg.train.bf16 and device.type == "cpu":
         _warn_if_bf16_is_emulated()
     with autocast:
-        ground_emb, aerial_emb = encoders(ground, aerial)
+        ground_emb, aerial_emb = encoders(ground, aerial, from_trunk=cached)
     ground_emb, aerial_emb = ground_emb.float(), aerial_emb.float()
     ground_cells = batch["ground_cells"].to(device)
     aerial_cells = batch["aerial_cells"].to(device)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from geocells.config import ConfigError, config_to_dict, load_config, save_confi
 from geocells.io import RunInfo, dataset_fingerprint
 from geocells.models.geomodel import GeoModel, build_model
 from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
+from geocells.train.batches import BatchSource
 from geocells.train.checkpoint import checkpoint_stems, load_checkpoint, save_checkpoint
 from geocells.train.config import ExperimentConfig, check_config
 from geocells.train.distributed import (
@@ -31,8 +31,8 @@ from geocells.train.distributed import (
 )
 from geocells.train.metrics import MetricsLog
 from geocells.train.optim import encoder_optimizer, lr_factor, prototype_optimizer, set_lr
-from geocells.train.sampling import BatchLoader, TrainPool, plan_epoch
-from geocells.train.state import StopRequest, TrainState, loader_generator
+from geocells.train.sampling import TrainPool
+from geocells.train.state import StopRequest, TrainState
 from geocells.train.step import Encoders, train_step
 from geocells.train.validate import ValSet, validate
 
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 # What `train` writes at the top of a run folder (--overwrite clears these, nothing else).
 RUN_OUTPUT = OutputKind(
     stage="train",
-    known=("config.yaml", "run.json", "checkpoints", "metrics.csv", "loss.png"),
+    known=("config.yaml", "run.json", "checkpoints", "metrics.csv", "loss.png", "features"),
     signature=("config.yaml", "checkpoints"),
 )
 
@@ -114,28 +114,6 @@ def _total_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> int:
     return min(total, cfg.train.max_steps) if cfg.train.max_steps > 0 else total
 
 
-def _loader(pool, plan, dataset, model: GeoModel, cfg, epoch: int, start: int, info: DistInfo):
-    """DataLoader over this rank's batches of ``plan`` (of ``epoch``) from index ``start``."""
-    mine = plan[info.rank :: info.world_size][start:]
-    batches = BatchLoader(pool, mine, dataset, (model.ground.input_size, model.aerial_px), cfg)
-    workers = cfg.data.workers
-    return torch.utils.data.DataLoader(
-        batches,
-        batch_size=None,
-        shuffle=False,
-        num_workers=workers,
-        prefetch_factor=2 if workers else None,
-        worker_init_fn=_ignore_sigint if workers else None,
-        generator=loader_generator(cfg.train.seed, epoch),  # not the global RNG: resumes
-    )
-
-
-def _ignore_sigint(_worker_id: int) -> None:
-    """Workers leave Ctrl-C to the main process (which saves a checkpoint)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.set_num_threads(1)
-
-
 def run(
     cfg: ExperimentConfig,
     dataset_root: Path,
@@ -193,8 +171,10 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
 
     pool = TrainPool.build(dataset, model.prototypes, cfg)
     preload = getattr(dataset.aerial, "preload", None)
-    if preload is not None and cfg.data.workers > 0:
+    if preload is not None and (cfg.data.workers > 0 or cfg.cache.enabled):
         preload()  # read the raster once before workers fork, so they share it
+    cache = _trunk_cache(cfg, dataset, model, pool, out, device, info, progress)
+    source = BatchSource(pool, dataset, model, cfg, cache)
     encoders = Encoders(model)
     optimizers = {
         "encoders": encoder_optimizer([encoders], cfg.optim),
@@ -214,7 +194,7 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
         encoders = torch.nn.parallel.DistributedDataParallel(
             encoders, device_ids=[info.local_rank] if device.type == "cuda" else None
         )
-    steps_per_epoch = len(plan_epoch(pool, model.prototypes, cfg, 0)) // info.world_size
+    steps_per_epoch = len(source.plan(0)) // info.world_size
     if steps_per_epoch == 0:
         raise ValueError(
             f"{len(pool)} train images give no full batch of {cfg.train.batch_size} distinct "
@@ -227,12 +207,14 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
         val = ValSet.build(
             dataset, model, cfg.train.val_max_queries, cfg.train.val_max_cells, cfg.train.seed
         )
+        if val is not None and cfg.cache.enabled:
+            val.freeze_trunk(model, device, cfg.train.bf16)
     loop = _Loop(cfg, model, encoders, optimizers, folder, state, total, metrics, device, info)
     show = progress and info.is_main
     bar = tqdm(total=total, initial=state.step, disable=None if show else True, unit="step")
     try:
         with StopRequest() as stop:
-            finished = loop.run(pool, dataset, steps_per_epoch, val, bar, stop)
+            finished = loop.run(source, steps_per_epoch, val, bar, stop)
     except KeyboardInterrupt:  # a second Ctrl-C: at once, the last whole checkpoint stays
         bar.close()
         metrics.plot()
@@ -242,6 +224,19 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
     if not finished:
         raise TrainingInterrupted(loop.last_saved)
     return out
+
+
+def _trunk_cache(cfg, dataset, model, pool, out: Path, device, info: DistInfo, progress: bool):
+    """The run's trunk cache (``cache.enabled``; rank 0 builds it, the others wait), or None."""
+    if not cfg.cache.enabled:
+        return None
+    from geocells.train import features
+
+    if info.is_main:
+        cache = features.build(cfg, dataset, model, pool, out, device, progress)
+    if info.enabled:
+        torch.distributed.barrier()
+    return cache if info.is_main else features.TrunkCache.open(features.cache_folder(cfg, out))
 
 
 class _Loop:
@@ -259,14 +254,14 @@ class _Loop:
         self.generator = torch.Generator()
         self.last_saved: Path | None = None
 
-    def run(self, pool, dataset, steps_per_epoch: int, val, bar, stop: StopRequest) -> bool:
+    def run(self, source: BatchSource, steps_per_epoch: int, val, bar, stop: StopRequest) -> bool:
         """Train to the end (True), or until Ctrl-C (False; a checkpoint of whole steps)."""
         state, cfg, info = self.state, self.cfg, self.info
         validated_at = -1
         while state.epoch < cfg.train.epochs and state.step < self.total:
-            plan = plan_epoch(pool, self.model.prototypes, cfg, state.epoch)
+            plan = source.plan(state.epoch)
             mine = plan[: steps_per_epoch * info.world_size]
-            loader = _loader(pool, mine, dataset, self.model, cfg, state.epoch, state.batch, info)
+            loader = source.loader(mine, state.epoch, state.batch, info.rank, info.world_size)
             outcome = self.epoch(loader, bar, stop)
             if outcome == "stop":
                 self.save()

@@ -9,6 +9,8 @@ imagery, prototypes upsampled with the index's default method, float16): (a) aer
 ``aerial + 1.0 · proto`` (uncalibrated κ = 1, ``eval``'s ``hybrid_k1``), all through
 ``geocells.scoring.exact``. Tiles are cropped once and kept in memory for the whole run.
 A gallery cell whose parent has no prototype is an error, as in ``db.build``.
+With a frozen trunk (``cache.enabled``) the trunk outputs of queries and tiles are
+computed once too (``ValSet.freeze_trunk``), so a validation costs only the trainable top.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from geocells.data.aerial import crop_many
 from geocells.data.images import ImageLoadError, load_image
@@ -43,6 +46,18 @@ class ValSet:
     tiles: np.ndarray  # uint8 [N, Sa, Sa, 3] (black where not covered)
     covered: np.ndarray  # bool [N]: the cell has aerial imagery
     upsample: str = DEFAULT_UPSAMPLE
+    query_trunk: torch.Tensor | None = None  # float16 [Q, *trunk]: frozen-trunk outputs
+    tile_trunk: torch.Tensor | None = None  # float16 [N, *trunk]
+
+    def freeze_trunk(self, model: GeoModel, device, bf16: bool, batch_size: int = 128) -> None:
+        """Compute the frozen trunks' outputs of queries and tiles once (float16)."""
+        was_training = model.training
+        model.eval()
+        try:
+            self.query_trunk = _trunk(model.ground, self.queries, device, bf16, batch_size)
+            self.tile_trunk = _trunk(model.aerial, self.tiles, device, bf16, batch_size)
+        finally:
+            model.train(was_training)
 
     @classmethod
     def build(cls, dataset, model: GeoModel, max_queries: int, max_cells: int, seed: int):
@@ -87,9 +102,39 @@ class ValSet:
 
 def database_codes(model: GeoModel, val: ValSet) -> tuple[np.ndarray, np.ndarray]:
     """The gallery's ``(aerial, proto)`` codes, float16 ``[N, D]``, as ``db.build`` stores them."""
-    aerial = aerial_codes(model.aerial.encode(list(val.tiles)), val.covered)
+    aerial = aerial_codes(_encode(model.aerial, val.tiles, val.tile_trunk), val.covered)
     prototypes = model.prototypes.normalized().detach().cpu().numpy()
     return cell_codes(val.cells, aerial, model.prototypes.cells, prototypes, val.upsample)
+
+
+@torch.no_grad()
+def _trunk(encoder, pixels: np.ndarray, device, bf16: bool, batch_size: int) -> torch.Tensor:
+    """uint8 [N, S, S, 3] -> float16 frozen-trunk outputs [N, *trunk] (on the CPU)."""
+    chunks = []
+    for start in range(0, len(pixels), batch_size):
+        batch = torch.from_numpy(pixels[start : start + batch_size]).to(device)
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=bf16):
+            chunks.append(encoder.forward_trunk(encoder.normalize(batch)).float().half().cpu())
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def _encode(encoder, pixels: np.ndarray, trunk: torch.Tensor | None, batch_size: int = 128):
+    """Embeddings [N, D] float32 of ``pixels`` (or, with a frozen trunk, of their cached
+    trunk outputs: only the trainable top runs), eval mode."""
+    if trunk is None:
+        return encoder.encode(list(pixels))
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        device = next(encoder.parameters()).device
+        chunks = [
+            encoder.forward_from_trunk(trunk[start : start + batch_size].to(device).float())
+            for start in range(0, len(trunk), batch_size)
+        ]
+    finally:
+        encoder.train(was_training)
+    return torch.cat(chunks).float().cpu().numpy()
 
 
 def validate(model: GeoModel, val: ValSet, device=None) -> dict[str, float]:
@@ -97,7 +142,7 @@ def validate(model: GeoModel, val: ValSet, device=None) -> dict[str, float]:
 
     ``device`` is unused (the encoders run where the model is); kept for callers.
     """
-    queries = model.ground.encode(list(val.queries))  # [Q, D]
+    queries = _encode(model.ground, val.queries, val.query_trunk)  # [Q, D]
     aerial, proto = database_codes(model, val)  # [N, D] each
     table = model.prototypes
     prototypes = table.normalized().detach().cpu().numpy()  # [P, D]
