@@ -28,6 +28,11 @@ class Capture:
         return np.array([np.cos(self.sun_azimuth), np.sin(self.sun_azimuth)])
 
 
+def per_view(captures: list[Capture], name: str) -> np.ndarray:
+    """One attribute of each capture of a batch of views: float64 [B]."""
+    return np.array([getattr(c, name) for c in captures], np.float64)
+
+
 def sample_capture(campaign: CampaignConfig, rng: np.random.Generator) -> Capture:
     """Draw the conditions of one capture of ``campaign``."""
     lo, hi = campaign.sun_elevation_deg

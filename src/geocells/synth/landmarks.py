@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geocells.synth.capture import per_view
 from geocells.synth.noise import fractal_noise, hash_ints, hash_units
 
 CELL_M = 300.0
@@ -230,8 +231,8 @@ def draw(renderer, x, y, ray, captures, rgb, dist) -> None:
     draw_px = solid & (td < dist[bi, :, ci])
     if not draw_px.any():
         return
-    intensity = np.array([c.intensity for c in captures], np.float32)[bi][:, None]
-    sun_az = np.array([c.sun_azimuth for c in captures])[bi]
+    intensity = per_view(captures, "intensity").astype(np.float32)[bi][:, None]
+    sun_az = per_view(captures, "sun_azimuth")[bi]
     ray_az = np.arctan2(ray[bi, ci, 1], ray[bi, ci, 0])
     side = np.clip(lateral / np.maximum(radius, 0.3), -1, 1) * np.sin(sun_az - ray_az)[:, None]
     light = (0.45 + 0.6 * intensity * (0.7 + 0.3 * side)).astype(np.float32)

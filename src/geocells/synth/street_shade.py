@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from geocells.synth import landmarks, terrain
-from geocells.synth.capture import finish
+from geocells.synth.capture import finish, per_view
 from geocells.synth.facades import building_look, mural_pattern, sign_pattern, texture
 from geocells.synth.layout import URBAN_BIT
 from geocells.synth.noise import value_noise
@@ -23,21 +23,17 @@ _BARK_RGB = np.array([0.25, 0.2, 0.15], np.float32)
 VISIBILITY_M = 2600.0
 
 
-def _per_view(captures, name):
-    return np.array([getattr(c, name) for c in captures], np.float64)
-
-
 def _sky(renderer, ray, captures, rows):
     """Sky colour of the top ``rows`` rows (zenith-to-horizon gradient, haze, sun glow)
     and the horizon colour per view: float32 [B, rows, W, 3] and [B, 1, 1, 3]."""
     t = renderer.tables
-    haze = _per_view(captures, "haze")[:, None, None, None]
+    haze = per_view(captures, "haze")[:, None, None, None]
     zenith = np.array([0.25, 0.45, 0.85]) * (1 - 0.5 * haze)
     horizon = (np.array([0.75, 0.82, 0.92]) * (1 - 0.2 * haze) + 0.15 * haze).astype(np.float32)
     mix = t["sky_mix"][:rows]  # [rows, 1, 1]
     base = (zenith * (1 - mix) + horizon * mix).astype(np.float32)  # [B, rows, 1, 3]
     az = np.arctan2(ray[..., 1], ray[..., 0])  # [B, W]
-    sun_az, sun_el = _per_view(captures, "sun_azimuth"), _per_view(captures, "sun_elevation")
+    sun_az, sun_el = per_view(captures, "sun_azimuth"), per_view(captures, "sun_elevation")
     across = (np.cos(sun_el)[:, None] * np.cos(az - sun_az[:, None])).astype(np.float32)
     up = np.sin(sun_el).astype(np.float32)[:, None, None]
     cos_angle = across[:, None, :] * t["row_cos"][:rows] + up * t["row_sin"][:rows]
@@ -52,12 +48,12 @@ def _walls(renderer, wall, hz, b, w, captures, forest_px):
     (or forest edge foliage) at wall pixels: float32 [B, H, W, 3] (meaningful at walls)."""
     seed = renderer.world.seed
     style = wall.style
-    sun_az, sun_el = _per_view(captures, "sun_azimuth"), _per_view(captures, "sun_elevation")
+    sun_az, sun_el = per_view(captures, "sun_azimuth"), per_view(captures, "sun_elevation")
     normal = wall.wall_normal.reshape(b, w)
     diffuse = np.clip(np.cos(normal - sun_az[:, None]), 0, 1) * np.cos(sun_el)[:, None]
     forest = (wall.ground == FOREST).reshape(b, w)
     diffuse = np.where(forest, 0.4, diffuse)
-    light = (0.5 + 0.7 * _per_view(captures, "intensity")[:, None] * diffuse).astype(np.float32)
+    light = (0.5 + 0.7 * per_view(captures, "intensity")[:, None] * diffuse).astype(np.float32)
     light = light.reshape(b, 1, w, 1)  # per column, folded into the colours below
     key = wall.building_key
     look = building_look(seed, key, style, (key & URBAN_BIT) != 0)
@@ -111,7 +107,7 @@ def _walls(renderer, wall, hz, b, w, captures, forest_px):
         hx, hy = renderer._hit_xy
         along_edge = (hx + hy)[bi, ci] * 0.7071
         leaves = value_noise(seed, 401, along_edge, hz[bi, ri, ci], 1.6)
-        season = _per_view(captures, "season")[bi]
+        season = per_view(captures, "season")[bi]
         green = vegetation(
             0.30 + 0.03 * leaves, 0.55, 0.18 + 0.2 * leaves, style.reshape(b, w)[bi, ci], season,
             0.5,
@@ -139,9 +135,9 @@ def _roofs(renderer, wall, wall_d, ray, look, captures, b, w):
     z0 = renderer.cam_h + t["row_y"] * d0 / t["col_len"]
     z1 = renderer.cam_h + t["row_y"] * d1 / t["col_len"]
     mask = (rise > 0) & (z0 > eave) & (z1 <= eave + rise) & np.isfinite(wall_d)[:, None, :]
-    sun_az, sun_el = _per_view(captures, "sun_azimuth"), _per_view(captures, "sun_elevation")
+    sun_az, sun_el = per_view(captures, "sun_azimuth"), per_view(captures, "sun_elevation")
     lit = 0.55 + 0.5 * np.clip(np.cos(normal - sun_az[:, None]), 0, 1) * np.sin(sun_el)[:, None]
-    lit *= _per_view(captures, "intensity")[:, None]
+    lit *= per_view(captures, "intensity")[:, None]
     colour = look["pitched_roof"].reshape(b, 1, w, 3) * lit.reshape(b, 1, w, 1)
     return mask, colour.astype(np.float32)
 
@@ -157,8 +153,8 @@ def _ground(renderer, x, y, ray, is_ground, captures, intensity):
     gx = x[bi] + ray[bi, ci, 0] * gd[ri, ci]
     gy = y[bi] + ray[bi, ci, 1] * gd[ri, ci]
     glay = renderer.world.layout(gx, gy)
-    season = _per_view(captures, "season")
-    sun_el = _per_view(captures, "sun_elevation")
+    season = per_view(captures, "season")
+    sun_el = per_view(captures, "sun_elevation")
     ground = ground_rgb(renderer.world.seed, glay, gx, gy, season[bi])
     view_light = (0.45 + 0.65 * intensity * np.sin(sun_el) ** 0.5).astype(np.float32)
     shaded = np.zeros((b, h, (w + 1) // 2, 3), np.float32)
@@ -195,7 +191,7 @@ def _trees(renderer, tree, captures, intensity, rgb, dist) -> None:
     front = td < behind
     crown = front & (np.abs(tz - centre) < half)
     trunk = front & tree["trunk"][tb, tc][:, None] & (tz >= 0) & (tz < bottom)
-    season = _per_view(captures, "season")[tb]
+    season = per_view(captures, "season")[tb]
     leaves = tree_rgb(renderer.world.seed, tree["key"][tb, tc], tree["style"][tb, tc], season)
     height = np.clip((tz - bottom) / np.maximum(top - bottom, np.float32(1e-3)), 0, 1)
     shade = 0.7 + 0.35 * profile * (0.6 + 0.4 * height)  # [N, H]
@@ -214,7 +210,7 @@ def compose(renderer, x, y, ray, wall_d, wall, tree, captures) -> np.ndarray:
     h = renderer.height
     t = renderer.tables
     row_y, col_len = t["row_y"], t["col_len"]  # [H, 1], [1, W] float32
-    intensity = _per_view(captures, "intensity")
+    intensity = per_view(captures, "intensity")
     # Sky only above the horizon: every pixel below it is ground, wall or far ground.
     upper = int(np.count_nonzero(renderer.row_y > 0))
     sky, horizon = _sky(renderer, ray, captures, upper)
@@ -246,7 +242,7 @@ def compose(renderer, x, y, ray, wall_d, wall, tree, captures) -> np.ndarray:
     terrain.draw(renderer, x, y, ray, captures, rgb, dist)
     landmarks.draw(renderer, x, y, ray, captures, rgb, dist)
     # Distance haze (the sky keeps its colour).
-    visibility = (VISIBILITY_M * (1 - 0.6 * _per_view(captures, "haze"))).astype(np.float32)
+    visibility = (VISIBILITY_M * (1 - 0.6 * per_view(captures, "haze"))).astype(np.float32)
     solid = np.isfinite(dist)
     fog = -np.expm1(-np.where(solid, dist, np.float32(0.0)) / visibility[:, None, None])
     rgb += fog[..., None] * (horizon - rgb)

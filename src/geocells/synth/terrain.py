@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from geocells.synth.capture import per_view
 from geocells.synth.noise import fractal_noise, value_noise
 from geocells.synth.paint import vegetation
 
@@ -91,12 +92,12 @@ def draw(renderer, x, y, ray, captures, rgb, dist) -> None:
     ry = np.take_along_axis(py, k[..., None], -1)[..., 0]
     wooded = fractal_noise(world.seed, 51, rx, ry, 1400.0, 3) > world.cfg.forest_threshold
     patch = value_noise(world.seed, 57, rx, ry, 300.0)
-    season = np.array([c.season for c in captures], np.float32)[:, None]
+    season = per_view(captures, "season").astype(np.float32)[:, None]
     style = world.coarse(x, y)["style"][:, None] * np.ones((1, w), np.int64)
     colour = vegetation(np.where(wooded, 0.31, 0.24) + 0.04 * patch, 0.5,
                         np.where(wooded, 0.22, 0.42) * (0.85 + 0.3 * patch), style, season,
                         0.6)  # fmt: skip
-    light = (0.5 + 0.5 * np.array([c.intensity for c in captures], np.float32))[:, None, None]
+    light = (0.5 + 0.5 * per_view(captures, "intensity").astype(np.float32))[:, None, None]
     colour = colour * light  # [B, W, 3]
     bi, ri, ci = np.nonzero(hill)
     rgb[bi, ri, ci] = colour[bi, ci]
