@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from geocells.db.store import Database
 from geocells.io import (
     ArtifactError,
+    CalibrationReport,
     RunInfo,
     atomic_write,
     dataset_of_run,
@@ -83,7 +84,15 @@ def _v1_meta(count: int, dim: int) -> dict:
         "tile_px": 32, "model": {"file": "model/last.safetensors", "sha256": "ab" * 32},
         "dataset": "/data/x", "dataset_sha256": "cd" * 32, "cells_without_aerial": 0,
         "index": {"chunk_size": 2048}, "region": {"name": "r", "area_km2": 2.0},
-        "confidence": {"features": ["score"]}, "calibration": {"split": "val"},
+        "confidence": {"features": ["score"]}, "calibration": _old_report(),
+    }  # fmt: skip
+
+
+def _old_report() -> dict:
+    """The calibration report of an early ``calibrate`` (no version, dataset or κ guard)."""
+    return {
+        "split": "val", "queries": 40, "radius_m": 100.0, "recall": 0.3, "recall_kappa_1": 0.2,
+        "median_error_m": 250.0, "grid": [0.05, 20.0, 41], "ece": 0.05, "top1_accuracy": 0.3,
     }  # fmt: skip
 
 
@@ -185,3 +194,64 @@ def test_dataset_info_round_trip_and_missing_file(tmp_path):
     assert json.loads((tmp_path / "dataset.json").read_text())["format_version"] == 1
     with pytest.raises(ArtifactError, match=r"dataset.json not found.*geocells synth"):
         DatasetInfo.load(tmp_path / "elsewhere")
+
+
+def test_a_version_less_calibration_report_migrates_and_an_unusable_one_is_refused(tmp_path):
+    db = tmp_path / "db"
+    _write_arrays(db, 5, 4)
+    write_json(db / "meta.json", _v1_meta(5, 4))
+    report = Database.open(db).meta.calibration
+    assert isinstance(report, CalibrationReport) and report.recall == 0.3
+    # Before calibrate recorded its dataset it used the build's; before the κ = 1 guard it
+    # took the grid's maximum (the κ in meta.json), z unmeasured.
+    assert (report.dataset, report.dataset_sha256) == ("/data/x", "cd" * 32)
+    assert (report.kappa_max_recall, report.max_gain_z, report.min_gain_z) == (2.5, None, 0.0)
+    assert report.max_gain_over_kappa_1 == pytest.approx(0.1)
+    Database.open(db).update_meta(kappa=2.5)  # written back typed and versioned
+    saved = json.loads((db / "meta.json").read_text())["calibration"]
+    assert saved["format_version"] == CalibrationReport.VERSION and saved["dataset"] == "/data/x"
+    assert Database.open(db).meta.calibration == report
+    for damage in ({"recall": None}, {"format_version": 7}):
+        meta = _v1_meta(5, 4)
+        meta["calibration"] = {k: v for k, v in _old_report().items() if k not in damage}
+        meta["calibration"].update({k: v for k, v in damage.items() if v is not None})
+        write_json(db / "meta.json", meta)
+        with pytest.raises(ArtifactError, match=r"calibration report .*geocells calibrate DB"):
+            Database.open(db)
+        # geocells calibrate replaces the report, so it opens the database without it.
+        assert Database.open(db, recalibrating=True).meta.calibration is None
+
+
+def _old_metrics() -> dict:
+    """metrics.json of an early eval: no version, strata definitions or search comparison."""
+    hybrid = {"label": "hybrid", "database_items": 3, "storage_bytes": 10, "bytes_per_km2": 5.0,
+              "metrics": {"R@1@100m": 0.5}}  # fmt: skip
+    return {
+        "split": "test", "queries": 4, "train_images": 8, "database": "/db", "dataset": "/d",
+        "region_area_km2": 2.0, "levels": {"cell": 16, "proto": 15}, "kappa": 1.0,
+        "kappa_calibrated": False, "methods": {"hybrid": hybrid, "aerial": hybrid},
+        "strata": {}, "options": {},
+    }  # fmt: skip
+
+
+def test_eval_summary_round_trips_migrates_and_refuses_a_newer_version(tmp_path):
+    from geocells.eval.summary import EvalSummary
+    from geocells.eval.table import results_table_text
+
+    (tmp_path / "metrics.json").write_text(json.dumps(_old_metrics()))  # in table order
+    summary = EvalSummary.load(tmp_path)
+    assert (summary.search, summary.calibration, summary.strata_definitions) == (None, None, {})
+    assert list(summary.methods) == ["hybrid", "aerial"]
+    summary.save(tmp_path)
+    assert list(json.loads((tmp_path / "metrics.json").read_text())["methods"]) == [
+        "hybrid",
+        "aerial",
+    ]  # table order kept, not sorted
+    assert EvalSummary.load(tmp_path) == summary
+    assert "| hybrid | – | 50.0 % |" in results_table_text(tmp_path / "metrics.json")
+    for bad, message in (({"format_version": 9}, "format_version 9"), ({"split": None}, "split")):
+        data = {**_old_metrics(), **bad}
+        data = {k: v for k, v in data.items() if v is not None}
+        write_json(tmp_path / "metrics.json", data)
+        with pytest.raises(ArtifactError, match=rf"{message}.*geocells eval DB --out REPORT"):
+            EvalSummary.load(tmp_path)

@@ -184,7 +184,23 @@ def test_a_damaged_database_names_the_file_and_the_rebuild_command(
     [
         ("index.faiss", b"\x00garbage, not a faiss index", "faiss cannot read it"),
         ("index.faiss.json", b"{truncated", "not valid JSON"),
-        ("index.faiss.json", b"[]", "not a search index description"),
+        ("index.faiss.json", b"[]", "expected a JSON object, got list"),
+        (
+            "index.faiss.json",
+            b'{"format_version": 1, "backend": "ivfpq"}',
+            "search index description has format_version 1, this geocells reads version 2",
+        ),
+        (
+            "index.faiss.json",
+            b'{"format_version": 2, "backend": "ivfpq"}',
+            "search index description lacks dim, index_kappa, num_cells, params",
+        ),
+        (
+            "index.faiss.json",
+            b'{"format_version": 2, "backend": "ivfpq", "dim": 8, '
+            b'"index_kappa": 1, "num_cells": 9, "params": 3}',
+            "params must be an object, got 3",
+        ),
     ],
 )
 def test_a_damaged_search_index_names_the_file_and_calibrate(
