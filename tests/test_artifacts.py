@@ -62,6 +62,54 @@ def test_checkpoint_with_extra_experiment_keys_loads(tmp_path):
     assert experiment.data.cell_level == 17 and experiment.model == SMALL
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_card_without_levels_or_tile_size_is_refused_with_the_fix(tmp_path, version):
+    """No silent 154 m: the refusal names the missing fields and how to record them."""
+    from geocells.models.geomodel import record_geometry
+
+    path = tmp_path / "last.safetensors"
+    experiment = _old_experiment()
+    del experiment["data"]["cell_level"], experiment["data"]["aerial_tile_m"]
+    _v1_checkpoint(path, experiment)
+    if version == 2:  # a v2 card that lost them
+        model = load_model_unchecked(path)
+        card = {**model.card.to_dict(), "experiment": experiment}
+        del card["cell_level"], card["aerial_tile_m"]
+        metadata = {"geocells_format": "geocells-model-v2", "geocells_card": json.dumps(card)}
+        save_file(model.state_dict(), str(path), metadata=metadata)
+    with pytest.raises(ValueError) as refused:
+        load_model(path)
+    text = str(refused.value)
+    assert "does not record data.cell_level, data.aerial_tile_m" in text
+    assert "geocells train DATASET --out RUN" in text and "record_geometry(" in text
+    record_geometry(path, cell_level=17, prototype_level=15, aerial_tile_m=120.0)
+    model = load_model(path)
+    assert (model.cell_level, model.prototype_level, model.aerial_tile_m) == (17, 15, 120.0)
+    np.testing.assert_array_equal(model.prototypes.cells, CELLS)
+
+
+def load_model_unchecked(path):
+    """A model from a v1 checkpoint lacking levels, rebuilt at the levels it was saved with."""
+    card = ModelCard(model=SMALL, cell_level=17, prototype_level=15, aerial_tile_m=120.0)
+    model = build_model(card, CELLS, load_pretrained=False)
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+    return model
+
+
+def test_levels_have_one_home():
+    """The training config's data section and the card share CellGeometry's defaults."""
+    from geocells.models.card import CellGeometry
+    from geocells.train.config import DataConfig
+
+    assert issubclass(DataConfig, CellGeometry)
+    with pytest.raises(TypeError):
+        ModelCard(model=SMALL)  # no default levels on a card
+    with pytest.raises(ValueError, match=r"data\.aerial_tile_m must be positive"):
+        DataConfig(aerial_tile_m=0).check_geometry()
+
+
 def test_v2_card_round_trip_and_refusals(tmp_path):
     card = ModelCard.from_experiment(ExperimentConfig(model=SMALL))
     assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
@@ -165,7 +213,7 @@ def test_run_info_reads_old_run_json_and_names_missing_ones(tmp_path):
 def test_embed_files_skips_unreadable_images_and_reports_them(tmp_path):
     from PIL import Image
 
-    model = build_model(ModelCard(model=SMALL), CELLS, load_pretrained=False)
+    model = build_model(SMALL, CELLS, load_pretrained=False)  # default levels
     good = tmp_path / "good.png"
     Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(good)
     broken = tmp_path / "broken.jpg"

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from geocells.io import ArtifactError, sha256_file
-from geocells.models.card import ModelCard, card_from_metadata
+from geocells.models.card import CellGeometry, ModelCard, card_from_metadata, card_with_geometry
 from geocells.models.config import ModelConfig
 from geocells.models.device import resolve_device
 from geocells.models.encoder import Encoder
@@ -91,12 +91,12 @@ class GeoModel(nn.Module):
 
 
 def as_card(cfg: Any) -> ModelCard:
-    """A ModelCard from a card, a ModelConfig (default levels) or an experiment config."""
+    """A ModelCard from a card, a ModelConfig (``CellGeometry`` defaults) or an experiment."""
     if isinstance(cfg, ModelCard):
         cfg.check()
         return cfg
-    if isinstance(cfg, ModelConfig):
-        return ModelCard(model=cfg)
+    if isinstance(cfg, ModelConfig):  # a fresh model at the default levels
+        return ModelCard(model=cfg, **dataclasses.asdict(CellGeometry()))
     if hasattr(cfg, "model") and hasattr(cfg, "data"):
         return ModelCard.from_experiment(cfg)
     raise ValueError(f"build_model needs a ModelCard, ModelConfig or experiment, got {type(cfg)}")
@@ -209,3 +209,27 @@ def load_model(run_or_checkpoint: str | Path, device: str | torch.device = "auto
     model.load_state_dict(state, strict=True)
     logger.info("loaded model from %s (%d prototypes) on %s", path, len(model.prototypes), target)
     return model.to(target).eval()
+
+
+def record_geometry(
+    checkpoint: str | Path, *, cell_level: int, prototype_level: int, aerial_tile_m: float
+) -> Path:
+    """Write the levels and tile size a model was trained with into a checkpoint whose card
+    lacks them (the fix ``load_model``'s refusal names); the weights are kept as they are."""
+    from safetensors import safe_open
+
+    from geocells.io import atomic_write
+
+    path = resolve_checkpoint(checkpoint)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    geometry = CellGeometry(cell_level, prototype_level, aerial_tile_m)
+    geometry.check_geometry()
+    card = card_with_geometry(metadata, geometry, str(path))
+    from safetensors.torch import save_file
+
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata=card.metadata())
+    logger.info("%s: recorded %s", path, geometry)
+    return path
