@@ -124,7 +124,7 @@ def test_index_refuses_a_dataset_whose_aerial_misses_the_region(micro_db, tmp_pa
         tif.write(np.full((3, 64, 64), 90, np.uint8))
     out = tmp_path / "db"
     with pytest.raises(ValueError, match=rf"dataset {dataset}: no region cell has aerial"):
-        build.run(micro_db.parent / "run", out, dataset=dataset)
+        build.run(None, micro_db.parent / "run", out, dataset=dataset)
     assert not out.exists()
 
 

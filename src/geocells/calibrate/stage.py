@@ -215,12 +215,14 @@ def embed_queries(model: Any, manifest: Any, cfg: CalibrateConfig) -> tuple[np.n
 
 
 def run(
+    cfg: CalibrateConfig | None,
     db: str | Path,
     dataset: str | Path | None = None,
+    *,
     split: str = "val",
-    cfg: CalibrateConfig | None = None,
 ) -> Path:
-    """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from).
+    """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from);
+    the database folder is its output (κ, the confidence model and the index in it).
 
     ``test`` is refused (κ and the confidence fitted on the test queries would make every
     test number optimistic); ``train`` is accepted with a warning (the model has seen those

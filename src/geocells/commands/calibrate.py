@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     flags = flag_overrides(args, FLAGS) + (["progress=false"] if args.no_progress else [])
     cfg = stage_config(CalibrateConfig, "calibrate", args, flags)
-    path = run(args.db, args.dataset, args.split, cfg)
+    path = run(cfg, args.db, args.dataset, split=args.split)
     meta = Database.open(path).meta
     report = meta.calibration
     cross_fitted = report.ece_cross_fitted

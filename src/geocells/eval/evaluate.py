@@ -1,6 +1,6 @@
 """The ``eval`` stage: every method on the same queries and cells -> metrics.json + report.html.
 
-``run(db, dataset, split, out)`` embeds the split's ground images once with the
+``run(options, db, dataset, out, split=...)`` embeds the split's ground images once with the
 database's model, scores them against each method's database (see ``methods``), writes
 ``metrics.json`` (overall and stratified metrics, database sizes) and a self-contained
 ``report.html``. Query and training-image embeddings are cached under ``out/cache``;
@@ -31,7 +31,7 @@ from geocells.geo import latlng_to_cell
 from geocells.io import atomic_write, dataset_fingerprint
 from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
-from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
+from geocells.outputs import OutputKind, stage_output
 from geocells.scoring import metrics
 
 logger = logging.getLogger(__name__)
@@ -210,36 +210,48 @@ def summarise_methods(
 
 
 def run(
+    options: EvalOptions | None,
     db: str | Path,
     dataset: str | Path | None,
+    out: str | Path,
+    *,
     split: str = "test",
-    out: str | Path = "report",
     overwrite: bool = False,
-    options: EvalOptions | None = None,
 ) -> Path:
-    """Evaluate every method on ``split`` and write ``out/metrics.json`` + ``out/report.html``."""
+    """Evaluate every method of ``db`` on ``split`` of ``dataset`` (None: the database's)
+    and write ``out/metrics.json`` + ``out/report.html``; a finished report of ``split`` is
+    kept (``overwrite`` redoes it, dropping the cache; the old report stays until the new
+    one is complete: both files are written atomically)."""
 
     options = options or EvalOptions()
     out = Path(out)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    with output_lock(out, REPORT_OUTPUT):
-        return _evaluate(db, dataset, split, out, overwrite, options)
+    done = _report_done(split)
+    with stage_output(out, REPORT_OUTPUT, overwrite=overwrite, finished=done, clear=False) as skip:
+        if skip:
+            return out
+        if overwrite:
+            shutil.rmtree(out / "cache", ignore_errors=True)
+        return _evaluate(db, dataset, split, out, options)
 
 
-def _evaluate(db, dataset, split: str, out: Path, overwrite: bool, options: EvalOptions) -> Path:
-    """The body of ``run``, under ``out``'s lock: a new report replaces the old one only once
-    it is complete (both files are written atomically); ``overwrite`` drops the cache."""
-    check_ownership(out, REPORT_OUTPUT)
-    if (out / METRICS_FILE).is_file() and (out / REPORT_FILE).is_file() and not overwrite:
-        done = EvalSummary.load(out).split
-        if done != split:
-            raise ValueError(f"{out} holds a report of the {done!r} split; use --overwrite")
-        logger.info("eval: %s already holds a report; skipping (use --overwrite)", out)
-        return out
-    if overwrite and out.exists():
-        shutil.rmtree(out / "cache", ignore_errors=True)
-    claim_output(out, REPORT_OUTPUT)
+def _report_done(split: str):
+    """``stage_output``'s check: a report of ``split`` is there (of another: refused)."""
+
+    def done(out: Path) -> bool:
+        if not ((out / METRICS_FILE).is_file() and (out / REPORT_FILE).is_file()):
+            return False
+        found = EvalSummary.load(out).split
+        if found != split:
+            raise ValueError(f"{out} holds a report of the {found!r} split; use --overwrite")
+        return True
+
+    return done
+
+
+def _evaluate(db, dataset, split: str, out: Path, options: EvalOptions) -> Path:
+    """The body of ``run``, under ``out``'s lock, the folder claimed."""
     database = Database.open(db)
     data = Dataset.open(database.dataset_path(dataset))
     if not database.meta.kappa_calibrated:

@@ -283,7 +283,9 @@ def validate(cfg: SynthConfig) -> None:
         )
 
 
-def run(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: bool = True) -> Path:
+def run(
+    cfg: SynthConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True
+) -> Path:
     """Write the synthetic dataset for ``cfg`` into ``out`` (resuming finished stages);
     ``progress``: bars on a terminal."""
     out = Path(out)

@@ -128,14 +128,16 @@ def _settings(experiment: ExperimentConfig, cfg: RefitConfig) -> dict:
 
 
 def run(
+    cfg: RefitConfig | None,
     run_dir: str | Path,
     dataset: str | Path | None = None,
-    cfg: RefitConfig | None = None,
+    *,
     overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
 ) -> Path:
-    """Refit the prototypes of ``run_dir``'s last checkpoint; returns the refit file.
+    """Refit the prototypes of ``run_dir``'s last checkpoint (``cfg`` None: the refit
+    settings it was trained with) on ``dataset`` (None: the run's); returns the refit file.
 
     The anchors are embedded on ``device`` (auto: cuda when available); the table itself
     is refitted on the CPU.
