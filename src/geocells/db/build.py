@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from geocells.data.aerial import OutOfCoverageError
+from geocells.data.aerial import OutOfCoverageError, crop_many
 from geocells.data.dataset import Dataset
 from geocells.db.store import DATABASE_OUTPUT, assemble, save_chunk
 from geocells.geo import Region, cell_to_latlng, count_cells, cover_region, region_cells
@@ -119,20 +119,6 @@ def fixed_chunks(stream: Iterable[np.ndarray], size: int) -> Iterator[tuple[int,
         yield k, np.concatenate(pending)
 
 
-def _crop_tiles(
-    lat: np.ndarray, lon: np.ndarray, sources: CellSources, cfg: IndexConfig, angle: float
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Tiles at (lat, lon) turned by ``angle``, and whether each had aerial coverage."""
-    tiles, covered = [], np.ones(len(lat), dtype=bool)
-    for i in range(len(lat)):
-        try:
-            tiles.append(sources.crop(lat[i], lon[i], cfg.tile_size_m, sources.tile_px, angle))
-        except sources.no_coverage:
-            covered[i] = False
-            tiles.append(np.zeros((sources.tile_px, sources.tile_px, 3), np.uint8))
-    return tiles, covered
-
-
 def encode_aerial(
     cells: np.ndarray,
     sources: CellSources,
@@ -150,8 +136,11 @@ def encode_aerial(
         rows = slice(start, start + batch)
         total = 0.0
         for angle in angles:
-            tiles, covered = _crop_tiles(lat[rows], lon[rows], sources, cfg, angle)
-            total = total + np.asarray(sources.encode_tiles(tiles), dtype=np.float32)
+            tiles, covered = crop_many(
+                sources, lat[rows], lon[rows], cfg.tile_size_m, sources.tile_px, angle,
+                no_coverage=sources.no_coverage,
+            )  # fmt: skip
+            total = total + np.asarray(sources.encode_tiles(list(tiles)), dtype=np.float32)
         parts.append(aerial_codes(total, covered))
         if on_batch is not None:
             on_batch(len(tiles))

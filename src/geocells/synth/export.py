@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from geocells.config import config_to_dict
-from geocells.io import write_text
+from geocells.io import atomic_write, write_text
 from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
 from geocells.synth.capture import Capture, campaign_capture, sample_capture
 from geocells.synth.config import SynthConfig
@@ -147,13 +146,12 @@ def write_aerial(world: World, path: Path, pool, progress: bool = True) -> Path:
         ):
             window = rasterio.windows.Window(0, r - row0, width, strip.shape[0])
             dst.write(np.moveaxis(strip, -1, 0), window=window)
-    part = path.with_name(path.name + ".part")
-    rio_copy(
-        tmp, part, driver="COG", COMPRESS="JPEG", QUALITY=str(cfg.jpeg_quality),
-        BLOCKSIZE="512", OVERVIEWS="AUTO", RESAMPLING="AVERAGE",
-    )  # fmt: skip
+    with atomic_write(path) as part:
+        rio_copy(
+            tmp, part, driver="COG", COMPRESS="JPEG", QUALITY=str(cfg.jpeg_quality),
+            BLOCKSIZE="512", OVERVIEWS="AUTO", RESAMPLING="AVERAGE",
+        )  # fmt: skip
     tmp.unlink()
-    os.replace(part, path)
     return path
 
 
@@ -175,9 +173,8 @@ def _render_ground_batch(args) -> int:
         _worker_state[key] = renderer
     images = renderer.render(x, y, heading, captures)
     for path, image in zip(paths, images):
-        part = Path(path + ".part")
-        Image.fromarray(image).save(part, format="JPEG", quality=cfg.jpeg_quality)
-        os.replace(part, path)
+        with atomic_write(path) as part:
+            Image.fromarray(image).save(part, format="JPEG", quality=cfg.jpeg_quality)
     return len(paths)
 
 
@@ -250,8 +247,8 @@ def write_manifest(world: World, ground_dir: Path, plan: dict) -> Path:
         captured_at=plan["captured_at"], split=plan["split"],
     )  # fmt: skip
     path = ground_dir / "manifest.parquet"
-    part = manifest.write(ground_dir / "manifest.parquet.part.parquet")
-    os.replace(part, path)
+    with atomic_write(path) as part:
+        manifest.write(part)
     return path
 
 
