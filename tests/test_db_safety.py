@@ -14,14 +14,14 @@ from geocells.db.build import build_cells
 from geocells.db.merge import merge
 from geocells.db.store import DATABASE_OUTPUT, Database, DatabaseError
 from geocells.outputs import MARKER, OutputError, output_lock, read_marker
-from test_index_build import IDENTITY, _cells, _sources, _stream
+from test_db_build import IDENTITY, _cells, _sources, _stream
 from test_outputs import snapshot
 
 REBUILD = "geocells index RUN --out DB --overwrite"
 
 
 def _fake_build(out, cells, shard=(0, 1), overwrite=False):
-    from test_index_build import CFG
+    from test_db_build import CFG
 
     sources = _sources(cells)
     return build_cells(out, _stream(cells), len(cells), sources, CFG, IDENTITY, shard, overwrite)

@@ -155,7 +155,7 @@ def test_sharded_build_and_merge_equal_a_single_build(tmp_path):
 CHILD = """
 import sys, time
 sys.path.insert(0, {tests!r})
-import test_index_build as t
+import test_db_build as t
 cells = t._cells()
 sources = t._sources(cells)
 encode = sources.encode_tiles
