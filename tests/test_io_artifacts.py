@@ -303,3 +303,20 @@ def test_eval_summary_round_trips_migrates_and_refuses_a_newer_version(tmp_path)
         write_json(tmp_path / "metrics.json", data)
         with pytest.raises(ArtifactError, match=rf"{message}.*geocells eval DB --out REPORT"):
             EvalSummary.load(tmp_path)
+
+
+def test_refit_record_round_trips_reads_an_earlier_file_and_refuses_a_newer(tmp_path):
+    """refit.json (refit stage -> resolve_checkpoint): stats at the top level as before."""
+    from geocells.models.card import RefitRecord
+
+    earlier = {"source": "last.safetensors", "source_sha256": "ab", "settings": {"refit": {}},
+               "seconds": 1.5, "rows_total": 9, "loss_after": None}  # fmt: skip
+    write_json(tmp_path / "refit.json", earlier)
+    record = RefitRecord.load(tmp_path)
+    assert record.source_sha256 == "ab" and record.stats == {"rows_total": 9, "loss_after": None}
+    record.save(tmp_path)
+    again = json.loads((tmp_path / "refit.json").read_text())
+    assert again == {**earlier, "format_version": 1} and RefitRecord.load(tmp_path) == record
+    write_json(tmp_path / "refit.json", {**earlier, "format_version": 2})
+    with pytest.raises(ArtifactError, match=r"format_version 2.*geocells refit RUN --overwrite"):
+        RefitRecord.load(tmp_path)

@@ -185,3 +185,45 @@ def card_with_geometry(metadata: dict[str, str], geometry: CellGeometry, where: 
     except (json.JSONDecodeError, TypeError) as err:
         raise ArtifactError(f"{where}: the model card is not valid JSON ({err})") from None
     return card_from_metadata(metadata, where)  # not a geocells checkpoint: its refusal
+
+
+@dataclass
+class RefitRecord(Artifact):
+    """``checkpoints/refit.json``: what ``geocells refit`` made ``refit.safetensors`` from.
+
+    Written by the refit stage, read by ``resolve_checkpoint`` (which uses the refit only
+    while ``source_sha256`` is that of the present ``last.safetensors``) and by the refit
+    stage's skip check. In the file, ``stats`` (anchor and row counts, losses) stand at the
+    top level beside the fields; a version-less file of an earlier refit reads the same.
+    """
+
+    FILE: ClassVar[str] = "refit.json"
+    KIND: ClassVar[str] = "prototype refit record"
+    REBUILD: ClassVar[str] = "geocells refit RUN --overwrite"
+
+    source: str  # the checkpoint refitted, in the same folder (last.safetensors)
+    source_sha256: str
+    settings: dict[str, Any]  # the refit and loss settings it was made with
+    seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)  # refit_table's summary
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, with ``stats`` spread at the top level."""
+        data = dataclasses.asdict(self)
+        return {**data.pop("stats"), **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> RefitRecord:
+        """Rebuild from ``to_dict`` output (keys other than the fields are the stats)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        if isinstance(data, dict):
+            stats = {k: v for k, v in data.items() if k not in names}
+            data = {**{k: v for k, v in data.items() if k in names}, "stats": stats}
+        return super().from_dict(data, source)
+
+    @classmethod
+    def migrate(cls, data: dict[str, Any], version: Any, where: str) -> dict[str, Any]:
+        """A version-less refit.json (the same keys) reads as version 1."""
+        if version is None:
+            return {**data, "format_version": cls.VERSION}
+        raise cls.refusal(version, where)

@@ -10,7 +10,6 @@ provenance.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,13 @@ import torch
 from torch import nn
 
 from geocells.io import ArtifactError, sha256_file
-from geocells.models.card import CellGeometry, ModelCard, card_from_metadata, card_with_geometry
+from geocells.models.card import (
+    CellGeometry,
+    ModelCard,
+    RefitRecord,
+    card_from_metadata,
+    card_with_geometry,
+)
 from geocells.models.config import ModelConfig
 from geocells.models.device import resolve_device
 from geocells.models.encoder import Encoder
@@ -30,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 # A prototype refit (``geocells refit``) writes these beside the checkpoint it refits.
 REFIT_WEIGHTS = "refit.safetensors"
-REFIT_INFO = "refit.json"
+REFIT_INFO = RefitRecord.FILE
 REFIT_SOURCE = "last.safetensors"
 
 
@@ -130,7 +135,7 @@ def current_refit(folder: Path) -> Path | None:
     weights, info = folder / REFIT_WEIGHTS, folder / REFIT_INFO
     if not (weights.is_file() and info.is_file() and (folder / REFIT_SOURCE).is_file()):
         return None
-    recorded = json.loads(info.read_text()).get("source_sha256")
+    recorded = RefitRecord.load(folder).source_sha256  # ArtifactError naming the fix
     if recorded != sha256_file(folder / REFIT_SOURCE):
         logger.warning(
             "%s was made from another %s (training went on since); using %s. "
