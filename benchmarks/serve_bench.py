@@ -49,8 +49,8 @@ def build_tiny_db(work: Path) -> Path:
     run = work / "run"
     if not (run / "checkpoints" / "last.json").is_file():
         train(experiment_config("tiny", []), dataset, run, progress=False)
-    build.run(run, db, dataset=dataset, cfg=build.IndexConfig(progress=False))
-    return calibrate.run(db, dataset, "val", calibrate.CalibrateConfig(progress=False))
+    build.run(build.IndexConfig(progress=False), run, db, dataset=dataset)
+    return calibrate.run(calibrate.CalibrateConfig(progress=False), db, dataset, split="val")
 
 
 def test_images(db: Path, count: int) -> list[tuple[str, bytes]]:

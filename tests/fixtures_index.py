@@ -85,8 +85,8 @@ def build_micro_db(root: Path) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     dataset = _write_micro_dataset(root / "dataset")
     run = _write_micro_run(root / "run", dataset)
-    build.run(run, out, dataset=dataset, cfg=build.IndexConfig(chunk_size=16, progress=False))
-    return calibrate.run(out, dataset, "val", calibrate.CalibrateConfig(progress=False))
+    build.run(build.IndexConfig(chunk_size=16, progress=False), run, out, dataset=dataset)
+    return calibrate.run(calibrate.CalibrateConfig(progress=False), out, dataset, split="val")
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +117,6 @@ def tiny_db(tiny_run, tiny_dataset, tmp_path_factory) -> Path:
     from geocells.db import build
 
     out = tmp_path_factory.mktemp("tiny_db") / "db"
-    build.run(
-        Path(tiny_run), out, dataset=Path(tiny_dataset), cfg=build.IndexConfig(progress=False)
-    )
-    return calibrate.run(out, Path(tiny_dataset), "val", calibrate.CalibrateConfig(progress=False))
+    build.run(build.IndexConfig(progress=False), Path(tiny_run), out, dataset=Path(tiny_dataset))
+    cfg = calibrate.CalibrateConfig(progress=False)
+    return calibrate.run(cfg, out, Path(tiny_dataset), split="val")

@@ -1,10 +1,13 @@
 """The demo's override handling and its resume bookkeeping (the stages run in the e2e test)."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 
 from geocells import pipeline as demo
+from geocells.io import write_json
+from geocells.outputs import stage_output
 
 
 def test_split_overrides_by_group():
@@ -24,28 +27,44 @@ def test_split_overrides_rejects_ungrouped(bad):
 
 
 def test_state_refuses_other_overrides(tmp_path):
-    state = demo._check_state(tmp_path, ["synth.seed=1"], overwrite=False)
-    demo._save_state(tmp_path, state)
-    assert demo._check_state(tmp_path, ["synth.seed=1"], overwrite=False)["overrides"] == [
-        "synth.seed=1"
-    ]
+    def claim(settings, overwrite=False):
+        check = demo._overrides_check(settings)
+        with stage_output(tmp_path, demo.DEMO_OUTPUT, overwrite=overwrite, finished=check):
+            pass
+
+    claim(["synth.seed=1"])
+    write_json(tmp_path / demo.STATE_FILE, asdict(demo.DemoState(["synth.seed=1"])))
+    claim(["synth.seed=1"])  # the same settings: accepted
     with pytest.raises(ValueError, match="--overwrite"):
-        demo._check_state(tmp_path, ["synth.seed=2"], overwrite=False)
+        claim(["synth.seed=2"])
     (tmp_path / "db").mkdir()
-    fresh = demo._check_state(tmp_path, ["synth.seed=2"], overwrite=True)
-    assert fresh == {"overrides": ["synth.seed=2"], "done": [], "seconds": {}}
-    assert not (tmp_path / "db").exists()
+    claim(["synth.seed=2"], overwrite=True)
+    assert demo.DemoState.load(tmp_path) is None and not (tmp_path / "db").exists()
+
+
+def test_an_older_demo_state_reads(tmp_path):
+    """demo.json listed done stages by name before it recorded their output folders."""
+    old = {"overrides": ["x"], "done": ["synth", "calibrate"], "seconds": {"synth": 3.0}}
+    write_json(tmp_path / demo.STATE_FILE, old)
+    state = demo.DemoState.load(tmp_path)
+    assert state.done == {"synth": str(tmp_path / "dataset"), "calibrate": str(tmp_path / "db")}
 
 
 def test_stage_skips_finished_work_and_records_time(tmp_path):
-    state = {"overrides": [], "done": [], "seconds": {}}
+    state = demo.DemoState([])
     calls = []
     output = tmp_path / "output"
-    demo._stage(state, tmp_path, "one", output, lambda: calls.append("one") or output.mkdir())
-    demo._stage(state, tmp_path, "one", output, lambda: calls.append("again"))
-    assert calls == ["one"]
+
+    def stage(name, *, flag):
+        calls.append((name, flag))
+        output.mkdir(exist_ok=True)
+        return output
+
+    assert state.timed(tmp_path, "one", stage, "one", flag=1) == output
+    assert state.timed(tmp_path, "one", stage, "again", flag=1) == output
+    assert calls == [("one", 1)]
     saved = json.loads((tmp_path / demo.STATE_FILE).read_text())
-    assert saved["done"] == ["one"] and set(saved["seconds"]) == {"one"}
+    assert saved["done"] == {"one": str(output)} and set(saved["seconds"]) == {"one"}
     output.rmdir()  # its output is gone: the stage runs again
-    demo._stage(state, tmp_path, "one", output, lambda: calls.append("rerun"))
-    assert calls == ["one", "rerun"]
+    state.timed(tmp_path, "one", stage, "rerun", flag=2)
+    assert calls == [("one", 1), ("rerun", 2)]

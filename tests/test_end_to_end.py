@@ -114,7 +114,7 @@ def _check_predictions(out: Path, summary: dict) -> None:
 @pytest.mark.slow
 def test_eval_tiny_pipeline(tiny_db, tiny_dataset, tmp_path):
     options = EvalOptions(progress=False, examples_per_kind=1, interactive_map=False)
-    out = run(tiny_db, None, "test", tmp_path / "report", options=options)
+    out = run(options, tiny_db, None, tmp_path / "report", split="test")
     summary = _check_report(out, CELL_METHODS | {"ground_retrieval", "colour_histogram"})
     assert Path(summary["dataset"]) == Path(tiny_dataset).resolve()
     assert summary["train_images"] > 0
@@ -146,7 +146,7 @@ def test_eval_agrees_with_calibrate_and_flags_another_dataset(
     calibration = json.loads((micro_db / "meta.json").read_text())["calibration"]
     options = EvalOptions(progress=False, interactive_map=False, colour_histogram=False)
     # Same dataset and split as calibrate: the calibrated hybrid scores what calibrate said.
-    same = json.loads((run(micro_db, None, "val", tmp_path / "same", options=options)
+    same = json.loads((run(options, micro_db, None, tmp_path / "same", split="val")
                        / "metrics.json").read_text())  # fmt: skip
     assert same["calibration"]["same_dataset"] and same["calibration"]["split"] == "val"
     hybrid = same["methods"]["hybrid"]["metrics"]
@@ -156,7 +156,7 @@ def test_eval_agrees_with_calibrate_and_flags_another_dataset(
     # Another dataset (here: another world.json) is said so, in the log and in metrics.json.
     other = shutil.copytree(micro_dataset, tmp_path / "other")
     (other / "world.json").write_text('{"seed": 1}')
-    out = run(micro_db, other, "val", tmp_path / "other-report", options=options)
+    out = run(options, micro_db, other, tmp_path / "other-report", split="val")
     assert not json.loads((out / "metrics.json").read_text())["calibration"]["same_dataset"]
     assert "calibrated on the val split of another dataset" in caplog.text
     assert "ANOTHER dataset" in (out / "report.html").read_text(encoding="utf-8")
@@ -171,7 +171,8 @@ def test_demo_resumes_every_stage(tiny_dataset, tiny_run, tmp_path, capsys):
     shutil.copytree(tiny_run, out / "run")
     report = demo.run(out, synth_preset="tiny", train_preset="tiny")
     state = json.loads((out / demo.STATE_FILE).read_text())
-    assert state["done"] == ["synth", "train", "index", "calibrate", "eval"]
+    assert set(state["done"]) == {"synth", "train", "index", "calibrate", "eval"}
+    assert state["done"]["calibrate"] == str(out / "db") == state["done"]["index"]
     meta = json.loads((out / "db" / "meta.json").read_text())
     assert meta["kappa_calibrated"] and meta["calibration"]["split"] == "val"
     summary = _check_report(report, CELL_METHODS | {"ground_retrieval", "colour_histogram"})

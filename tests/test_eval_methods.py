@@ -79,18 +79,24 @@ def test_colour_histograms_match_identical_colours_best():
 @pytest.mark.parametrize(
     ("kappa", "maximum", "kept"), [(1.0, 1.57, True), (1.0, 1.0, False), (1.57, 1.57, False)]
 )
-def test_calibration_source_says_when_the_guard_kept_kappa_one(tmp_path, kappa, maximum, kept):
-    from geocells.eval.evaluate import calibration_source
+def test_calibration_source_says_when_the_guard_kept_kappa_one(kappa, maximum, kept):
+    from geocells.eval.summary import CalibrationSource
+    from geocells.io import CalibrationReport
 
-    (tmp_path / "region.geojson").write_text("{}")
-    report = {"split": "val", "kappa_max_recall": maximum, "max_gain_z": 1.2, "min_gain_z": 2.0}
+    report = CalibrationReport(
+        split="val", dataset="/data", dataset_sha256="ab", queries=10, radius_m=100.0,
+        recall=0.5, recall_kappa_1=0.4, median_error_m=90.0, grid=[0.05, 20, 41],
+        kappa_max_recall=maximum, max_gain_over_kappa_1=0.1, max_gain_z=1.2, min_gain_z=2.0,
+        ece=0.1, top1_accuracy=0.5,
+    )  # fmt: skip
     meta = DatabaseMeta(
         count=1, dim=2, cell_level=16, proto_level=15, tile_size_m=154.0, tile_px=32,
         model_sha256="x", kappa=kappa, kappa_calibrated=True, calibration=report,
     )  # fmt: skip
-    source = calibration_source(meta, tmp_path)
-    assert source["kept_kappa_1"] is kept
-    assert source["kappa_max_recall"] == maximum
+    source = CalibrationSource.of(meta, "ab")
+    assert source.kept_kappa_1 is kept and source.same_dataset
+    assert source.kappa_max_recall == maximum
+    assert not CalibrationSource.of(meta, "cd").same_dataset
 
 
 def test_streamed_evaluation_matches_dense_scoring_and_uses_the_search():

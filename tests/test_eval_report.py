@@ -7,6 +7,7 @@ import numpy as np
 
 from geocells.eval import plots
 from geocells.eval.report import Example, ReportData, render_html, write_report
+from geocells.eval.summary import CalibrationSource, EvalSummary
 from geocells.eval.table import (
     ablation_checks,
     format_bytes,
@@ -37,6 +38,16 @@ def _summary():
         for label, values in metrics.stratified(labels, err).items():
             summary["strata"]["covered"].setdefault(label, {})[name] = values
     return summary, errors
+
+
+def _typed(summary: dict) -> EvalSummary:
+    """The hand-made methods and strata as a whole ``metrics.json`` summary."""
+    return EvalSummary(
+        split="test", queries=4, train_images=10, database="/db", dataset="/data",
+        region_area_km2=100.0, levels={"cell": 16, "proto": 15}, kappa=1.0,
+        kappa_calibrated=True, calibration=summary.get("calibration"),
+        methods=summary["methods"], strata=summary["strata"],
+    )  # fmt: skip
 
 
 class _Collector(HTMLParser):
@@ -87,11 +98,11 @@ def test_report_is_self_contained_and_complete(tmp_path):
 
 def test_text_tables_list_every_method():
     summary, _ = _summary()
-    table = results_table_text(summary)
+    table = results_table_text(_typed(summary))
     lines = table.splitlines()
     assert len(lines) == 2 + 2
     assert lines[2].startswith("| hybrid label | 25.0 % | 75.0 % |")
-    strata = strata_table_text(summary)
+    strata = strata_table_text(_typed(summary))
     assert "covered" in strata.splitlines()[0] and "uncovered" in strata.splitlines()[0]
     # Hybrid: covered queries err 10 and 300 m -> 50 %; uncovered 80 and 40 m -> 100 %.
     assert "| hybrid label | 50.0 % | 100.0 % |" in strata
@@ -110,7 +121,7 @@ def test_read_kappa_curve(tmp_path):
 def test_ablation_checks_compare_hybrid_with_the_rest():
     summary, _ = _summary()
     summary["strata"] = {"level-16 cell": summary["strata"]["covered"]}
-    lines = ablation_checks(summary)
+    lines = ablation_checks(_typed(summary))
     # hybrid 75 % within 100 m, aerial 50 %; uncovered queries: hybrid 100 %, aerial 100 %.
     assert lines[0] == "hybrid calibrated ≥ aerial label: 75.0 % vs 50.0 % (R@1@100m)"
     assert lines[1].startswith("uncovered level-16 cells (n=2): hybrid does not beat")
@@ -119,14 +130,17 @@ def test_ablation_checks_compare_hybrid_with_the_rest():
 def test_ablation_says_when_calibration_kept_kappa_one():
     summary, _ = _summary()
     summary["methods"]["hybrid_k1"] = dict(summary["methods"]["hybrid"], label="hybrid κ = 1")
-    summary["calibration"] = {"kept_kappa_1": True, "kappa_max_recall": 1.57, "max_gain_z": 1.53}
-    line = next(x for x in ablation_checks(summary) if "hybrid κ = 1" in x)
+    summary["calibration"] = CalibrationSource(
+        split="val", dataset="/data", dataset_sha256="ab", recall_100m=0.5, same_dataset=True,
+        kappa_max_recall=1.57, max_gain_z=1.53, kept_kappa_1=True,
+    )  # fmt: skip
+    line = next(x for x in ablation_checks(_typed(summary)) if "hybrid κ = 1" in x)
     assert line.startswith("hybrid calibrated ≥ hybrid κ = 1: 75.0 % vs 75.0 %")
     assert line.endswith(
         "calibration kept κ = 1: the best κ on val (1.57) was within noise (z = 1.5)"
     )
-    summary["calibration"]["kept_kappa_1"] = False
-    assert "kept" not in next(x for x in ablation_checks(summary) if "hybrid κ = 1" in x)
+    summary["calibration"].kept_kappa_1 = False
+    assert "kept" not in next(x for x in ablation_checks(_typed(summary)) if "hybrid κ = 1" in x)
 
 
 def test_table_cells_format_recall_errors_ranks_and_sizes():

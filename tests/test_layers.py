@@ -45,3 +45,29 @@ def test_missing_import_linter_fails_on_ci(monkeypatch):
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
         test_no_module_imports_a_later_stage(monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported"),
+    [("train/step.py", "db"), ("db/build.py", "train"), ("models/geomodel.py", "synth"),
+     ("synth/world.py", "models")],
+)  # fmt: skip
+def test_independent_packages_cannot_import_each_other(tmp_path, importer, imported):
+    """``train | db`` and ``models | synth`` share a layer: an import either way is a broken
+    contract (checked on a copy of the sources with one such import added)."""
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("importlinter")
+    shutil.copytree(ROOT / "src" / "geocells", tmp_path / "src" / "geocells")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    module = tmp_path / "src" / "geocells" / importer
+    module.write_text(module.read_text() + f"\nimport geocells.{imported}  # noqa\n")
+    check = "import sys; from importlinter import cli; sys.exit(cli.lint_imports(no_cache=True))"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0, done.stdout
+    assert f"geocells.{importer.removesuffix('.py').replace('/', '.')}" in done.stdout

@@ -61,7 +61,7 @@ def test_calibration_is_stored(micro_db):
     assert meta.kappa_calibrated and 0.05 <= meta.kappa <= 20
     assert (micro_db / "calibration.csv").read_text().startswith("kappa,recall_100m")
     assert (micro_db / "calibration.png").stat().st_size > 1000
-    assert 0 <= meta.calibration["ece"] <= 1 and meta.calibration["queries"] == 16
+    assert 0 <= meta.calibration.ece <= 1 and meta.calibration.queries == 16
 
 
 def test_cli_reports_bad_files_and_goes_on(micro_db, micro_dataset, image_paths, tmp_path, capsys):

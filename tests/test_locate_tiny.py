@@ -109,7 +109,7 @@ def test_out_of_distribution_images_get_at_most_the_val_base_rate(tiny_db, tiny_
         "panorama as a view": panorama,
     }
     localizer = Localizer.load(tiny_db)
-    base_rate = Database.open(tiny_db).meta.calibration["top1_accuracy"]
+    base_rate = Database.open(tiny_db).meta.calibration.top1_accuracy
     assert localizer.confidence.base_rate == base_rate
     results = localizer.locate(list(unusual.values()), top_k=3)
     confidence = {name: result[0].confidence for name, result in zip(unusual, results)}

@@ -18,7 +18,7 @@ from geocells.outputs import (
     claim_output,
     output_lock,
     read_marker,
-    writing_output,
+    stage_output,
 )
 
 KIND = OutputKind("index", known=("meta.json", "cells.npy", "chunks"), signature=("meta.json",))
@@ -54,7 +54,7 @@ def test_a_folder_geocells_did_not_write_is_refused_even_with_overwrite(tmp_path
     before = snapshot(out)
     for overwrite in (False, True):
         with pytest.raises(OutputError, match=rf"{out}.*holiday\.jpg.*did not write"):
-            with writing_output(out, KIND, overwrite):
+            with stage_output(out, KIND, overwrite=overwrite):
                 pass
     assert snapshot(out) == before
     assert sorted(p.name for p in out.iterdir()) == ["holiday.jpg", "meta.json"]  # no marker
@@ -143,3 +143,33 @@ def test_an_unmarked_folder_of_marked_sub_outputs_is_adopted(tmp_path):
     with pytest.raises(OutputError, match="run, which geocells did not write"):
         claim_output(tmp_path / "other", demo, overwrite=True)
     assert (tmp_path / "other" / "run").is_dir()
+
+
+def test_stage_output_skips_finished_output_and_overwrite_redoes_it(tmp_path):
+    """The one helper of every stage: finished output is kept and skipped; ``overwrite``
+    clears the stage's files (``clear=False`` keeps them for an atomic replacement);
+    ``finished`` raising (other settings) leaves the folder untouched."""
+    out = tmp_path / "db"
+    asked = []
+
+    def finished(folder):
+        asked.append(folder)
+        if (folder / "meta.json").is_file() and (folder / "meta.json").read_text() != "{}":
+            raise ValueError("built with other settings")
+        return (folder / "meta.json").is_file()
+
+    with stage_output(out, KIND, finished=finished) as skip:
+        assert skip is False and read_marker(out) == "index"
+        (out / "meta.json").write_text("{}")
+    with stage_output(out, KIND, finished=finished) as skip:
+        assert skip is True  # done: nothing to do
+    assert asked == [out, out] and not (out / LOCK).exists()
+    with stage_output(out, KIND, overwrite=True, finished=finished, clear=False) as skip:
+        assert skip is False and (out / "meta.json").is_file()  # kept until replaced
+    with stage_output(out, KIND, overwrite=True, finished=finished) as skip:
+        assert skip is False and not (out / "meta.json").exists()
+        (out / "meta.json").write_text('{"other": 1}')
+    with pytest.raises(ValueError, match="other settings"):
+        with stage_output(out, KIND, finished=finished):
+            pass
+    assert (out / "meta.json").read_text() == '{"other": 1}' and len(asked) == 3

@@ -29,13 +29,13 @@ def test_calibrate_refuses_test_and_warns_on_train(micro_db, micro_dataset, tmp_
     db = shutil.copytree(micro_db, tmp_path / "db")
     before = (db / "meta.json").read_bytes()
     with pytest.raises(ValueError, match="--split test: refused"):
-        calibrate.run(db, micro_dataset, "test", calibrate.CalibrateConfig(progress=False))
+        calibrate.run(calibrate.CalibrateConfig(progress=False), db, micro_dataset, split="test")
     assert (db / "meta.json").read_bytes() == before
     with (  # the micro dataset has no train images: the warning comes first
         captured_warnings(caplog, "geocells.calibrate.stage"),
         pytest.raises(ValueError, match="no 'train' images"),
     ):
-        calibrate.run(db, micro_dataset, "train", calibrate.CalibrateConfig(progress=False))
+        calibrate.run(calibrate.CalibrateConfig(progress=False), db, micro_dataset, split="train")
     assert "--split train: the model was trained on these images" in caplog.text
 
 

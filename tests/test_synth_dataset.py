@@ -89,6 +89,10 @@ def test_same_seed_same_bytes_and_resume(tmp_path):
     (tmp_path / "a" / "ground" / "manifest.parquet").unlink()
     (tmp_path / "a" / "ground" / "images" / "train-000003.jpg").unlink()
     assert _files(run(cfg, tmp_path / "a")) == first
+    # --overwrite clears only another world: the same one is kept (nothing re-rendered).
+    stamp = (tmp_path / "a" / "aerial" / "orthophoto.tif").stat().st_mtime_ns
+    run(cfg, tmp_path / "a", overwrite=True)
+    assert (tmp_path / "a" / "aerial" / "orthophoto.tif").stat().st_mtime_ns == stamp
     other = resolve_config(SynthConfig, load_preset("tiny", "synth"), [*MINI, "seed=5"])
     with pytest.raises(ValueError, match="overwrite"):
         run(other, tmp_path / "a")

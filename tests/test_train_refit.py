@@ -111,7 +111,7 @@ def test_refit_stage_on_the_tiny_run(tiny_run, tmp_path, caplog):
     shutil.copytree(tiny_run, folder)
     last = folder / "checkpoints" / "last.safetensors"
     assert resolve_checkpoint(folder) == last
-    target = run(folder, cfg=RefitConfig(epochs=2, batch_size=64), progress=False)
+    target = run(RefitConfig(epochs=2, batch_size=64), folder, progress=False)
     info = json.loads((folder / "checkpoints" / "refit.json").read_text())
     assert info["aerial_anchors"] > 0 and info["loss_after"] <= info["loss_before"]
     assert resolve_checkpoint(folder) == target
@@ -121,7 +121,7 @@ def test_refit_stage_on_the_tiny_run(tiny_run, tmp_path, caplog):
             assert torch.equal(tensor, new.state_dict()[name]), name
     assert not torch.equal(old.prototypes.embedding.weight, new.prototypes.embedding.weight)
     stamp = target.stat().st_mtime_ns
-    run(folder, cfg=RefitConfig(epochs=2, batch_size=64), progress=False)
+    run(RefitConfig(epochs=2, batch_size=64), folder, progress=False)
     assert target.stat().st_mtime_ns == stamp  # up to date: skipped
     shutil.copyfile(last, tmp_path / "copy")  # training went on: a new last.safetensors
     data = bytearray((tmp_path / "copy").read_bytes())

@@ -45,7 +45,7 @@ def test_validation_and_eval_give_the_same_recall(val_of_tiny_run, tiny_db, tmp_
         examples_per_kind=0,
         device="cpu",
     )
-    out = run(tiny_db, None, "val", tmp_path / "report", options=options)
+    out = run(options, tiny_db, None, tmp_path / "report", split="val")
     methods = json.loads((out / "metrics.json").read_text())["methods"]
     results = validate(model, val)
     assert results["val_queries"] == methods["hybrid_k1"]["metrics"]["queries"]

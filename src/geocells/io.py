@@ -197,7 +197,8 @@ class Artifact:
             and f.default_factory is dataclasses.MISSING
         )
         if missing:
-            raise ArtifactError(f"{where}: {cls.KIND} lacks {', '.join(missing)}")
+            advice = f"; rebuild it: {cls.REBUILD}" if cls.REBUILD else ""
+            raise ArtifactError(f"{where}: {cls.KIND} lacks {', '.join(missing)}{advice}")
         unknown = sorted(set(data) - names)
         if unknown:
             log.debug("%s: ignoring keys this version does not know: %s", where, unknown)
@@ -219,7 +220,11 @@ class Artifact:
 
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/FILE`` atomically."""
-        return write_json(Path(folder) / self.FILE, self.to_dict())
+        return self.write(Path(folder) / self.FILE)
+
+    def write(self, path: str | Path) -> Path:
+        """Write the artifact to the file ``path`` atomically (``save`` names it ``FILE``)."""
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls: type[A], folder: str | Path) -> A:
@@ -228,6 +233,15 @@ class Artifact:
         if not path.is_file():
             advice = f" (made by: {cls.REBUILD})" if cls.REBUILD else ""
             raise ArtifactError(f"{path} not found: {folder} is not a geocells {cls.KIND}{advice}")
+        return cls.from_dict(read_json(path), str(path))
+
+    @classmethod
+    def read(cls: type[A], path: str | Path) -> A:
+        """Read the file ``path`` (``load`` reads ``folder/FILE``); ``ArtifactError`` naming it."""
+        path = Path(path)
+        if not path.is_file():
+            advice = f"; rebuild it: {cls.REBUILD}" if cls.REBUILD else ""
+            raise ArtifactError(f"{path}: missing{advice}")
         return cls.from_dict(read_json(path), str(path))
 
 
@@ -318,13 +332,23 @@ class DatabaseMeta(Artifact):
     kappa_calibrated: bool = False
     cells_without_aerial: int = 0
     confidence: dict[str, Any] | None = None  # ConfidenceModel.to_dict()
-    calibration: dict[str, Any] | None = None  # what `geocells calibrate` measured
+    calibration: CalibrationReport | None = None  # what `geocells calibrate` measured
     shard: list[int] | None = None  # [i, n] of a shard awaiting `index merge`
     total_cells: int | None = None  # cells of the whole sharded build
     # A remote database (``geocells export milvus --out``): the codes live in a Milvus
     # collection, this folder holds only cells.npy, the model and this file. Keys: uri,
     # collection, kappa, dim, count, vector_dtype, index, search_params, partitions.
     milvus: dict[str, Any] | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "") -> DatabaseMeta:
+        """As ``Artifact.from_dict``; ``calibration`` becomes a ``CalibrationReport`` (a
+        version-less report of an earlier ``calibrate`` is migrated, see there)."""
+        meta = super().from_dict(data, source)
+        report = meta.calibration
+        if report is not None and not isinstance(report, CalibrationReport):
+            meta.calibration = CalibrationReport.from_database(report, meta, source)
+        return meta
 
     @classmethod
     def migrate(cls, data: dict[str, Any], version: Any, where: str) -> dict[str, Any]:
@@ -352,3 +376,55 @@ class DatabaseMeta(Artifact):
     def area_km2(self) -> float:
         """Area of the database's region (0 when not recorded)."""
         return float(self.region.get("area_km2", 0.0))
+
+
+@dataclass
+class CalibrationReport(Artifact):
+    """What ``geocells calibrate`` measured, kept in ``meta.json`` as ``calibration``.
+
+    ``calibrate`` writes it, ``eval`` and ``geocells calibrate``'s summary read it. Reports
+    of earlier versions (no ``format_version``) are migrated by ``from_database``.
+    """
+
+    KIND: ClassVar[str] = "calibration report"
+    REBUILD: ClassVar[str] = "geocells calibrate DB"
+
+    split: str  # the split κ was chosen on (val)
+    dataset: str  # absolute path of the dataset of those queries
+    dataset_sha256: str  # its dataset_fingerprint: eval compares it with its own dataset
+    queries: int  # val images used
+    radius_m: float  # recall@1 counts answers within this distance
+    recall: float  # recall@1 within radius_m at the chosen κ
+    recall_kappa_1: float  # the same at κ = 1
+    median_error_m: float  # median top-1 error at the chosen κ
+    grid: list[float]  # [kappa_min, kappa_max, kappa_steps]
+    kappa_max_recall: float  # the κ of the grid's best recall
+    max_gain_over_kappa_1: float  # its recall minus that of κ = 1
+    max_gain_z: float | None  # that gain in standard errors; None: not measured (old report)
+    min_gain_z: float  # the guard: κ = 1 was kept unless z reached this (0: no guard)
+    ece: float  # in-sample expected calibration error of the confidence model
+    top1_accuracy: float  # share of val top-1 answers within radius_m
+    ece_cross_fitted: float | None = None  # cross-fitted ECE (None below 20 queries)
+
+    @classmethod
+    def from_database(cls, data: Any, meta: DatabaseMeta, where: str = "") -> CalibrationReport:
+        """The report of ``meta.json`` (``data``), migrating a version-less one: reports from
+        before ``calibrate`` recorded its dataset used the build dataset, and reports from
+        before the κ = 1 guard chose the grid's maximum (``min_gain_z`` 0, z not measured).
+        A report lacking what cannot be derived is refused, naming ``geocells calibrate``."""
+        where = where or cls.KIND
+        if not isinstance(data, dict):
+            raise ArtifactError(
+                f"{where}: expected a JSON object, got {data!r}; rebuild it: {cls.REBUILD}"
+            )
+        if "format_version" not in data:
+            data = {"dataset": meta.dataset, "dataset_sha256": meta.dataset_sha256, **data}
+            if "kappa_max_recall" not in data and {"recall", "recall_kappa_1"} <= set(data):
+                gain = float(data["recall"]) - float(data["recall_kappa_1"])
+                data.update(
+                    kappa_max_recall=meta.kappa, max_gain_over_kappa_1=gain,
+                    max_gain_z=None, min_gain_z=0.0,
+                )  # fmt: skip
+            data["format_version"] = cls.VERSION
+            log.info("%s: read a version-less calibration report", where)
+        return cls.from_dict(data, where)

@@ -15,6 +15,8 @@ then, under the folder's lock:
   geocells did not write (or the stage whose marker it carries): ``--overwrite`` never
   deletes a user's files.
 
+``stage_output`` is the one helper stages use: lock + ownership + skip-if-done + claim.
+
 ``output_lock`` is an advisory ``flock`` on ``.geocells.lock``, which records the holder's
 PID: a second writer is refused with that PID; the kernel drops the lock of a killed
 process, so its leftover file is taken over (with a warning) by the next writer.
@@ -30,7 +32,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,7 +230,31 @@ def output_lock(folder: str | Path, kind: OutputKind) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def writing_output(folder: str | Path, kind: OutputKind, overwrite: bool = False) -> Iterator[bool]:
-    """``output_lock`` + ``claim_output``: yields True when ``folder`` holds kept output."""
+def stage_output(
+    folder: str | Path,
+    kind: OutputKind,
+    *,
+    overwrite: bool = False,
+    finished: Callable[[Path], bool] | None = None,
+    clear: bool = True,
+) -> Iterator[bool]:
+    """The one way a stage takes its output folder: lock, ownership, skip-if-done, claim.
+
+    ``with stage_output(out, KIND, overwrite=overwrite, finished=done) as skip:``
+    ``if skip: return out`` — under ``folder``'s lock (held for the whole block), a folder
+    of foreign files is refused; unless ``overwrite``, ``finished(folder)`` is asked
+    whether the stage's finished output for these inputs is there (it raises when the
+    folder holds output made with other settings) and, when it is, the block gets True and
+    nothing is claimed; otherwise the folder is claimed for ``kind`` — ``overwrite`` (and
+    ``clear``) removing the stage's own files first — and the block gets False. A stage
+    whose old output must stay until the new one is complete passes ``clear=False``.
+    """
+    folder = Path(folder)
     with output_lock(folder, kind):
-        yield claim_output(folder, kind, overwrite)
+        check_ownership(folder, kind)
+        skip = finished is not None and not overwrite and finished(folder)
+        if skip:
+            log.info("%s: %s is already done; skipping (use --overwrite)", kind.stage, folder)
+        else:
+            claim_output(folder, kind, overwrite and clear)
+        yield skip

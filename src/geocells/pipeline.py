@@ -18,22 +18,23 @@ was made with, and other overrides are refused there (use another ``out`` or
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from geocells.calibrate import stage as calibrate
 from geocells.config import load_preset, resolve_config
 from geocells.db import build
 from geocells.eval import evaluate
-from geocells.io import write_json
-from geocells.outputs import OutputKind, claim_output
+from geocells.io import read_json, write_json
+from geocells.outputs import OutputKind, stage_output
 from geocells.synth import SynthConfig
-from geocells.synth import run as synth_run
+from geocells.synth import export as synth
+from geocells.train import trainer as train
 from geocells.train.config import experiment_config
-from geocells.train.trainer import run as train_run
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ GROUPS = ("synth", "train", "index", "calibrate", "eval")
 SYNTH_PRESET = "demo"
 TRAIN_PRESET = "cpu-small"
 STATE_FILE = "demo.json"
+# The stages' output folders in ``out`` (calibrate writes into the database).
+FOLDERS = {"synth": "dataset", "train": "run", "index": "db", "calibrate": "db", "eval": "report"}
 DEMO_OUTPUT = OutputKind(
     stage="demo", known=("dataset", "run", "db", "report", STATE_FILE), signature=(STATE_FILE,)
 )
@@ -60,37 +63,57 @@ def split_overrides(overrides: Sequence[str]) -> dict[str, list[str]]:
     return groups
 
 
-def _check_state(out: Path, overrides: list[str], overwrite: bool) -> dict:
-    """Load ``demo.json`` and refuse a folder made with other overrides."""
-    path = out / STATE_FILE
-    claim_output(out, DEMO_OUTPUT, overwrite)  # --overwrite clears only the demo's own folders
-    if path.is_file():
-        state = json.loads(path.read_text())
-        if state.get("overrides") != overrides:
+def _overrides_check(settings: list[str]):
+    """``stage_output``'s check of the demo folder: made with these settings, or refused.
+    A demo is never "finished" as a whole: its stages skip what they have done."""
+
+    def check(out: Path) -> bool:
+        state = DemoState.load(out)
+        if state is not None and state.overrides != settings:
             raise ValueError(
-                f"{out} was made with overrides {state.get('overrides')}, not {overrides}; "
+                f"{out} was made with overrides {state.overrides}, not {settings}; "
                 "use another --out or --overwrite"
             )
-        return state
-    return {"overrides": overrides, "done": [], "seconds": {}}
+        return False
+
+    return check
 
 
-def _save_state(out: Path, state: dict) -> None:
-    write_json(out / STATE_FILE, state)
+@dataclass
+class DemoState:
+    """``demo.json``: the settings, the stages done (with their output) and their seconds."""
 
+    overrides: list[str]
+    done: dict[str, str] = field(default_factory=dict)  # stage -> its output folder
+    seconds: dict[str, float] = field(default_factory=dict)
 
-def _stage(state: dict, out: Path, name: str, output: Path, work) -> None:
-    """Run ``work()`` unless ``demo.json`` marks ``name`` done and ``output`` exists."""
-    if name in state["done"] and output.exists():
-        logger.info("demo: %s already done, skipping", name)
-        return
-    logger.info("demo: %s ...", name)
-    start = time.perf_counter()
-    work()
-    state["seconds"][name] = round(time.perf_counter() - start, 1)
-    state["done"].append(name)
-    _save_state(out, state)
-    logger.info("demo: %s done in %.0f s", name, state["seconds"][name])
+    @classmethod
+    def load(cls, out: Path) -> DemoState | None:
+        """The state in ``out`` (None when there is none; ``done`` as a list: older demo)."""
+        path = out / STATE_FILE
+        if not path.is_file():
+            return None
+        data = read_json(path)
+        done = data["done"]
+        if isinstance(done, list):  # an older demo.json: names only, folders by convention
+            done = {name: str(out / FOLDERS[name]) for name in done}
+        return cls(list(data["overrides"]), done, dict(data["seconds"]))
+
+    def timed(self, out: Path, name: str, stage: Callable[..., Path], *args, **kwargs) -> Path:
+        """``stage(*args, **kwargs)`` unless ``demo.json`` marks ``name`` done and its output
+        exists; records the time taken. Returns the stage's output folder."""
+        folder = self.done.get(name)
+        if folder is not None and Path(folder).exists():
+            logger.info("demo: %s already done, skipping", name)
+            return Path(folder)
+        logger.info("demo: %s ...", name)
+        start = time.perf_counter()
+        result = Path(stage(*args, **kwargs))
+        self.seconds[name] = round(time.perf_counter() - start, 1)
+        self.done[name] = str(result)
+        write_json(out / STATE_FILE, asdict(self))
+        logger.info("demo: %s done in %.0f s", name, self.seconds[name])
+        return result
 
 
 def run(
@@ -110,20 +133,16 @@ def run(
     calibrate_cfg = resolve_config(calibrate.CalibrateConfig, {}, groups["calibrate"])
     eval_options = resolve_config(evaluate.EvalOptions, {}, groups["eval"])
     settings = [f"presets: synth={synth_preset} train={train_preset}", *overrides]
-    state = _check_state(out, settings, overwrite)
-    _save_state(out, state)
-    dataset, run_dir, db, report = out / "dataset", out / "run", out / "db", out / "report"
-
-    def train() -> None:
-        resume = (run_dir / "checkpoints" / "last.safetensors").is_file()
-        train_run(train_cfg, dataset, run_dir, resume=resume)
-
-    _stage(state, out, "synth", dataset / "ground", lambda: synth_run(synth_cfg, dataset))
-    _stage(state, out, "train", run_dir / "checkpoints", train)
-    _stage(state, out, "index", db / "meta.json",
-           lambda: build.run(run_dir, db, dataset=dataset, cfg=index_cfg))  # fmt: skip
-    _stage(state, out, "calibrate", db / "calibration.csv",
-           lambda: calibrate.run(db, dataset, split="val", cfg=calibrate_cfg))  # fmt: skip
-    _stage(state, out, "eval", report / evaluate.REPORT_FILE,
-           lambda: evaluate.run(db, dataset, "test", report, options=eval_options))  # fmt: skip
-    return report
+    check = _overrides_check(settings)
+    with stage_output(out, DEMO_OUTPUT, overwrite=overwrite, finished=check):
+        state = DemoState.load(out) or DemoState(settings)
+        write_json(out / STATE_FILE, asdict(state))
+        resume = (out / FOLDERS["train"] / "checkpoints" / "last.safetensors").is_file()
+        timed = partial(state.timed, out)
+        dataset = timed("synth", synth.run, synth_cfg, out / FOLDERS["synth"])
+        run_dir = timed("train", train.run, train_cfg, dataset, out / FOLDERS["train"],
+                        resume=resume)  # fmt: skip
+        db = timed("index", build.run, index_cfg, run_dir, out / FOLDERS["index"], dataset=dataset)
+        db = timed("calibrate", calibrate.run, calibrate_cfg, db, dataset, split="val")
+        return timed("eval", evaluate.run, eval_options, db, dataset, out / FOLDERS["eval"],
+                     split="test")  # fmt: skip

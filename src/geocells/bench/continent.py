@@ -305,7 +305,7 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
     }
 
 
-def run(cfg: ContinentBenchConfig, out: Path, overwrite: bool = False) -> Path:
+def run(cfg: ContinentBenchConfig, out: Path, *, overwrite: bool = False) -> Path:
     """Run (or resume) the benchmark in ``out``; returns the path of ``results.json``."""
     import faiss
 

@@ -21,7 +21,7 @@ from geocells.config import ConfigError, require_at_least
 from geocells.data.dataset import Dataset
 from geocells.db.store import DATABASE_OUTPUT, Database
 from geocells.geo import cell_to_latlng, haversine_m
-from geocells.io import atomic_write, dataset_fingerprint
+from geocells.io import CalibrationReport, atomic_write, dataset_fingerprint
 from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.outputs import output_lock
@@ -215,12 +215,14 @@ def embed_queries(model: Any, manifest: Any, cfg: CalibrateConfig) -> tuple[np.n
 
 
 def run(
+    cfg: CalibrateConfig | None,
     db: str | Path,
     dataset: str | Path | None = None,
+    *,
     split: str = "val",
-    cfg: CalibrateConfig | None = None,
 ) -> Path:
-    """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from).
+    """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from);
+    the database folder is its output (κ, the confidence model and the index in it).
 
     ``test`` is refused (κ and the confidence fitted on the test queries would make every
     test number optimistic); ``train`` is accepted with a warning (the model has seen those
@@ -237,7 +239,7 @@ def run(
             "confidence fitted on them are optimistic; val (the default) is what they are for"
         )
     cfg = cfg or CalibrateConfig()
-    database = Database.open(db)
+    database = Database.open(db, recalibrating=True)
     # calibrate rewrites meta.json and the index: refused while `index` writes the folder.
     with output_lock(database.path, DATABASE_OUTPUT):
         return _calibrate(database, dataset, split, cfg)
@@ -260,23 +262,23 @@ def _calibrate(database: Database, dataset: str | Path | None, split: str, cfg: 
     with atomic_write(database.path / REFERENCE_FILE) as tmp:
         np.save(tmp, reference_embeddings(queries))
     at_one = int(np.flatnonzero(result.kappas == 1.0)[0])
-    calibration = {
-        "split": split,
+    calibration = CalibrationReport(
+        split=split,
         # Which queries the recall below was measured on: eval warns when it differs.
-        "dataset": str(Path(data.root).resolve()),
-        "dataset_sha256": dataset_fingerprint(Path(data.root)),
-        "queries": len(kept),
-        "radius_m": cfg.radius_m,
-        "recall": float(result.recall[result.best]),
-        "recall_kappa_1": float(result.recall[at_one]),
-        "median_error_m": float(result.median_error_m[result.best]),
-        "grid": [cfg.kappa_min, cfg.kappa_max, cfg.kappa_steps],
-        "kappa_max_recall": float(result.kappas[result.maximum]),
-        "max_gain_over_kappa_1": result.gain,
-        "max_gain_z": result.gain_z,
-        "min_gain_z": cfg.min_gain_z,
+        dataset=str(Path(data.root).resolve()),
+        dataset_sha256=dataset_fingerprint(Path(data.root)),
+        queries=len(kept),
+        radius_m=cfg.radius_m,
+        recall=float(result.recall[result.best]),
+        recall_kappa_1=float(result.recall[at_one]),
+        median_error_m=float(result.median_error_m[result.best]),
+        grid=[cfg.kappa_min, cfg.kappa_max, cfg.kappa_steps],
+        kappa_max_recall=float(result.kappas[result.maximum]),
+        max_gain_over_kappa_1=result.gain,
+        max_gain_z=result.gain_z,
+        min_gain_z=cfg.min_gain_z,
         **report,
-    }
+    )
     database.update_meta(
         kappa=result.kappa,
         kappa_calibrated=True,
@@ -288,7 +290,7 @@ def _calibrate(database: Database, dataset: str | Path | None, split: str, cfg: 
         log.warning(
             "calibrate: the best κ on %s (%.3g) beats κ = 1 by %+.2f points on %d queries, "
             "z = %.1f < %.1f: within noise, so κ = 1 is kept (min_gain_z = 0 takes the maximum)",
-            split, calibration["kappa_max_recall"], 100 * result.gain, len(kept), result.gain_z,
+            split, calibration.kappa_max_recall, 100 * result.gain, len(kept), result.gain_z,
             cfg.min_gain_z,
         )  # fmt: skip
     log.info(
@@ -297,9 +299,9 @@ def _calibrate(database: Database, dataset: str | Path | None, split: str, cfg: 
         result.kappa,
         split,
         cfg.radius_m,
-        calibration["dataset"],
-        100 * calibration["recall"],
-        100 * calibration["recall_kappa_1"],
-        report["ece"],
+        calibration.dataset,
+        100 * calibration.recall,
+        100 * calibration.recall_kappa_1,
+        calibration.ece,
     )
     return database.path

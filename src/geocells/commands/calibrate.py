@@ -78,19 +78,16 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     flags = flag_overrides(args, FLAGS) + (["progress=false"] if args.no_progress else [])
     cfg = stage_config(CalibrateConfig, "calibrate", args, flags)
-    path = run(args.db, args.dataset, args.split, cfg)
+    path = run(cfg, args.db, args.dataset, split=args.split)
     meta = Database.open(path).meta
     report = meta.calibration
+    cross_fitted = report.ece_cross_fitted
     print(
-        f"kappa = {meta.kappa:.4g}; {report['split']} recall@1 within "
-        f"{report['radius_m']:.0f} m ({report['queries']} queries of {report['dataset']}): "
-        f"{100 * report['recall']:.1f}% (kappa = 1: {100 * report['recall_kappa_1']:.1f}%); "
-        f"confidence ECE {report['ece']:.3f}"
-        + (
-            f" (cross-fitted {report['ece_cross_fitted']:.3f})"
-            if "ece_cross_fitted" in report
-            else ""
-        )
+        f"kappa = {meta.kappa:.4g}; {report.split} recall@1 within "
+        f"{report.radius_m:.0f} m ({report.queries} queries of {report.dataset}): "
+        f"{100 * report.recall:.1f}% (kappa = 1: {100 * report.recall_kappa_1:.1f}%); "
+        f"confidence ECE {report.ece:.3f}"
+        + (f" (cross-fitted {cross_fitted:.3f})" if cross_fitted is not None else "")
     )
     print(f"curve: {path / 'calibration.csv'}, {path / 'calibration.png'}")
     return 0

@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     if args.no_progress:
         flags.append("progress=false")
     options = stage_config(EvalOptions, "eval", args, flags)
-    out = run(args.db, args.dataset, args.split, args.out, args.overwrite, options)
+    out = run(options, args.db, args.dataset, args.out, split=args.split, overwrite=args.overwrite)
     print(results_table_text(out / "metrics.json"))
     print(f"report: {(out / 'report.html').resolve()}")
     return 0

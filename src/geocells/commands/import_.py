@@ -204,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
     )
     out = args.out.expanduser().resolve()
     result = importers.run(
-        args.source, args.root, out, options, args.overwrite, **_source_options(args)
+        options, args.source, args.root, out, overwrite=args.overwrite, **_source_options(args)
     )
     if result is None:
         print(f"{out}: already imported (use --overwrite to redo)")

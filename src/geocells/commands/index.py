@@ -95,5 +95,9 @@ def main(args: argparse.Namespace) -> int:
     cfg = stage_config(IndexConfig, "index", args, flags)
     shard = parse_shard(args.shard)
     target = Path(args.target[0])
-    print(run(target, Path(args.out), args.dataset, args.region, shard, args.overwrite, cfg))
+    out = run(
+        cfg, target, Path(args.out), dataset=args.dataset, region=args.region, shard=shard,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    print(out)
     return 0

@@ -36,6 +36,9 @@ def main(args: argparse.Namespace) -> int:
     refit = stage_config(RefitConfig, "refit", args, base=config_to_dict(saved.refit))
     saved.refit = refit
     check_config(saved)
-    path = run(args.run, args.dataset, refit, args.overwrite, not args.no_progress, args.device)
+    path = run(
+        refit, args.run, args.dataset, overwrite=args.overwrite, progress=not args.no_progress,
+        device=args.device,
+    )  # fmt: skip
     logger.info("refit written to %s (used by `geocells index %s`)", path, args.run)
     return 0

@@ -47,7 +47,10 @@ def main(args: argparse.Namespace) -> int:
     else:
         cfg = experiment_config(args.config, args.overrides)
     try:
-        out = run(cfg, args.dataset, args.out, args.resume, args.overwrite, not args.no_progress)
+        out = run(
+            cfg, args.dataset, args.out, resume=args.resume, overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )  # fmt: skip
     except TrainingInterrupted as stop:
         logger.warning("interrupted; saved %s; continue with --resume", stop.checkpoint)
         return 130

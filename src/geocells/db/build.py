@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from geocells.data.aerial import OutOfCoverageError
+from geocells.data.aerial import OutOfCoverageError, crop_many
 from geocells.data.dataset import Dataset
 from geocells.db.store import DATABASE_OUTPUT, assemble, save_chunk
 from geocells.geo import Region, cell_to_latlng, count_cells, cover_region, region_cells
@@ -34,7 +34,7 @@ from geocells.io import (
 from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.models.geomodel import resolve_checkpoint
-from geocells.outputs import claim_output, output_lock
+from geocells.outputs import stage_output
 from geocells.scoring.codes import DEFAULT_UPSAMPLE, aerial_codes, cell_codes
 from geocells.scoring.upsample import METHODS
 
@@ -119,20 +119,6 @@ def fixed_chunks(stream: Iterable[np.ndarray], size: int) -> Iterator[tuple[int,
         yield k, np.concatenate(pending)
 
 
-def _crop_tiles(
-    lat: np.ndarray, lon: np.ndarray, sources: CellSources, cfg: IndexConfig, angle: float
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Tiles at (lat, lon) turned by ``angle``, and whether each had aerial coverage."""
-    tiles, covered = [], np.ones(len(lat), dtype=bool)
-    for i in range(len(lat)):
-        try:
-            tiles.append(sources.crop(lat[i], lon[i], cfg.tile_size_m, sources.tile_px, angle))
-        except sources.no_coverage:
-            covered[i] = False
-            tiles.append(np.zeros((sources.tile_px, sources.tile_px, 3), np.uint8))
-    return tiles, covered
-
-
 def encode_aerial(
     cells: np.ndarray,
     sources: CellSources,
@@ -150,8 +136,11 @@ def encode_aerial(
         rows = slice(start, start + batch)
         total = 0.0
         for angle in angles:
-            tiles, covered = _crop_tiles(lat[rows], lon[rows], sources, cfg, angle)
-            total = total + np.asarray(sources.encode_tiles(tiles), dtype=np.float32)
+            tiles, covered = crop_many(
+                sources, lat[rows], lon[rows], cfg.tile_size_m, sources.tile_px, angle,
+                no_coverage=sources.no_coverage,
+            )  # fmt: skip
+            total = total + np.asarray(sources.encode_tiles(list(tiles)), dtype=np.float32)
         parts.append(aerial_codes(total, covered))
         if on_batch is not None:
             on_batch(len(tiles))
@@ -174,14 +163,13 @@ def _changed_keys(new: dict[str, Any], old: dict[str, Any]) -> str:
     return ", ".join(sorted(k for k in new.keys() | old.keys() if new.get(k) != old.get(k)))
 
 
-def _prepare(out: Path, plan: dict[str, Any], overwrite: bool) -> bool:
-    """Make ``out`` ready; False when a finished database with this plan is already there.
+def _finished(plan: dict[str, Any]):
+    """``stage_output``'s check: a finished database of ``plan`` is in ``out`` (built with
+    other settings: refused, ``--overwrite`` replaces it)."""
 
-    ``out`` is claimed for ``index`` first: ``--overwrite`` clears only a database's own
-    files, and a folder holding anything else is refused (geocells.outputs)."""
-    claim_output(out, DATABASE_OUTPUT, overwrite)
-    plan_path = out / "build.json"
-    if (out / "meta.json").is_file():
+    def finished(out: Path) -> bool:
+        if not (out / "meta.json").is_file():
+            return False
         meta = DatabaseMeta.load(out).to_dict()
         same = {k: v for k, v in plan.items() if k not in ("shard", "total_cells")}
         changed = _changed_keys(same, {k: meta.get(k) for k in same})
@@ -189,8 +177,14 @@ def _prepare(out: Path, plan: dict[str, Any], overwrite: bool) -> bool:
             raise ValueError(
                 f"{out} holds a database built with other settings ({changed}); use --overwrite"
             )
-        log.info("index: %s is already built; skipping (use --overwrite)", out)
-        return False
+        return True
+
+    return finished
+
+
+def _start_or_resume(out: Path, plan: dict[str, Any]) -> None:
+    """Record ``plan`` in ``out/build.json``, or check that an unfinished build there has it."""
+    plan_path = out / "build.json"
     if plan_path.is_file():
         changed = _changed_keys(plan, read_json(plan_path))
         if changed:
@@ -200,7 +194,6 @@ def _prepare(out: Path, plan: dict[str, Any], overwrite: bool) -> bool:
         log.info("index: resuming the build in %s", out)
     (out / "chunks").mkdir(parents=True, exist_ok=True)
     write_json(plan_path, plan)
-    return True
 
 
 def build_cells(
@@ -237,8 +230,10 @@ def build_cells(
     plan["total_cells"] = total_cells
     # The lock: a second build into ``out`` (with --overwrite or not) is refused while this
     # one runs, so no database mixes the rows of two builds.
-    with output_lock(out, DATABASE_OUTPUT):
-        if _prepare(out, plan, overwrite):
+    finished = _finished(plan)
+    with stage_output(out, DATABASE_OUTPUT, overwrite=overwrite, finished=finished) as skip:
+        if not skip:
+            _start_or_resume(out, plan)
             _encode_and_finish(out, plan, total_cells, cell_stream, sources, cfg, chunks, attach)
     return out
 
@@ -322,16 +317,18 @@ def parse_region(text: str) -> Any:
 
 
 def run(
+    cfg: IndexConfig | None,
     run_dir: str | Path,
     out: str | Path,
+    *,
     dataset: str | Path | None = None,
     region: Any = None,
     shard: tuple[int, int] = (0, 1),
     overwrite: bool = False,
-    cfg: IndexConfig | None = None,
 ) -> Path:
     """Build the cell-code database of ``run_dir``'s model over ``region`` (default: the
-    dataset's region) into ``out``; ``shard=(i, n)`` builds part i of n for ``merge``."""
+    region of ``dataset``, default the run's) into ``out``; ``shard=(i, n)`` builds part i
+    of n for ``merge``. A finished database of the same settings is kept."""
 
     cfg = cfg or IndexConfig()
     device = resolve_device(cfg.device)  # a bad name fails before anything is read

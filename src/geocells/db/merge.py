@@ -14,7 +14,7 @@ from pathlib import Path
 
 from geocells.db.store import DATABASE_OUTPUT, Database, copy_arrays
 from geocells.io import copy_file
-from geocells.outputs import OutputError, check_ownership, claim_output, output_lock
+from geocells.outputs import LOCK, MARKER, OutputError, stage_output
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,17 @@ def merge(parts: Sequence[str | Path], out: str | Path, overwrite: bool = False)
     total = sum(len(database) for database in databases)
     if total != first.meta.total_cells:
         raise ValueError(f"shards hold {total} cells, the build has {first.meta.total_cells}")
-    with output_lock(out, DATABASE_OUTPUT):
-        if check_ownership(out, DATABASE_OUTPUT) and not overwrite:
-            raise OutputError(f"{out} already holds a database; pass --overwrite to replace it")
-        claim_output(out, DATABASE_OUTPUT, overwrite)
+    with stage_output(out, DATABASE_OUTPUT, overwrite=overwrite, finished=_refuse_existing):
         _write_merged(databases, out)
     log.info("index merge: %d shards, %d cells -> %s", count, total, out)
     return out
+
+
+def _refuse_existing(out: Path) -> bool:
+    """``stage_output``'s check: a merge never keeps a database it finds in ``out``."""
+    if any(name != MARKER and name != LOCK for name in (p.name for p in out.iterdir())):
+        raise OutputError(f"{out} already holds a database; pass --overwrite to replace it")
+    return False
 
 
 def _refuse_input_as_output(parts: Sequence[str | Path], out: Path) -> None:

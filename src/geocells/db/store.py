@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from geocells.io import ArtifactError, DatabaseMeta, atomic_write
+from geocells.io import ArtifactError, DatabaseMeta, atomic_write, read_json
 from geocells.outputs import OutputKind
 
 log = logging.getLogger(__name__)
@@ -164,11 +164,15 @@ class Database:
         return self._codes[name]
 
     @classmethod
-    def open(cls, path: str | Path, mmap_mode: str | None = "r") -> Database:
+    def open(
+        cls, path: str | Path, mmap_mode: str | None = "r", *, recalibrating: bool = False
+    ) -> Database:
         """Open a finished database folder (``meta.json`` present), every file checked.
 
         Anything missing, truncated or malformed (and a ``meta.json`` of a version this
         geocells cannot read) is a ``DatabaseError`` naming the file and the rebuild command.
+        ``recalibrating`` (``geocells calibrate``, which rewrites them) leaves out the
+        calibration report and confidence model, so an unreadable report can be replaced.
         """
         path = Path(path)
         if not (path / DatabaseMeta.FILE).is_file():
@@ -177,7 +181,7 @@ class Database:
                     path, "the database is unfinished", "run the same `geocells index` again"
                 )
             raise DatabaseError(path, "not a geocells database (no meta.json)")
-        return cls(path, load_meta(path), mmap_mode)
+        return cls(path, load_meta(path, recalibrating), mmap_mode)
 
     def __len__(self) -> int:
         return self.meta.count
@@ -221,11 +225,15 @@ _INTEGERS = ("count", "dim", "cell_level", "proto_level", "tile_px")
 _NUMBERS = {"tile_size_m": REBUILD, "kappa": RECALIBRATE}
 
 
-def load_meta(path: Path) -> DatabaseMeta:
-    """``path/meta.json`` as a ``DatabaseMeta`` whose fields have the types the readers use."""
+def load_meta(path: Path, recalibrating: bool = False) -> DatabaseMeta:
+    """``path/meta.json`` as a ``DatabaseMeta`` whose fields have the types the readers use
+    (``recalibrating``: without the calibration report and confidence model)."""
     file = path / DatabaseMeta.FILE
     try:
-        meta = DatabaseMeta.load(path)
+        data = read_json(file)
+        if recalibrating and isinstance(data, dict):
+            data = {**data, "calibration": None, "confidence": None}
+        meta = DatabaseMeta.from_dict(data, str(file))
     except ArtifactError as err:
         text = str(err).removeprefix(f"{file}: ")
         # A version refusal names the rebuild commands already.
@@ -240,7 +248,7 @@ def load_meta(path: Path) -> DatabaseMeta:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if not ok or not math.isfinite(value):
             raise DatabaseError(file, f"{name} must be a finite number, got {value!r}", rebuild)
-    for name in ("confidence", "calibration", "milvus"):
+    for name in ("confidence", "milvus"):
         value = getattr(meta, name)
         if value is not None and not isinstance(value, dict):
             raise DatabaseError(file, f"{name} must be an object, got {value!r}", RECALIBRATE)

@@ -1,6 +1,6 @@
 """The ``eval`` stage: every method on the same queries and cells -> metrics.json + report.html.
 
-``run(db, dataset, split, out)`` embeds the split's ground images once with the
+``run(options, db, dataset, out, split=...)`` embeds the split's ground images once with the
 database's model, scores them against each method's database (see ``methods``), writes
 ``metrics.json`` (overall and stratified metrics, database sizes) and a self-contained
 ``report.html``. Query and training-image embeddings are cached under ``out/cache``;
@@ -9,7 +9,6 @@ a finished report is skipped unless ``overwrite``.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import zipfile
@@ -26,17 +25,17 @@ from geocells.eval.build_methods import build_methods, search_comparison
 from geocells.eval.histogram import colour_histograms
 from geocells.eval.methods import MethodDatabase, MethodResult, evaluate_method
 from geocells.eval.predictions import PREDICTIONS_FILE, write_predictions
+from geocells.eval.summary import METRICS_FILE, CalibrationSource, EvalSummary
 from geocells.eval.visuals import build_report
 from geocells.geo import latlng_to_cell
-from geocells.io import atomic_write, dataset_fingerprint, write_text
+from geocells.io import atomic_write, dataset_fingerprint
 from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
-from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
+from geocells.outputs import OutputKind, stage_output
 from geocells.scoring import metrics
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.html"
 # What `eval` writes into its --out folder; a folder holding other files is refused.
 REPORT_OUTPUT = OutputKind(
@@ -176,29 +175,6 @@ def _strata(queries: QuerySet, train: QuerySet, levels: dict[str, int], options:
     return strata, definitions
 
 
-def calibration_source(meta, dataset_root: Path) -> dict | None:
-    """Split and dataset κ was calibrated on (``meta``: a ``DatabaseMeta``), and whether
-    that is ``dataset_root``. None for an uncalibrated database."""
-
-    if not meta.kappa_calibrated:
-        return None
-    report = meta.calibration or {}
-    # Calibrated before `calibrate` recorded its dataset: it used the build dataset.
-    fingerprint = report.get("dataset_sha256", meta.dataset_sha256)
-    return {
-        "split": report.get("split", "val"),
-        "dataset": report.get("dataset", meta.dataset),
-        "dataset_sha256": fingerprint,
-        "recall_100m": report.get("recall"),
-        "same_dataset": fingerprint == dataset_fingerprint(Path(dataset_root)),
-        # The best κ of the grid and its val gain over κ = 1 (z in standard errors): when z
-        # fell short of min_gain_z, calibrate kept κ = 1 (docs/database.md).
-        "kappa_max_recall": report.get("kappa_max_recall"),
-        "max_gain_z": report.get("max_gain_z"),
-        "kept_kappa_1": report.get("kappa_max_recall", 1.0) != 1.0 and meta.kappa == 1.0,
-    }
-
-
 def summarise_methods(
     methods: list[MethodDatabase],
     results: dict[str, MethodResult],
@@ -234,51 +210,62 @@ def summarise_methods(
 
 
 def run(
+    options: EvalOptions | None,
     db: str | Path,
     dataset: str | Path | None,
+    out: str | Path,
+    *,
     split: str = "test",
-    out: str | Path = "report",
     overwrite: bool = False,
-    options: EvalOptions | None = None,
 ) -> Path:
-    """Evaluate every method on ``split`` and write ``out/metrics.json`` + ``out/report.html``."""
+    """Evaluate every method of ``db`` on ``split`` of ``dataset`` (None: the database's)
+    and write ``out/metrics.json`` + ``out/report.html``; a finished report of ``split`` is
+    kept (``overwrite`` redoes it, dropping the cache; the old report stays until the new
+    one is complete: both files are written atomically)."""
 
     options = options or EvalOptions()
     out = Path(out)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    with output_lock(out, REPORT_OUTPUT):
-        return _evaluate(db, dataset, split, out, overwrite, options)
+    done = _report_done(split)
+    with stage_output(out, REPORT_OUTPUT, overwrite=overwrite, finished=done, clear=False) as skip:
+        if skip:
+            return out
+        if overwrite:
+            shutil.rmtree(out / "cache", ignore_errors=True)
+        return _evaluate(db, dataset, split, out, options)
 
 
-def _evaluate(db, dataset, split: str, out: Path, overwrite: bool, options: EvalOptions) -> Path:
-    """The body of ``run``, under ``out``'s lock: a new report replaces the old one only once
-    it is complete (both files are written atomically); ``overwrite`` drops the cache."""
-    check_ownership(out, REPORT_OUTPUT)
-    if (out / METRICS_FILE).is_file() and (out / REPORT_FILE).is_file() and not overwrite:
-        done = json.loads((out / METRICS_FILE).read_text()).get("split")
-        if done != split:
-            raise ValueError(f"{out} holds a report of the {done!r} split; use --overwrite")
-        logger.info("eval: %s already holds a report; skipping (use --overwrite)", out)
-        return out
-    if overwrite and out.exists():
-        shutil.rmtree(out / "cache", ignore_errors=True)
-    claim_output(out, REPORT_OUTPUT)
+def _report_done(split: str):
+    """``stage_output``'s check: a report of ``split`` is there (of another: refused)."""
+
+    def done(out: Path) -> bool:
+        if not ((out / METRICS_FILE).is_file() and (out / REPORT_FILE).is_file()):
+            return False
+        found = EvalSummary.load(out).split
+        if found != split:
+            raise ValueError(f"{out} holds a report of the {found!r} split; use --overwrite")
+        return True
+
+    return done
+
+
+def _evaluate(db, dataset, split: str, out: Path, options: EvalOptions) -> Path:
+    """The body of ``run``, under ``out``'s lock, the folder claimed."""
     database = Database.open(db)
     data = Dataset.open(database.dataset_path(dataset))
     if not database.meta.kappa_calibrated:
         logger.warning("eval: κ of %s is not calibrated (run `geocells calibrate`)", db)
     summary, results, queries = evaluate_all(database, data, split, out / "cache", options)
-    source = summary["calibration"]
-    if source is not None and not source["same_dataset"]:
+    source = summary.calibration
+    if source is not None and not source.same_dataset:
         logger.warning(
             "eval: κ = %.3g was calibrated on the %s split of another dataset (%s), not on %s: "
             "the calibration recall in %s/meta.json is not comparable with this report",
-            database.kappa, source["split"], source["dataset"], data.root, database.path,
+            database.kappa, source.split, source.dataset, data.root, database.path,
         )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / METRICS_FILE, json.dumps(summary, indent=2, allow_nan=True) + "\n")
-    labels = {name: method["label"] for name, method in summary["methods"].items()}
+    summary.save(out)
+    labels = {name: method["label"] for name, method in summary.methods.items()}
     write_predictions(out / PREDICTIONS_FILE, queries, results, labels, database.cell_level, split)
     build_report(out / REPORT_FILE, summary, results, queries, data, database, options)
     logger.info(
@@ -288,7 +275,7 @@ def _evaluate(db, dataset, split: str, out: Path, overwrite: bool, options: Eval
 
 
 def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
-    """Embed, build every method, score -> (metrics.json dict, results by name, queries)."""
+    """Embed, build every method, score -> (EvalSummary, results by name, queries)."""
 
     device = resolve_device(options.device)
     model = load_model(database.model_path, device=device)
@@ -310,19 +297,21 @@ def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
     search = search_comparison(database, results["hybrid"], queries, options)
     levels = {"cell": database.cell_level, "proto": database.meta.proto_level}
     strata, definitions = _strata(queries, train, levels, options)
-    summary = summarise_methods(methods, results, strata, data.region.area_km2(), options.top_k)
-    summary.update(
-        strata_definitions=definitions,
+    scores = summarise_methods(methods, results, strata, data.region.area_km2(), options.top_k)
+    summary = EvalSummary(
         split=split,
+        queries=len(queries.lat),
+        train_images=len(train.lat),
         database=str(database.path.resolve()),
         dataset=str(Path(data.root).resolve()),
         region_area_km2=data.region.area_km2(),
         levels=levels,
         kappa=database.kappa,
         kappa_calibrated=database.meta.kappa_calibrated,
-        calibration=calibration_source(database.meta, Path(data.root)),
-        queries=len(queries.lat),
-        train_images=len(train.lat),
+        calibration=CalibrationSource.of(database.meta, dataset_fingerprint(Path(data.root))),
+        methods=scores["methods"],
+        strata=scores["strata"],
+        strata_definitions=definitions,
         search=search,
         options=asdict(options),
     )

@@ -48,6 +48,9 @@ def histogram_scorer(cell_histograms: np.ndarray) -> Callable[..., np.ndarray]:
     return score
 
 
+HISTOGRAM_BLOCK = 1024  # tiles cropped at a time (64 px: 12 MB)
+
+
 def aerial_cell_histograms(
     aerial_source,
     cell_lat: np.ndarray,
@@ -57,23 +60,21 @@ def aerial_cell_histograms(
     bins: int = DEFAULT_BINS,
     progress: bool = True,
 ) -> np.ndarray:
-    """Histogram of the aerial tile (``tile_m`` wide, ``px`` pixels) centred on every cell."""
+    """Histogram of the aerial tile (``tile_m`` wide, ``px`` pixels) centred on every cell
+    (zeros where there is no imagery: such a cell can never match)."""
     from tqdm import tqdm
 
-    from geocells.data.aerial import OutOfCoverageError
+    from geocells.data.aerial import crop_many
 
     out = np.zeros((cell_lat.shape[0], bins**3), dtype=np.float32)
     failed = 0
-    for i in tqdm(
-        range(cell_lat.shape[0]), desc="colour histograms", disable=None if progress else True
-    ):
-        try:
-            tile = aerial_source.crop(float(cell_lat[i]), float(cell_lon[i]), tile_m, px)
-        except OutOfCoverageError as err:  # no imagery there: the cell can never match
-            failed += 1
-            logger.debug("no aerial tile for cell %d: %s", i, err)
-            continue
-        out[i] = colour_histograms([tile], bins)[0]
+    starts = range(0, len(out), HISTOGRAM_BLOCK)
+    for start in tqdm(starts, desc="colour histograms", disable=None if progress else True):
+        rows = slice(start, start + HISTOGRAM_BLOCK)
+        tiles, covered = crop_many(aerial_source, cell_lat[rows], cell_lon[rows], tile_m, px)
+        failed += int((~covered).sum())
+        if covered.any():
+            out[rows][covered] = colour_histograms(list(tiles[covered]), bins)
     if failed:
         logger.warning("colour histograms: %d of %d cells had no aerial tile", failed, len(out))
     return out

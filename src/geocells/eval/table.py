@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from geocells.eval.summary import EvalSummary
 
 COLUMNS = (
     ("R@1@25m", "≤25 m"),
@@ -37,67 +38,62 @@ def format_bytes(num_bytes: float) -> str:
     return ""
 
 
-def _load(metrics_json: Path | dict) -> dict:
-    if isinstance(metrics_json, dict):
-        return metrics_json
-    return json.loads(Path(metrics_json).read_text())
-
-
-def results_table_text(metrics_json: Path | dict, stratum: str | None = None) -> str:
+def results_table_text(report: EvalSummary | Path, stratum: str | None = None) -> str:
     """Markdown table of every method in ``metrics.json`` (recall in %, database size)."""
-    summary = _load(metrics_json)
+    summary = EvalSummary.of(report)
     header = "| method | " + " | ".join(label for _, label in COLUMNS) + " | database | per km² |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 3)]
-    for info in summary["methods"].values():
+    for info in summary.methods.values():
         values = " | ".join(format_metric(key, info["metrics"].get(key)) for key, _ in COLUMNS)
         size = f"{format_bytes(info['storage_bytes'])} | {format_bytes(info['bytes_per_km2'])}"
         lines.append(f"| {info['label']} | {values} | {size} |")
     return "\n".join(lines)
 
 
-def strata_table_text(metrics_json: Path | dict, key: str = "R@1@100m") -> str:
+def strata_table_text(report: EvalSummary | Path, key: str = "R@1@100m") -> str:
     """Markdown table of ``key`` per method and stratum, one column per stratum label."""
-    summary = _load(metrics_json)
-    labels = {name: info["label"] for name, info in summary["methods"].items()}
-    columns = [(kind, label) for kind, by_label in summary["strata"].items() for label in by_label]
+    summary = EvalSummary.of(report)
+    labels = {name: info["label"] for name, info in summary.methods.items()}
+    columns = [(kind, label) for kind, by_label in summary.strata.items() for label in by_label]
     lines = [
         "| method | " + " | ".join(f"{label} ({kind})" for kind, label in columns) + " |",
         "|" + "---|" * (len(columns) + 1),
     ]
-    for name in summary["methods"]:
+    for name in summary.methods:
         values = " | ".join(
-            format_metric(key, summary["strata"][kind][label].get(name, {}).get(key))
+            format_metric(key, summary.strata[kind][label].get(name, {}).get(key))
             for kind, label in columns
         )
         lines.append(f"| {labels[name]} | {values} |")
     return "\n".join(lines)
 
 
-def ablation_checks(metrics_json: Path | dict, key: str = "R@1@100m") -> list[str]:
+def ablation_checks(report: EvalSummary | Path, key: str = "R@1@100m") -> list[str]:
     """The paper's ablation as lines of text: does the calibrated hybrid win, and where?"""
-    summary = _load(metrics_json)
-    methods = summary["methods"]
+    summary = EvalSummary.of(report)
+    methods = summary.methods
     if "hybrid" not in methods:
         return []
     hybrid = methods["hybrid"]["metrics"][key]
     lines = []
-    calibration = summary.get("calibration") or {}
+    calibration = summary.calibration
     for name in ("proto_lp", "proto_lc", "aerial", "hybrid_k1"):
         if name in methods:
             other = methods[name]["metrics"][key]
             verdict = "≥" if hybrid >= other else "<"
             note = ""
-            if name == "hybrid_k1" and calibration.get("kept_kappa_1"):
+            if name == "hybrid_k1" and calibration is not None and calibration.kept_kappa_1:
+                z = calibration.max_gain_z
                 note = (
-                    f"; calibration kept κ = 1: the best κ on val "
-                    f"({calibration['kappa_max_recall']:.3g}) was within noise "
-                    f"(z = {calibration['max_gain_z']:.1f})"
+                    f"; calibration kept κ = 1: the best κ on {calibration.split} "
+                    f"({calibration.kappa_max_recall:.3g}) was within noise"
+                    + ("" if z is None else f" (z = {z:.1f})")
                 )
             lines.append(
                 f"hybrid calibrated {verdict} {methods[name]['label']}: "
                 f"{100 * hybrid:.1f} % vs {100 * other:.1f} % ({key}){note}"
             )
-    for kind, by_label in summary["strata"].items():
+    for kind, by_label in summary.strata.items():
         uncovered = by_label.get("uncovered")
         if uncovered and "aerial" in uncovered:
             ours, theirs = uncovered["hybrid"][key], uncovered["aerial"][key]

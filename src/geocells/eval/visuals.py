@@ -12,6 +12,7 @@ from geocells.data.aerial import OutOfCoverageError
 from geocells.data.images import load_image
 from geocells.eval import plots
 from geocells.eval.report import Example, ReportData, write_report
+from geocells.eval.summary import EvalSummary
 from geocells.geo import haversine_m, latlng_to_local_m, local_m_to_latlng
 
 logger = logging.getLogger(__name__)
@@ -134,15 +135,22 @@ def interactive_map(mosaic, lat0, lon0, side_m, queries, result) -> str | None:
     return m.get_root().render()
 
 
-def build_report(path: Path, summary, results, queries, data, database, options) -> Path:
+def _z_text(z: float | None) -> str:
+    """A val gain in standard errors as text ("z = 1.2 standard errors")."""
+    return "an unmeasured margin" if z is None else f"z = {z:.1f} standard errors"
+
+
+def build_report(
+    path: Path, summary: EvalSummary, results, queries, data, database, options
+) -> Path:
     """Render every figure and write the HTML page to ``path``."""
-    labels = {name: info["label"] for name, info in summary["methods"].items()}
+    labels = {name: info["label"] for name, info in summary.methods.items()}
     figures = {
         "recall": plots.recall_curves_png({n: r.errors_m for n, r in results.items()}, labels)
     }
     curve = read_kappa_curve(database.path)
     if curve is not None:
-        figures["kappa"] = plots.kappa_curve_png(curve[0], curve[1], summary["kappa"])
+        figures["kappa"] = plots.kappa_curve_png(curve[0], curve[1], summary.kappa)
     hybrid = results["hybrid"]
     mosaic, lat0, lon0, side = region_mosaic(data)
     figures["error_map"] = plots.error_map_png(
@@ -156,38 +164,38 @@ def build_report(path: Path, summary, results, queries, data, database, options)
     map_html = None
     if options.interactive_map:
         map_html = interactive_map(mosaic, lat0, lon0, side, queries, hybrid)
-    source = summary.get("calibration")
+    source = summary.calibration
     if source is None:
         calibrated = " (NOT calibrated)"
-    elif source["same_dataset"]:
-        calibrated = f" (calibrated on {source['split']} of this dataset)"
+    elif source.same_dataset:
+        calibrated = f" (calibrated on {source.split} of this dataset)"
     else:
-        calibrated = f" (calibrated on {source['split']} of ANOTHER dataset: {source['dataset']})"
-    if source is not None and source.get("kept_kappa_1"):
+        calibrated = f" (calibrated on {source.split} of ANOTHER dataset: {source.dataset})"
+    if source is not None and source.kept_kappa_1:
         calibrated += (
-            f"; κ = 1 kept: the best κ on {source['split']}, {source['kappa_max_recall']:.3g}, "
-            f"beat it by only z = {source['max_gain_z']:.1f} standard errors"
+            f"; κ = 1 kept: the best κ on {source.split}, {source.kappa_max_recall:.3g}, "
+            f"beat it by only {_z_text(source.max_gain_z)}"
         )
     facts = {
-        "split": f"{summary['split']} ({summary['queries']} queries)",
-        "region": f"{summary['region_area_km2']:,.1f} km²",
-        "database cells": f"{len(database):,} at level {summary['levels']['cell']}",
-        "prototypes": f"level {summary['levels']['proto']}",
-        "κ": f"{summary['kappa']:.3g}{calibrated}",
-        "training ground images": f"{summary['train_images']:,}",
-        "database": summary["database"],
-        "dataset": summary["dataset"],
+        "split": f"{summary.split} ({summary.queries} queries)",
+        "region": f"{summary.region_area_km2:,.1f} km²",
+        "database cells": f"{len(database):,} at level {summary.levels['cell']}",
+        "prototypes": f"level {summary.levels['proto']}",
+        "κ": f"{summary.kappa:.3g}{calibrated}",
+        "training ground images": f"{summary.train_images:,}",
+        "database": summary.database,
+        "dataset": summary.dataset,
     }
     report = ReportData(
         title="geocells evaluation",
         facts=facts,
-        methods=summary["methods"],
-        strata=summary["strata"],
+        methods=summary.methods,
+        strata=summary.strata,
         figures=figures,
         examples=make_examples(
             hybrid, queries, data, database.meta.tile_size_m, options.examples_per_kind
         ),
         interactive_map_html=map_html,
-        strata_definitions=summary.get("strata_definitions", {}),
+        strata_definitions=summary.strata_definitions,
     )
     return write_report(report, path)

@@ -10,7 +10,6 @@ provenance.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,13 @@ import torch
 from torch import nn
 
 from geocells.io import ArtifactError, sha256_file
-from geocells.models.card import ModelCard, card_from_metadata
+from geocells.models.card import (
+    CellGeometry,
+    ModelCard,
+    RefitRecord,
+    card_from_metadata,
+    card_with_geometry,
+)
 from geocells.models.config import ModelConfig
 from geocells.models.device import resolve_device
 from geocells.models.encoder import Encoder
@@ -30,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 # A prototype refit (``geocells refit``) writes these beside the checkpoint it refits.
 REFIT_WEIGHTS = "refit.safetensors"
-REFIT_INFO = "refit.json"
+REFIT_INFO = RefitRecord.FILE
 REFIT_SOURCE = "last.safetensors"
 
 
@@ -91,12 +96,12 @@ class GeoModel(nn.Module):
 
 
 def as_card(cfg: Any) -> ModelCard:
-    """A ModelCard from a card, a ModelConfig (default levels) or an experiment config."""
+    """A ModelCard from a card, a ModelConfig (``CellGeometry`` defaults) or an experiment."""
     if isinstance(cfg, ModelCard):
         cfg.check()
         return cfg
-    if isinstance(cfg, ModelConfig):
-        return ModelCard(model=cfg)
+    if isinstance(cfg, ModelConfig):  # a fresh model at the default levels
+        return ModelCard(model=cfg, **dataclasses.asdict(CellGeometry()))
     if hasattr(cfg, "model") and hasattr(cfg, "data"):
         return ModelCard.from_experiment(cfg)
     raise ValueError(f"build_model needs a ModelCard, ModelConfig or experiment, got {type(cfg)}")
@@ -130,7 +135,7 @@ def current_refit(folder: Path) -> Path | None:
     weights, info = folder / REFIT_WEIGHTS, folder / REFIT_INFO
     if not (weights.is_file() and info.is_file() and (folder / REFIT_SOURCE).is_file()):
         return None
-    recorded = json.loads(info.read_text()).get("source_sha256")
+    recorded = RefitRecord.load(folder).source_sha256  # ArtifactError naming the fix
     if recorded != sha256_file(folder / REFIT_SOURCE):
         logger.warning(
             "%s was made from another %s (training went on since); using %s. "
@@ -209,3 +214,27 @@ def load_model(run_or_checkpoint: str | Path, device: str | torch.device = "auto
     model.load_state_dict(state, strict=True)
     logger.info("loaded model from %s (%d prototypes) on %s", path, len(model.prototypes), target)
     return model.to(target).eval()
+
+
+def record_geometry(
+    checkpoint: str | Path, *, cell_level: int, prototype_level: int, aerial_tile_m: float
+) -> Path:
+    """Write the levels and tile size a model was trained with into a checkpoint whose card
+    lacks them (the fix ``load_model``'s refusal names); the weights are kept as they are."""
+    from safetensors import safe_open
+
+    from geocells.io import atomic_write
+
+    path = resolve_checkpoint(checkpoint)
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        state = {key: handle.get_tensor(key) for key in handle.keys()}
+    geometry = CellGeometry(cell_level, prototype_level, aerial_tile_m)
+    geometry.check_geometry()
+    card = card_with_geometry(metadata, geometry, str(path))
+    from safetensors.torch import save_file
+
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata=card.metadata())
+    logger.info("%s: recorded %s", path, geometry)
+    return path

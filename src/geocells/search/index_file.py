@@ -7,11 +7,12 @@ it is tied to the κ it was built with: ``geocells calibrate`` (re)builds it aft
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from geocells.db.store import RECALIBRATE, Database, DatabaseError
+from geocells.io import ArtifactError
+from geocells.search.index_meta import SearchIndexMeta
 from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ INDEX_FILE = "index.faiss"
 
 def index_files(db: Path) -> list[Path]:
     """The index file and its JSON sidecar."""
-    return [db / INDEX_FILE, db / f"{INDEX_FILE}.json"]
+    return [db / INDEX_FILE, SearchIndexMeta.path_of(db / INDEX_FILE)]
 
 
 def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = False) -> Path | None:
@@ -81,32 +82,17 @@ def open_searcher(database: Database, backend: str = "auto"):
 def load_search_index(database: Database, path: Path) -> CellSearcher:
     """The saved index ``path`` of ``database``; ``DatabaseError`` naming the file that is
     missing, garbage or built for other codes (``geocells calibrate`` rebuilds both)."""
-    _check_sidecar(path.with_name(path.name + ".json"))
+    sidecar = SearchIndexMeta.path_of(path)
     try:
-        return CellSearcher.load(path, database.aerial, database.proto, database.kappa)
+        meta = SearchIndexMeta.read(sidecar)
+    except ArtifactError as err:
+        problem = str(err).removeprefix(f"{sidecar}: ").removesuffix(f"; rebuild it: {RECALIBRATE}")
+        problem = problem.removeprefix(f"{sidecar} is ")  # "not valid JSON (...)"
+        raise DatabaseError(sidecar, problem, RECALIBRATE) from None
+    try:
+        return CellSearcher.load(path, database.aerial, database.proto, database.kappa, meta)
     except (ValueError, TypeError, KeyError) as err:  # built for other codes or another κ
         raise DatabaseError(path, str(err).removeprefix(f"{path} "), RECALIBRATE) from None
     except RuntimeError as err:  # faiss: a truncated or foreign index file
         problem = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
         raise DatabaseError(path, f"faiss cannot read it ({problem})", RECALIBRATE) from None
-
-
-SIDECAR_KEYS = ("format_version", "backend", "index_kappa", "num_cells", "dim", "params")
-
-
-def _check_sidecar(sidecar: Path) -> None:
-    """``index.faiss.json`` must be a JSON object with the keys ``CellSearcher.save`` writes."""
-    if not sidecar.is_file():
-        raise DatabaseError(sidecar, "missing (the search index needs it)", RECALIBRATE)
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DatabaseError(sidecar, f"not valid JSON ({err})", RECALIBRATE) from None
-    missing = [key for key in SIDECAR_KEYS if not isinstance(meta, dict) or key not in meta]
-    if missing:
-        raise DatabaseError(
-            sidecar, f"not a search index description (lacks {missing})", RECALIBRATE
-        )
-    params = meta["params"]
-    if meta["backend"] == "ivfpq" and not isinstance(params, dict):
-        raise DatabaseError(sidecar, f"params must be an object, got {params!r}", RECALIBRATE)

@@ -16,7 +16,6 @@ arrays it is stored in (memmaps are fine) and never hold a float32 copy of a lar
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, fields, replace
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geocells.io import atomic_write, write_json
+from geocells.io import atomic_write
 from geocells.scoring.exact import (
     check_database,
     check_finite_rows,
@@ -36,6 +35,7 @@ from geocells.scoring.exact import (
 )
 from geocells.scoring.memmap import advise_random_access
 from geocells.search.coarse import coarse_index, pow2_near, two_level_centroids
+from geocells.search.index_meta import SearchIndexMeta
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ PQ_TRAIN_MAX = 131_072  # vectors used to train the product quantiser
 AUTO_EXACT_MAX_CELLS = 200_000
 # The exact backend keeps float32 fused codes in memory up to this size (faster queries).
 FUSED_CACHE_MAX_BYTES = 256 * 2**20
-_FORMAT_VERSION = 2
 # Bumped when the same parameters build a different index (benchmarks key their cache on it).
 BUILD_VERSION = 2
 
@@ -326,49 +325,54 @@ class CellSearcher:
         return int(faiss.serialize_index(self.index).nbytes)
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (faiss index, ivfpq only) and ``path.json`` (backend, params)."""
+        """Write ``path`` (faiss index, ivfpq only) and ``path.json`` (``SearchIndexMeta``)."""
         import faiss
 
         path = Path(path)
-        meta = {
-            "format_version": _FORMAT_VERSION,
-            "backend": self.backend,
-            "index_kappa": self.index_kappa,
-            "num_cells": self.num_cells,
-            "dim": self.dim,
-            "params": asdict(self.params) if self.params else None,
-        }
+        meta = SearchIndexMeta(
+            backend=self.backend,
+            index_kappa=self.index_kappa,
+            num_cells=self.num_cells,
+            dim=self.dim,
+            params=asdict(self.params) if self.params else None,
+        )
         if self.index is not None:
             with atomic_write(path) as tmp:
                 faiss.write_index(self.index, str(tmp))
-        write_json(_meta_path(path), meta)
+        meta.write(SearchIndexMeta.path_of(path))
         return path
 
     @classmethod
     def load(
-        cls, path: str | Path, aerial: np.ndarray, proto: np.ndarray, kappa: float
+        cls,
+        path: str | Path,
+        aerial: np.ndarray,
+        proto: np.ndarray,
+        kappa: float,
+        meta: SearchIndexMeta | None = None,
     ) -> CellSearcher:
-        """Open a saved searcher over the same database rows it was built from."""
+        """Open a saved searcher over the same database rows it was built from (``meta``:
+        its sidecar, when the caller has read it already)."""
         import faiss
 
         path = Path(path)
-        meta_path = _meta_path(path)
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"search index metadata {meta_path} not found")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"{meta_path}: unsupported format {meta.get('format_version')}")
+        if meta is None:
+            meta_path = SearchIndexMeta.path_of(path)
+            if not meta_path.is_file():
+                raise FileNotFoundError(f"search index metadata {meta_path} not found")
+            meta = SearchIndexMeta.read(meta_path)
         check_database(aerial, proto)
-        if (meta["num_cells"], meta["dim"]) != tuple(aerial.shape):
+        if (meta.num_cells, meta.dim) != tuple(aerial.shape):
             raise ValueError(
-                f"{path} was built for {meta['num_cells']} x {meta['dim']} codes, "
+                f"{path} was built for {meta.num_cells} x {meta.dim} codes, "
                 f"the database is {aerial.shape[0]} x {aerial.shape[1]}"
             )
-        if meta["backend"] == "exact":
+        if meta.backend == "exact":
             return cls(aerial, proto, kappa, "exact")
-        if meta["params"]["layout"] == "sum" and float(kappa) != meta["index_kappa"]:
+        params = IVFPQParams(**meta.params)
+        if params.layout == "sum" and float(kappa) != meta.index_kappa:
             raise ValueError(
-                f"{path} was built for kappa={meta['index_kappa']} (layout 'sum'); "
+                f"{path} was built for kappa={meta.index_kappa} (layout 'sum'); "
                 f"rebuild it for kappa={kappa}"
             )
         if not path.is_file():
@@ -376,13 +380,7 @@ class CellSearcher:
         index = faiss.read_index(str(path))
         if index.ntotal != aerial.shape[0]:
             raise ValueError(f"{path} holds {index.ntotal} vectors, expected {aerial.shape[0]}")
-        params = IVFPQParams(**meta["params"])
-        return cls(aerial, proto, kappa, "ivfpq", index, params, index_kappa=meta["index_kappa"])
-
-
-def _meta_path(path: Path) -> Path:
-    """Sidecar JSON next to the index file: ``index.faiss`` -> ``index.faiss.json``."""
-    return path.with_name(path.name + ".json")
+        return cls(aerial, proto, kappa, "ivfpq", index, params, index_kappa=meta.index_kappa)
 
 
 def _check_kappa(kappa: float) -> float:

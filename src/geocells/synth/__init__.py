@@ -7,7 +7,7 @@
 from geocells.synth.config import CampaignConfig, SynthConfig
 
 
-def run(cfg: SynthConfig, out, overwrite: bool = False, progress: bool = True):
+def run(cfg: SynthConfig, out, *, overwrite: bool = False, progress: bool = True):
     """Write the synthetic dataset for ``cfg`` into ``out`` (see ``geocells.synth.export``)."""
     from geocells.synth.export import run as _run
 

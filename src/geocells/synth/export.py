@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -17,8 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from geocells.config import config_to_dict
-from geocells.io import write_text
-from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
+from geocells.io import atomic_write, write_text
+from geocells.outputs import OutputKind, check_ownership, stage_output
 from geocells.synth.capture import Capture, campaign_capture, sample_capture
 from geocells.synth.config import SynthConfig
 from geocells.synth.coverage import SPLIT_IDS, capture_positions, region_square
@@ -47,20 +46,23 @@ def world_record(cfg: SynthConfig) -> dict:
             "config": config_to_dict(cfg)}  # fmt: skip
 
 
-def _prepare(cfg: SynthConfig, out: Path, overwrite: bool) -> None:
-    """Create ``out``, or check that what is there is this same world (or clear it)."""
-    record = json.dumps(world_record(cfg), indent=2, sort_keys=True) + "\n"
-    world_file = out / "world.json"
-    existing = check_ownership(out, SYNTH_OUTPUT)  # a folder of other files: refused
-    same = world_file.is_file() and world_file.read_text() == record
-    if existing and not same and not overwrite:
-        raise ValueError(
-            f"{out} is not empty and holds a different dataset (world.json differs or is "
-            "missing); pass --overwrite to replace it or choose another --out"
-        )
-    claim_output(out, SYNTH_OUTPUT, overwrite=existing and not same)
-    if not world_file.is_file():
-        write_text(world_file, record)
+def _world_check(record: str):
+    """``stage_output``'s check: ``out`` holds this world (resumed) or nothing; a different
+    dataset is refused (``--overwrite`` replaces it). A dataset is never skipped as a
+    whole: its parts are (``_write_dataset``)."""
+
+    def check(out: Path) -> bool:
+        world_file = out / "world.json"
+        if world_file.is_file() and world_file.read_text() == record:
+            return False
+        if check_ownership(out, SYNTH_OUTPUT):  # not empty
+            raise ValueError(
+                f"{out} is not empty and holds a different dataset (world.json differs or is "
+                "missing); pass --overwrite to replace it or choose another --out"
+            )
+        return False
+
+    return check
 
 
 def write_region(world: World, path: Path) -> Path:
@@ -147,13 +149,12 @@ def write_aerial(world: World, path: Path, pool, progress: bool = True) -> Path:
         ):
             window = rasterio.windows.Window(0, r - row0, width, strip.shape[0])
             dst.write(np.moveaxis(strip, -1, 0), window=window)
-    part = path.with_name(path.name + ".part")
-    rio_copy(
-        tmp, part, driver="COG", COMPRESS="JPEG", QUALITY=str(cfg.jpeg_quality),
-        BLOCKSIZE="512", OVERVIEWS="AUTO", RESAMPLING="AVERAGE",
-    )  # fmt: skip
+    with atomic_write(path) as part:
+        rio_copy(
+            tmp, part, driver="COG", COMPRESS="JPEG", QUALITY=str(cfg.jpeg_quality),
+            BLOCKSIZE="512", OVERVIEWS="AUTO", RESAMPLING="AVERAGE",
+        )  # fmt: skip
     tmp.unlink()
-    os.replace(part, path)
     return path
 
 
@@ -175,9 +176,8 @@ def _render_ground_batch(args) -> int:
         _worker_state[key] = renderer
     images = renderer.render(x, y, heading, captures)
     for path, image in zip(paths, images):
-        part = Path(path + ".part")
-        Image.fromarray(image).save(part, format="JPEG", quality=cfg.jpeg_quality)
-        os.replace(part, path)
+        with atomic_write(path) as part:
+            Image.fromarray(image).save(part, format="JPEG", quality=cfg.jpeg_quality)
     return len(paths)
 
 
@@ -250,8 +250,8 @@ def write_manifest(world: World, ground_dir: Path, plan: dict) -> Path:
         captured_at=plan["captured_at"], split=plan["split"],
     )  # fmt: skip
     path = ground_dir / "manifest.parquet"
-    part = manifest.write(ground_dir / "manifest.parquet.part.parquet")
-    os.replace(part, path)
+    with atomic_write(path) as part:
+        manifest.write(part)
     return path
 
 
@@ -283,21 +283,27 @@ def validate(cfg: SynthConfig) -> None:
         )
 
 
-def run(cfg: SynthConfig, out: Path, overwrite: bool = False, progress: bool = True) -> Path:
+def run(
+    cfg: SynthConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True
+) -> Path:
     """Write the synthetic dataset for ``cfg`` into ``out`` (resuming finished stages);
     ``progress``: bars on a terminal."""
     out = Path(out)
     validate(cfg)
     world = World(cfg)
-    with output_lock(out, SYNTH_OUTPUT):
-        return _write_dataset(cfg, world, out, overwrite, progress)
+    record = json.dumps(world_record(cfg), indent=2, sort_keys=True) + "\n"
+    # The same world is resumed even with --overwrite: only another one is cleared.
+    world_file = out / "world.json"
+    same = world_file.is_file() and world_file.read_text() == record
+    check = _world_check(record)
+    with stage_output(out, SYNTH_OUTPUT, overwrite=overwrite and not same, finished=check):
+        if not world_file.is_file():
+            write_text(world_file, record)
+        return _write_dataset(cfg, world, out, progress)
 
 
-def _write_dataset(
-    cfg: SynthConfig, world: World, out: Path, overwrite: bool, progress: bool = True
-) -> Path:
-    """The body of ``run``, under ``out``'s lock."""
-    _prepare(cfg, out, overwrite)
+def _write_dataset(cfg: SynthConfig, world: World, out: Path, progress: bool = True) -> Path:
+    """The body of ``run``, under ``out``'s lock, ``world.json`` written."""
     if not (out / "region.geojson").is_file():
         write_region(world, out / "region.geojson")
     ground_dir = out / "ground"

@@ -14,18 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geocells.config import ConfigError, load_preset, require_at_least, resolve_config
+from geocells.models.card import CellGeometry
 from geocells.models.config import ModelConfig
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class DataConfig:
-    """Cell levels, aerial tiles and how training samples are drawn."""
+class DataConfig(CellGeometry):
+    """Cell levels and aerial tile size (``CellGeometry``: cell_level, prototype_level,
+    aerial_tile_m) and how training samples are drawn."""
 
-    cell_level: int = 16  # Lc: database cells and ground<->aerial labels
-    prototype_level: int = 15  # Lp: one prototype per cell of this level
-    aerial_tile_m: float = 154.0  # footprint (edge, metres) of an aerial tile
     max_shift_m: float = 40.0  # random translation of the training aerial crop
     rotate: bool = True  # random rotation 0-360 deg of the training aerial crop
     aerial_only_per_batch: int = 16  # extra aerial tiles of random region cells per batch
@@ -162,14 +161,7 @@ REFIT_INITS = ("keep", "aerial_mean", "aerial_gap")
 
 def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
     """Reject values that type checks cannot catch."""
-    if cfg.data.prototype_level > cfg.data.cell_level:
-        raise ConfigError(
-            f"data.prototype_level ({cfg.data.prototype_level}) must not exceed "
-            f"data.cell_level ({cfg.data.cell_level})"
-        )
-    for name in ("cell_level", "prototype_level"):
-        if not 0 <= getattr(cfg.data, name) <= 30:
-            raise ConfigError(f"data.{name} must be in 0..30")
+    cfg.data.check_geometry()
     if cfg.optim.prototype_optimizer not in ("sparse_adam", "row_adagrad"):
         raise ConfigError(
             f"optim.prototype_optimizer {cfg.optim.prototype_optimizer!r}; "

@@ -8,7 +8,6 @@ of the same ``last.safetensors`` with the same settings is already there.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,8 +20,9 @@ from geocells.data.aerial import OutOfCoverageError
 from geocells.data.dataset import Dataset
 from geocells.data.images import ImageLoadError, load_image
 from geocells.geo import cell_children, cell_to_latlng, latlng_to_cell
-from geocells.io import dataset_of_run, sha256_file, write_json
+from geocells.io import dataset_of_run, sha256_file
 from geocells.models import load_model
+from geocells.models.card import RefitRecord
 from geocells.models.device import resolve_device
 from geocells.models.embed import embed_items
 from geocells.models.geomodel import GeoModel, save_model
@@ -128,14 +128,16 @@ def _settings(experiment: ExperimentConfig, cfg: RefitConfig) -> dict:
 
 
 def run(
+    cfg: RefitConfig | None,
     run_dir: str | Path,
     dataset: str | Path | None = None,
-    cfg: RefitConfig | None = None,
+    *,
     overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
 ) -> Path:
-    """Refit the prototypes of ``run_dir``'s last checkpoint; returns the refit file.
+    """Refit the prototypes of ``run_dir``'s last checkpoint (``cfg`` None: the refit
+    settings it was trained with) on ``dataset`` (None: the run's); returns the refit file.
 
     The anchors are embedded on ``device`` (auto: cuda when available); the table itself
     is refitted on the CPU.
@@ -152,8 +154,8 @@ def run(
     info_path, target = folder / REFIT_INFO, folder / REFIT_WEIGHTS
     settings = _settings(experiment, cfg)
     if info_path.is_file() and target.is_file() and not overwrite:
-        info = json.loads(info_path.read_text())
-        if info.get("source_sha256") == source_sha and info.get("settings") == settings:
+        done = RefitRecord.load(folder)
+        if done.source_sha256 == source_sha and done.settings == settings:
             logger.info("refit: %s is up to date; skipping (use --overwrite)", target)
             return target
     data = Dataset.open(Path(dataset) if dataset is not None else dataset_of_run(Path(run_dir)))
@@ -178,14 +180,13 @@ def run(
         progress,
     )
     save_model(model, target)  # atomic: readers never see a half-written refit
-    info = {
-        "source": SOURCE,
-        "source_sha256": source_sha,
-        "settings": settings,
-        "seconds": round(time.monotonic() - tick, 1),
-        **stats,
-    }
-    write_json(info_path, info, indent=1)
+    RefitRecord(
+        source=SOURCE,
+        source_sha256=source_sha,
+        settings=settings,
+        seconds=round(time.monotonic() - tick, 1),
+        stats=stats,
+    ).save(folder)
     logger.info(
         "refit: %d of %d rows re-seeded (%s), %d refitted (loss %s -> %s); wrote %s",
         stats["rows_reseeded"],

@@ -19,7 +19,7 @@ import torch
 from geocells.config import ConfigError, config_to_dict, load_config, save_config
 from geocells.io import RunInfo, dataset_fingerprint
 from geocells.models.geomodel import GeoModel, build_model
-from geocells.outputs import OutputKind, check_ownership, claim_output, output_lock
+from geocells.outputs import OutputKind, stage_output
 from geocells.train.batches import BatchSource
 from geocells.train.checkpoint import checkpoint_stems, load_checkpoint, save_checkpoint
 from geocells.train.config import ExperimentConfig, check_config
@@ -63,30 +63,31 @@ def _device(cfg: ExperimentConfig) -> torch.device:
     )
 
 
-def _prepare_run_dir(
-    out: Path, cfg: ExperimentConfig, resume: bool, overwrite: bool
-) -> ExperimentConfig:
-    """Create/clean the run folder; on resume the saved config must match ``cfg``."""
-    config_path = out / "config.yaml"
-    check_ownership(out, RUN_OUTPUT)  # a folder of other files is refused, --overwrite or not
-    if resume:
-        saved = load_config(ExperimentConfig, config_path)
-        changed = [
-            f"{group}.{key}"
-            for group, values in config_to_dict(cfg).items()
-            if group not in ("train", "refit")
-            for key, value in values.items()
-            if config_to_dict(saved)[group][key] != value
-        ]
-        if changed:
-            raise ConfigError(f"--resume with a config that differs from {config_path}: {changed}")
-        claim_output(out, RUN_OUTPUT)
-        return cfg
-    holds_run = (out / "checkpoints").exists() or config_path.exists()
-    if holds_run and not overwrite:
-        raise ValueError(f"run folder {out} already holds a run; use --resume or --overwrite")
-    claim_output(out, RUN_OUTPUT, overwrite=holds_run)
-    return cfg
+def _run_dir_check(cfg: ExperimentConfig, resume: bool):
+    """``stage_output``'s check of a run folder: on resume the saved config must match
+    ``cfg``; without resume a folder holding a run is refused (``--resume`` or
+    ``--overwrite``). A run is never "finished": it resumes instead."""
+
+    def check(out: Path) -> bool:
+        config_path = out / "config.yaml"
+        if resume:
+            saved = config_to_dict(load_config(ExperimentConfig, config_path))
+            changed = [
+                f"{group}.{key}"
+                for group, values in config_to_dict(cfg).items()
+                if group not in ("train", "refit")
+                for key, value in values.items()
+                if saved[group][key] != value
+            ]
+            if changed:
+                raise ConfigError(
+                    f"--resume with a config that differs from {config_path}: {changed}"
+                )
+        elif (out / "checkpoints").exists() or config_path.exists():
+            raise ValueError(f"run folder {out} already holds a run; use --resume or --overwrite")
+        return False
+
+    return check
 
 
 def _check_resume_dataset(out: Path, root: Path, fingerprint: str) -> None:
@@ -116,32 +117,38 @@ def _total_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> int:
 
 def run(
     cfg: ExperimentConfig,
-    dataset_root: Path,
-    out: Path,
+    dataset_root: str | Path,
+    out: str | Path,
+    *,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Train a GeoModel on ``dataset_root``; returns ``out`` (the run folder)."""
+    """Train a GeoModel on ``dataset_root`` into the run folder ``out``; returns ``out``.
+
+    ``resume`` continues from ``out``'s last checkpoint (same config); ``overwrite``
+    (without ``resume``) replaces the run there."""
     cfg = check_config(cfg)
     out = Path(out)
     device = _device(cfg)
     info = init_distributed(device.type)
     try:
-        lock = output_lock(out, RUN_OUTPUT) if info.is_main else contextlib.nullcontext()
+        lock = contextlib.nullcontext()
+        if info.is_main:  # resume wins over overwrite: nothing is cleared then
+            check = _run_dir_check(cfg, resume)
+            lock = stage_output(out, RUN_OUTPUT, overwrite=overwrite and not resume, finished=check)
         with lock:
-            return _run_locked(cfg, dataset_root, out, resume, overwrite, progress, device, info)
+            return _run_locked(cfg, dataset_root, out, resume, progress, device, info)
     finally:
         shutdown_distributed(info)
 
 
-def _run_locked(cfg, dataset_root, out: Path, resume, overwrite, progress, device, info) -> Path:
+def _run_locked(cfg, dataset_root, out: Path, resume, progress, device, info) -> Path:
     """The body of ``run`` (the main process holds the run folder's lock)."""
     from geocells.data.dataset import Dataset
     from geocells.geo.cover import region_cells
 
     if info.is_main:
-        cfg = _prepare_run_dir(out, cfg, resume, overwrite)
         root = Path(dataset_root).expanduser().resolve()
         fingerprint = dataset_fingerprint(root)
         if resume:
@@ -161,7 +168,7 @@ def _run_locked(cfg, dataset_root, out: Path, resume, overwrite, progress, devic
     if cfg.refit.enabled and info.is_main:
         from geocells.train import refit_stage
 
-        refit_stage.run(out, dataset_root, cfg.refit, progress=progress)
+        refit_stage.run(cfg.refit, out, dataset_root, progress=progress)
     return out
 
 

@@ -27,9 +27,11 @@ def crop_many(
     size_m: float,
     px: int,
     rotation_deg: np.ndarray | float = 0.0,
+    no_coverage: tuple[type[Exception], ...] = (OutOfCoverageError,),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Crops at many points -> (``uint8[N, px, px, 3]``, ``covered bool[N]``); a point
-    outside coverage gets a black crop and ``covered`` False instead of an error."""
+    outside coverage (``source.crop`` raising one of ``no_coverage``) gets a black crop and
+    ``covered`` False instead of an error. ``source``: anything with ``AerialSource.crop``."""
     lat, lon = np.atleast_1d(np.asarray(lat, float)), np.atleast_1d(np.asarray(lon, float))
     rotations = np.broadcast_to(np.asarray(rotation_deg, float), lat.shape)
     crops = np.zeros((len(lat), px, px, 3), dtype=np.uint8)
@@ -38,7 +40,7 @@ def crop_many(
         try:
             crops[i] = source.crop(lat[i], lon[i], size_m, px, rotations[i])
             covered[i] = True
-        except OutOfCoverageError:
+        except no_coverage:
             pass  # reported through `covered`
     return crops, covered
 

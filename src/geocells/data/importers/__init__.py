@@ -66,14 +66,17 @@ def get_importer(source: str) -> Callable[..., ImportRows]:
 
 
 def run(
+    options: ImportOptions | None,
     source: str,
     root: str | Path,
     out: str | Path,
-    options: ImportOptions | None = None,
+    *,
     overwrite: bool = False,
     **source_options,
 ) -> ImportResult | None:
-    """Import ``root`` (format ``source``) into ``out``; None when ``out`` is already done."""
+    """Import ``root`` (format ``source``) into the dataset folder ``out``; None when
+    ``out`` is already done. Unlike the other stages it returns what it imported and
+    skipped (``ImportResult``, with the report file), since that is what its caller shows."""
     reader = get_importer(source)
     # The lock only: an import adds to a folder that may hold the user's own region and
     # aerial imagery, and replaces only the files it writes itself (finish.py).

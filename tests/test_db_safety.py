@@ -14,14 +14,14 @@ from geocells.db.build import build_cells
 from geocells.db.merge import merge
 from geocells.db.store import DATABASE_OUTPUT, Database, DatabaseError
 from geocells.outputs import MARKER, OutputError, output_lock, read_marker
-from test_index_build import IDENTITY, _cells, _sources, _stream
+from test_db_build import IDENTITY, _cells, _sources, _stream
 from test_outputs import snapshot
 
 REBUILD = "geocells index RUN --out DB --overwrite"
 
 
 def _fake_build(out, cells, shard=(0, 1), overwrite=False):
-    from test_index_build import CFG
+    from test_db_build import CFG
 
     sources = _sources(cells)
     return build_cells(out, _stream(cells), len(cells), sources, CFG, IDENTITY, shard, overwrite)
@@ -124,7 +124,7 @@ def test_index_refuses_a_dataset_whose_aerial_misses_the_region(micro_db, tmp_pa
         tif.write(np.full((3, 64, 64), 90, np.uint8))
     out = tmp_path / "db"
     with pytest.raises(ValueError, match=rf"dataset {dataset}: no region cell has aerial"):
-        build.run(micro_db.parent / "run", out, dataset=dataset)
+        build.run(None, micro_db.parent / "run", out, dataset=dataset)
     assert not out.exists()
 
 
@@ -184,7 +184,23 @@ def test_a_damaged_database_names_the_file_and_the_rebuild_command(
     [
         ("index.faiss", b"\x00garbage, not a faiss index", "faiss cannot read it"),
         ("index.faiss.json", b"{truncated", "not valid JSON"),
-        ("index.faiss.json", b"[]", "not a search index description"),
+        ("index.faiss.json", b"[]", "expected a JSON object, got list"),
+        (
+            "index.faiss.json",
+            b'{"format_version": 1, "backend": "ivfpq"}',
+            "search index description has format_version 1, this geocells reads version 2",
+        ),
+        (
+            "index.faiss.json",
+            b'{"format_version": 2, "backend": "ivfpq"}',
+            "search index description lacks dim, index_kappa, num_cells, params",
+        ),
+        (
+            "index.faiss.json",
+            b'{"format_version": 2, "backend": "ivfpq", "dim": 8, '
+            b'"index_kappa": 1, "num_cells": 9, "params": 3}',
+            "params must be an object, got 3",
+        ),
     ],
 )
 def test_a_damaged_search_index_names_the_file_and_calibrate(

@@ -190,3 +190,14 @@ def test_calibrate_cli_rewrites_kappa_and_confidence(micro_db, tmp_path, capsys)
     assert "weights" in meta["confidence"]
     assert main(["calibrate", str(db), "--split", "nope"]) == 2
     assert "unknown split 'nope'" in capsys.readouterr().err
+    # A report this geocells cannot read: the database is refused naming calibrate, and
+    # calibrate (which replaces the report) runs.
+    from geocells.db.store import Database
+    from geocells.io import ArtifactError
+
+    meta["calibration"]["format_version"] = 99
+    (db / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r"format_version 99.*geocells calibrate DB"):
+        Database.open(db)
+    assert main(["calibrate", str(db), "max_queries=10", "--config", "quick", "kappa_steps=5"]) == 0
+    assert Database.open(db).meta.calibration.queries == 10

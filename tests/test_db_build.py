@@ -155,7 +155,7 @@ def test_sharded_build_and_merge_equal_a_single_build(tmp_path):
 CHILD = """
 import sys, time
 sys.path.insert(0, {tests!r})
-import test_index_build as t
+import test_db_build as t
 cells = t._cells()
 sources = t._sources(cells)
 encode = sources.encode_tiles
@@ -223,3 +223,21 @@ def test_cli_index_takes_a_preset_and_key_value_overrides(micro_db, tmp_path, ca
     assert "unknown config key 'upsampel'" in err and "upsample" in err
     assert main([*argv, "--config", "nope"]) == 2
     assert "unknown preset 'nope'; valid presets: default, rotations4" in capsys.readouterr().err
+
+
+def test_the_same_run_gives_the_same_database_bytes(micro_db, tmp_path):
+    """``geocells index`` of one run twice (and again over a finished folder, skipped)
+    writes the same bytes (arrays, meta.json, model copy); the arrays equal those of the
+    session's database (built by the fixture, perhaps by another geocells version)."""
+    from geocells.db import build
+
+    run, dataset = micro_db.parent / "run", micro_db.parent / "dataset"
+    cfg = build.IndexConfig(chunk_size=16, progress=False)
+    first = build.run(cfg, run, tmp_path / "a", dataset=dataset)
+    second = build.run(cfg, run, tmp_path / "b", dataset=dataset)
+    assert build.run(cfg, run, first, dataset=dataset) == first  # finished: skipped
+    names = ["cells.npy", "aerial.npy", "proto.npy", "meta.json", "model/last.safetensors"]
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    for name in names[:3]:
+        assert (first / name).read_bytes() == (micro_db / name).read_bytes(), name

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from geocells.db.store import Database
 from geocells.io import (
     ArtifactError,
+    CalibrationReport,
     RunInfo,
     atomic_write,
     dataset_of_run,
@@ -61,6 +62,54 @@ def test_checkpoint_with_extra_experiment_keys_loads(tmp_path):
     assert experiment.data.cell_level == 17 and experiment.model == SMALL
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_card_without_levels_or_tile_size_is_refused_with_the_fix(tmp_path, version):
+    """No silent 154 m: the refusal names the missing fields and how to record them."""
+    from geocells.models.geomodel import record_geometry
+
+    path = tmp_path / "last.safetensors"
+    experiment = _old_experiment()
+    del experiment["data"]["cell_level"], experiment["data"]["aerial_tile_m"]
+    _v1_checkpoint(path, experiment)
+    if version == 2:  # a v2 card that lost them
+        model = load_model_unchecked(path)
+        card = {**model.card.to_dict(), "experiment": experiment}
+        del card["cell_level"], card["aerial_tile_m"]
+        metadata = {"geocells_format": "geocells-model-v2", "geocells_card": json.dumps(card)}
+        save_file(model.state_dict(), str(path), metadata=metadata)
+    with pytest.raises(ValueError) as refused:
+        load_model(path)
+    text = str(refused.value)
+    assert "does not record data.cell_level, data.aerial_tile_m" in text
+    assert "geocells train DATASET --out RUN" in text and "record_geometry(" in text
+    record_geometry(path, cell_level=17, prototype_level=15, aerial_tile_m=120.0)
+    model = load_model(path)
+    assert (model.cell_level, model.prototype_level, model.aerial_tile_m) == (17, 15, 120.0)
+    np.testing.assert_array_equal(model.prototypes.cells, CELLS)
+
+
+def load_model_unchecked(path):
+    """A model from a v1 checkpoint lacking levels, rebuilt at the levels it was saved with."""
+    card = ModelCard(model=SMALL, cell_level=17, prototype_level=15, aerial_tile_m=120.0)
+    model = build_model(card, CELLS, load_pretrained=False)
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+    return model
+
+
+def test_levels_have_one_home():
+    """The training config's data section and the card share CellGeometry's defaults."""
+    from geocells.models.card import CellGeometry
+    from geocells.train.config import DataConfig
+
+    assert issubclass(DataConfig, CellGeometry)
+    with pytest.raises(TypeError):
+        ModelCard(model=SMALL)  # no default levels on a card
+    with pytest.raises(ValueError, match=r"data\.aerial_tile_m must be positive"):
+        DataConfig(aerial_tile_m=0).check_geometry()
+
+
 def test_v2_card_round_trip_and_refusals(tmp_path):
     card = ModelCard.from_experiment(ExperimentConfig(model=SMALL))
     assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
@@ -83,7 +132,15 @@ def _v1_meta(count: int, dim: int) -> dict:
         "tile_px": 32, "model": {"file": "model/last.safetensors", "sha256": "ab" * 32},
         "dataset": "/data/x", "dataset_sha256": "cd" * 32, "cells_without_aerial": 0,
         "index": {"chunk_size": 2048}, "region": {"name": "r", "area_km2": 2.0},
-        "confidence": {"features": ["score"]}, "calibration": {"split": "val"},
+        "confidence": {"features": ["score"]}, "calibration": _old_report(),
+    }  # fmt: skip
+
+
+def _old_report() -> dict:
+    """The calibration report of an early ``calibrate`` (no version, dataset or κ guard)."""
+    return {
+        "split": "val", "queries": 40, "radius_m": 100.0, "recall": 0.3, "recall_kappa_1": 0.2,
+        "median_error_m": 250.0, "grid": [0.05, 20.0, 41], "ece": 0.05, "top1_accuracy": 0.3,
     }  # fmt: skip
 
 
@@ -156,7 +213,7 @@ def test_run_info_reads_old_run_json_and_names_missing_ones(tmp_path):
 def test_embed_files_skips_unreadable_images_and_reports_them(tmp_path):
     from PIL import Image
 
-    model = build_model(ModelCard(model=SMALL), CELLS, load_pretrained=False)
+    model = build_model(SMALL, CELLS, load_pretrained=False)  # default levels
     good = tmp_path / "good.png"
     Image.fromarray(np.full((20, 20, 3), 90, np.uint8)).save(good)
     broken = tmp_path / "broken.jpg"
@@ -185,3 +242,81 @@ def test_dataset_info_round_trip_and_missing_file(tmp_path):
     assert json.loads((tmp_path / "dataset.json").read_text())["format_version"] == 1
     with pytest.raises(ArtifactError, match=r"dataset.json not found.*geocells synth"):
         DatasetInfo.load(tmp_path / "elsewhere")
+
+
+def test_a_version_less_calibration_report_migrates_and_an_unusable_one_is_refused(tmp_path):
+    db = tmp_path / "db"
+    _write_arrays(db, 5, 4)
+    write_json(db / "meta.json", _v1_meta(5, 4))
+    report = Database.open(db).meta.calibration
+    assert isinstance(report, CalibrationReport) and report.recall == 0.3
+    # Before calibrate recorded its dataset it used the build's; before the κ = 1 guard it
+    # took the grid's maximum (the κ in meta.json), z unmeasured.
+    assert (report.dataset, report.dataset_sha256) == ("/data/x", "cd" * 32)
+    assert (report.kappa_max_recall, report.max_gain_z, report.min_gain_z) == (2.5, None, 0.0)
+    assert report.max_gain_over_kappa_1 == pytest.approx(0.1)
+    Database.open(db).update_meta(kappa=2.5)  # written back typed and versioned
+    saved = json.loads((db / "meta.json").read_text())["calibration"]
+    assert saved["format_version"] == CalibrationReport.VERSION and saved["dataset"] == "/data/x"
+    assert Database.open(db).meta.calibration == report
+    for damage in ({"recall": None}, {"format_version": 7}):
+        meta = _v1_meta(5, 4)
+        meta["calibration"] = {k: v for k, v in _old_report().items() if k not in damage}
+        meta["calibration"].update({k: v for k, v in damage.items() if v is not None})
+        write_json(db / "meta.json", meta)
+        with pytest.raises(ArtifactError, match=r"calibration report .*geocells calibrate DB"):
+            Database.open(db)
+        # geocells calibrate replaces the report, so it opens the database without it.
+        assert Database.open(db, recalibrating=True).meta.calibration is None
+
+
+def _old_metrics() -> dict:
+    """metrics.json of an early eval: no version, strata definitions or search comparison."""
+    hybrid = {"label": "hybrid", "database_items": 3, "storage_bytes": 10, "bytes_per_km2": 5.0,
+              "metrics": {"R@1@100m": 0.5}}  # fmt: skip
+    return {
+        "split": "test", "queries": 4, "train_images": 8, "database": "/db", "dataset": "/d",
+        "region_area_km2": 2.0, "levels": {"cell": 16, "proto": 15}, "kappa": 1.0,
+        "kappa_calibrated": False, "methods": {"hybrid": hybrid, "aerial": hybrid},
+        "strata": {}, "options": {},
+    }  # fmt: skip
+
+
+def test_eval_summary_round_trips_migrates_and_refuses_a_newer_version(tmp_path):
+    from geocells.eval.summary import EvalSummary
+    from geocells.eval.table import results_table_text
+
+    (tmp_path / "metrics.json").write_text(json.dumps(_old_metrics()))  # in table order
+    summary = EvalSummary.load(tmp_path)
+    assert (summary.search, summary.calibration, summary.strata_definitions) == (None, None, {})
+    assert list(summary.methods) == ["hybrid", "aerial"]
+    summary.save(tmp_path)
+    assert list(json.loads((tmp_path / "metrics.json").read_text())["methods"]) == [
+        "hybrid",
+        "aerial",
+    ]  # table order kept, not sorted
+    assert EvalSummary.load(tmp_path) == summary
+    assert "| hybrid | – | 50.0 % |" in results_table_text(tmp_path / "metrics.json")
+    for bad, message in (({"format_version": 9}, "format_version 9"), ({"split": None}, "split")):
+        data = {**_old_metrics(), **bad}
+        data = {k: v for k, v in data.items() if v is not None}
+        write_json(tmp_path / "metrics.json", data)
+        with pytest.raises(ArtifactError, match=rf"{message}.*geocells eval DB --out REPORT"):
+            EvalSummary.load(tmp_path)
+
+
+def test_refit_record_round_trips_reads_an_earlier_file_and_refuses_a_newer(tmp_path):
+    """refit.json (refit stage -> resolve_checkpoint): stats at the top level as before."""
+    from geocells.models.card import RefitRecord
+
+    earlier = {"source": "last.safetensors", "source_sha256": "ab", "settings": {"refit": {}},
+               "seconds": 1.5, "rows_total": 9, "loss_after": None}  # fmt: skip
+    write_json(tmp_path / "refit.json", earlier)
+    record = RefitRecord.load(tmp_path)
+    assert record.source_sha256 == "ab" and record.stats == {"rows_total": 9, "loss_after": None}
+    record.save(tmp_path)
+    again = json.loads((tmp_path / "refit.json").read_text())
+    assert again == {**earlier, "format_version": 1} and RefitRecord.load(tmp_path) == record
+    write_json(tmp_path / "refit.json", {**earlier, "format_version": 2})
+    with pytest.raises(ArtifactError, match=r"format_version 2.*geocells refit RUN --overwrite"):
+        RefitRecord.load(tmp_path)
