@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from geocells.config import ConfigError, config_to_dict, load_config, save_config
+from geocells.config import ConfigError, load_config, save_config
 from geocells.io import RunInfo, dataset_fingerprint
 from geocells.models.geomodel import GeoModel, build_model
 from geocells.outputs import OutputKind, stage_output
 from geocells.train.batches import BatchSource
 from geocells.train.checkpoint import checkpoint_stems, load_checkpoint, save_checkpoint
-from geocells.train.config import ExperimentConfig, check_config
+from geocells.train.config import ExperimentConfig, check_config, resume_changes
 from geocells.train.distributed import (
     DistInfo,
     broadcast_from_main,
@@ -71,14 +71,7 @@ def _run_dir_check(cfg: ExperimentConfig, resume: bool):
     def check(out: Path) -> bool:
         config_path = out / "config.yaml"
         if resume:
-            saved = config_to_dict(load_config(ExperimentConfig, config_path))
-            changed = [
-                f"{group}.{key}"
-                for group, values in config_to_dict(cfg).items()
-                if group not in ("train", "refit")
-                for key, value in values.items()
-                if saved[group][key] != value
-            ]
+            changed = resume_changes(load_config(ExperimentConfig, config_path), cfg)
             if changed:
                 raise ConfigError(
                     f"--resume with a config that differs from {config_path}: {changed}"
@@ -168,7 +161,7 @@ def _run_locked(cfg, dataset_root, out: Path, resume, progress, device, info) ->
     if cfg.refit.enabled and info.is_main:
         from geocells.train import refit_stage
 
-        refit_stage.run(cfg.refit, out, dataset_root, progress=progress)
+        refit_stage.run(cfg.refit, out, dataset_root, progress=progress, experiment=cfg)
     return out
 
 
