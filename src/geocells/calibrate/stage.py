@@ -39,6 +39,7 @@ from geocells.scoring.exact import exact_search
 from geocells.scoring.kappa import (
     guard_kappa,
     kappa_grid,
+    recall_by_kappa,
     select_kappa,
     similarity_chunks,
     sweep_top1,
@@ -119,8 +120,7 @@ def sweep(
 ) -> Sweep:
     """Recall@1 within ``cfg.radius_m`` for every κ of the grid, and the best κ."""
     kappas, errors = top1_errors_by_kappa(database, queries, lat, lon, cfg)
-    hits = errors <= cfg.radius_m
-    recall, median = hits.mean(axis=1), np.median(errors, axis=1)
+    hits, recall, median = recall_by_kappa(errors, cfg.radius_m)
     maximum = select_kappa(kappas, recall, median)
     best, gain, z = guard_kappa(kappas, hits, maximum, cfg.min_gain_z)
     return Sweep(kappas, recall, median, best, maximum, gain, z)

@@ -16,13 +16,18 @@ from pathlib import Path
 
 import torch
 
-from geocells.config import ConfigError, load_config, save_config
+from geocells.config import ConfigError, save_config
 from geocells.io import RunInfo, dataset_fingerprint
 from geocells.models.geomodel import GeoModel, build_model
 from geocells.outputs import OutputKind, stage_output
 from geocells.train.batches import BatchSource
 from geocells.train.checkpoint import checkpoint_stems, load_checkpoint, save_checkpoint
-from geocells.train.config import ExperimentConfig, check_config, resume_changes
+from geocells.train.config import (
+    ExperimentConfig,
+    check_config,
+    experiment_config,
+    resume_changes,
+)
 from geocells.train.distributed import (
     DistInfo,
     broadcast_from_main,
@@ -71,7 +76,7 @@ def _run_dir_check(cfg: ExperimentConfig, resume: bool):
     def check(out: Path) -> bool:
         config_path = out / "config.yaml"
         if resume:
-            changed = resume_changes(load_config(ExperimentConfig, config_path), cfg)
+            changed = resume_changes(experiment_config(resume_from=out), cfg)
             if changed:
                 raise ConfigError(
                     f"--resume with a config that differs from {config_path}: {changed}"
