@@ -135,3 +135,13 @@ def test_realism_py(tiny_dataset, tmp_path):
         tmp_path / "realism.json",
     )  # fmt: skip
     assert (tmp_path / "realism.json").is_file()
+
+
+@pytest.mark.slow
+def test_handoffs_py(tiny_dataset, tmp_path):
+    out = run_script("handoffs.py", "--path", "config", "--dataset", tiny_dataset,
+                     "--work", tmp_path)  # fmt: skip
+    assert "train: " in out and "train --resume: " in out and "returns to a higher layer" in out
+    # the CLI hands the config to the trainer as one object: no conversion of its own
+    assert "geocells.commands.train.main -> geocells.train.trainer.run" in out
+    assert "geocells.commands.train.main -> geocells.config." not in out
