@@ -21,7 +21,7 @@ from geocells.config import ConfigError, require_at_least
 from geocells.data.dataset import Dataset
 from geocells.db.store import DATABASE_OUTPUT, Database
 from geocells.geo import cell_to_latlng, haversine_m
-from geocells.io import CalibrationReport, atomic_write, dataset_fingerprint
+from geocells.io import CalibrationReport, atomic_write
 from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.outputs import output_lock
@@ -266,7 +266,7 @@ def _calibrate(database: Database, dataset: str | Path | None, split: str, cfg: 
         split=split,
         # Which queries the recall below was measured on: eval warns when it differs.
         dataset=str(Path(data.root).resolve()),
-        dataset_sha256=dataset_fingerprint(Path(data.root)),
+        dataset_sha256=data.fingerprint,
         queries=len(kept),
         radius_m=cfg.radius_m,
         recall=float(result.recall[result.best]),
