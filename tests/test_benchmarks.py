@@ -136,3 +136,13 @@ def test_realism_py(tiny_dataset, tmp_path):
     # a radius that holds the whole tiny world scores as the unrestricted search does
     whole = json.loads((tmp_path / "realism.json").read_text())["rows"][0]["r100"]
     assert f"gallery within 100 km of the query | {100 * whole:.1f} ±" in stdout
+
+
+@pytest.mark.slow
+def test_handoffs_py(tiny_dataset, tmp_path):
+    out = run_script("handoffs.py", "--path", "config", "--dataset", tiny_dataset,
+                     "--work", tmp_path)  # fmt: skip
+    assert "train: " in out and "train --resume: " in out and "returns to a higher layer" in out
+    # the CLI hands the config to the trainer as one object: no conversion of its own
+    assert "geocells.commands.train.main -> geocells.train.trainer.run" in out
+    assert "geocells.commands.train.main -> geocells.config." not in out

@@ -17,6 +17,7 @@ from geocells.scoring.kappa import (
     guard_kappa,
     kappa_grid,
     paired_gain,
+    recall_by_kappa,
     recall_curve,
     select_kappa,
     similarity_chunks,
@@ -62,6 +63,14 @@ def test_sweep_finds_the_known_best_kappa(best_kappa):
     chosen = grid[select_kappa(grid, recall, median)]
     assert lo.max() < chosen < hi.min()
     assert recall.max() == 1.0 and recall.min() < 0.5
+
+
+def test_recall_by_kappa_on_hand_counted_errors():
+    errors = np.array([[10.0, 100.0, 250.0, 40.0], [300.0, 101.0, 99.0, 500.0]])
+    hits, recall, median = recall_by_kappa(errors, radius_m=100.0)
+    assert hits.tolist() == [[True, True, False, True], [False, False, True, False]]
+    assert recall.tolist() == [0.75, 0.25]  # 100 m itself counts (inclusive)
+    assert median.tolist() == [70.0, 200.5]
 
 
 def test_paired_gain_on_hand_counted_queries():

@@ -88,6 +88,13 @@ def test_existing_run_needs_resume_or_overwrite(tiny_run, tiny_dataset):
         train_tiny(tiny_dataset, tiny_run)
 
 
+def test_a_missing_dataset_is_refused_before_the_run_folder_gets_a_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dataset folder not found"):
+        train_tiny(tmp_path / "no-such-dataset", tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
 def test_cli_rejects_unknown_keys_and_trains(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", str(tiny_dataset), "--config", "tiny", "--out", str(out), "optim.lrr=1"])
@@ -105,6 +112,16 @@ def test_cli_rejects_unknown_keys_and_trains(tiny_dataset, tmp_path, capsys):
     ]
     assert main(args) == 0
     assert load_model(out).card.experiment["train"]["max_steps"] == 2
+    # --resume continues with the run's config.yaml (not the default preset) + overrides
+    resume = ["train", str(tiny_dataset), "--out", str(out), "--resume", "--no-progress"]
+    assert main([*resume, "train.max_steps=3"]) == 0
+    card = load_model(out).card
+    assert card.experiment["train"]["max_steps"] == 3 and card.model.backbone == "test_resnet"
+    assert "max_steps: 3" in (out / "config.yaml").read_text()
+    # ... and refuses a change of what is trained, naming the key
+    assert main([*resume, "loss.alpha=3"]) == 2
+    err = capsys.readouterr().err
+    assert "differs from" in err and "loss.alpha" in err
 
 
 @pytest.mark.slow

@@ -104,6 +104,10 @@ class DemoState:
             done = {name: str(out / FOLDERS[name]) for name in done}
         return cls(list(data["overrides"]), done, dict(data["seconds"]))
 
+    def save(self, out: Path) -> Path:
+        """Write ``out/demo.json`` (atomically): the one writer of the demo's state."""
+        return write_json(out / STATE_FILE, asdict(self))
+
     def timed(self, out: Path, name: str, stage: Callable[..., Path], *args, **kwargs) -> Path:
         """``stage(*args, **kwargs)`` unless ``demo.json`` marks ``name`` done and its output
         exists; records the time taken. Returns the stage's output folder."""
@@ -116,7 +120,7 @@ class DemoState:
         result = Path(stage(*args, **kwargs))
         self.seconds[name] = round(time.perf_counter() - start, 1)
         self.done[name] = str(result)
-        write_json(out / STATE_FILE, asdict(self))
+        self.save(out)
         logger.info("demo: %s done in %.0f s", name, self.seconds[name])
         return result
 
@@ -141,7 +145,7 @@ def run(
     check = _overrides_check(settings)
     with stage_output(out, DEMO_OUTPUT, overwrite=overwrite, finished=check):
         state = DemoState.load(out) or DemoState(settings)
-        write_json(out / STATE_FILE, asdict(state))
+        state.save(out)
         resume = (out / FOLDERS["train"] / "checkpoints" / "last.safetensors").is_file()
         timed = partial(state.timed, out)
         dataset = timed("synth", synth.run, synth_cfg, out / FOLDERS["synth"])

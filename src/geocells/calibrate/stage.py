@@ -21,7 +21,7 @@ from geocells.config import ConfigError, require_at_least
 from geocells.data.dataset import Dataset
 from geocells.db.store import DATABASE_OUTPUT, Database
 from geocells.geo import cell_to_latlng, haversine_m
-from geocells.io import CalibrationReport, atomic_write, dataset_fingerprint
+from geocells.io import CalibrationReport, atomic_write
 from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.outputs import output_lock
@@ -39,6 +39,7 @@ from geocells.scoring.exact import exact_search
 from geocells.scoring.kappa import (
     guard_kappa,
     kappa_grid,
+    recall_by_kappa,
     select_kappa,
     similarity_chunks,
     sweep_top1,
@@ -119,8 +120,7 @@ def sweep(
 ) -> Sweep:
     """Recall@1 within ``cfg.radius_m`` for every κ of the grid, and the best κ."""
     kappas, errors = top1_errors_by_kappa(database, queries, lat, lon, cfg)
-    hits = errors <= cfg.radius_m
-    recall, median = hits.mean(axis=1), np.median(errors, axis=1)
+    hits, recall, median = recall_by_kappa(errors, cfg.radius_m)
     maximum = select_kappa(kappas, recall, median)
     best, gain, z = guard_kappa(kappas, hits, maximum, cfg.min_gain_z)
     return Sweep(kappas, recall, median, best, maximum, gain, z)
@@ -266,7 +266,7 @@ def _calibrate(database: Database, dataset: str | Path | None, split: str, cfg: 
         split=split,
         # Which queries the recall below was measured on: eval warns when it differs.
         dataset=str(Path(data.root).resolve()),
-        dataset_sha256=dataset_fingerprint(Path(data.root)),
+        dataset_sha256=data.fingerprint,
         queries=len(kept),
         radius_m=cfg.radius_m,
         recall=float(result.recall[result.best]),

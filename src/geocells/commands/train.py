@@ -35,17 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Resolve the config, train, report where the run is."""
-    from geocells.config import config_to_dict, load_config, resolve_config
-    from geocells.train.config import ExperimentConfig, check_config, experiment_config
+    from geocells.train.config import experiment_config
     from geocells.train.trainer import TrainingInterrupted, run
 
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite exclude each other")
-    if args.resume:
-        saved = load_config(ExperimentConfig, args.out / "config.yaml")
-        cfg = check_config(resolve_config(ExperimentConfig, config_to_dict(saved), args.overrides))
-    else:
-        cfg = experiment_config(args.config, args.overrides)
+    # One typed config, resolved once (on --resume: the run's config.yaml + the overrides).
+    resume_from = args.out if args.resume else None
+    cfg = experiment_config(args.config, args.overrides, resume_from=resume_from)
     try:
         out = run(
             cfg, args.dataset, args.out, resume=args.resume, overwrite=args.overwrite,

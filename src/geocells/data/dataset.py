@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from geocells.data.aerial import AerialSource, open_aerial
 from geocells.data.manifest import GroundManifest
+from geocells.io import dataset_fingerprint
 
 if TYPE_CHECKING:
     from geocells.geo.region import Region
@@ -97,6 +98,12 @@ class Dataset:
             )  # fmt: skip
         inside = [self.root, *read_image_roots(self.root)]
         return GroundManifest.read(self.manifest_path, self.strict, self.check_files, inside)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """``io.dataset_fingerprint`` of this folder (region, world, aerial file list), once
+        per handle: the stages record it in what they write and compare it on reading."""
+        return dataset_fingerprint(self.root)
 
     @property
     def has_aerial(self) -> bool:

@@ -25,7 +25,6 @@ from geocells.geo import Region, cell_to_latlng, count_cells, cover_region, regi
 from geocells.io import (
     DatabaseMeta,
     copy_file,
-    dataset_fingerprint,
     dataset_of_run,
     read_json,
     sha256_file,
@@ -366,7 +365,7 @@ def run(
         "model_file": "model/last.safetensors",
         "model_sha256": sha256_file(checkpoint),
         "dataset": str(dataset_root.resolve()),
-        "dataset_sha256": dataset_fingerprint(dataset_root),
+        "dataset_sha256": data.fingerprint,
         "region": {
             "name": region.name,
             "bounds": list(region.bounds),

@@ -17,6 +17,7 @@ from geocells.eval.methods import (
 )
 from geocells.geo import cell_to_latlng, haversine_m
 from geocells.io import atomic_write
+from geocells.scoring.metrics import recall_within
 from geocells.search.index_file import INDEX_FILE, open_searcher
 from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
 
@@ -83,9 +84,8 @@ def search_comparison(database, result, queries, options) -> dict:
     cells = np.asarray(database.cells, dtype=np.uint64)
 
     def recall(rows: np.ndarray) -> float:
-
         lat, lon = cell_to_latlng(cells[rows])
-        return float(np.mean(haversine_m(lat, lon, queries.lat, queries.lon) <= 100.0))
+        return recall_within(haversine_m(lat, lon, queries.lat, queries.lon), 100.0)
 
     deployed, exact = result.top_index[:, 0], result.exact_top1
     out = {

@@ -28,7 +28,7 @@ from geocells.eval.predictions import PREDICTIONS_FILE, write_predictions
 from geocells.eval.summary import METRICS_FILE, CalibrationSource, EvalSummary
 from geocells.eval.visuals import build_report
 from geocells.geo import latlng_to_cell
-from geocells.io import atomic_write, dataset_fingerprint
+from geocells.io import atomic_write
 from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.outputs import OutputKind, stage_output
@@ -308,7 +308,7 @@ def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
         levels=levels,
         kappa=database.kappa,
         kappa_calibrated=database.meta.kappa_calibrated,
-        calibration=CalibrationSource.of(database.meta, dataset_fingerprint(Path(data.root))),
+        calibration=CalibrationSource.of(database.meta, data.fingerprint),
         methods=scores["methods"],
         strata=scores["strata"],
         strata_definitions=definitions,

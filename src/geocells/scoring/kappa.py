@@ -84,7 +84,17 @@ def recall_curve(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Recall@1 within ``radius_m`` and median error (m) per κ: ``-> ([K], [K])``."""
     errors = top1_errors(best_rows, cell_lat, cell_lon, query_lat, query_lon)
-    return (errors <= radius_m).mean(axis=1), np.median(errors, axis=1)
+    _, recall, median = recall_by_kappa(errors, radius_m)
+    return recall, median
+
+
+def recall_by_kappa(
+    errors_m: np.ndarray, radius_m: float = 100.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From top-1 errors per κ and query (m, ``[K, Q]``): the hits (bool ``[K, Q]``, error
+    within ``radius_m``, inclusive), recall@1 and median error per κ (``[K]`` each)."""
+    hits = errors_m <= radius_m
+    return hits, hits.mean(axis=1), np.median(errors_m, axis=1)
 
 
 def paired_gain(hits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:

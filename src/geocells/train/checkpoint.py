@@ -107,8 +107,7 @@ def save_checkpoint(
             save_file(tensors, str(temporary))
         meta = {
             **position,
-            "weights": weights.name,
-            "config": model.card.experiment,
+            "weights": weights.name,  # the config is in its card (and in RUN/config.yaml)
             "optimizers": optim_meta,
             "rng": rng_meta,
         }

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from geocells.config import ConfigError, load_preset, require_at_least, resolve_config
@@ -205,10 +206,42 @@ def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
-def experiment_config(preset: str = "cpu-small", overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Resolve a train preset (shipped name or YAML path) plus ``key=value`` overrides."""
-    cfg = resolve_config(ExperimentConfig, load_preset(preset, "train"), overrides)
-    return check_config(cfg)
+def experiment_config(
+    preset: str | Path = "cpu-small",
+    overrides: Sequence[str] = (),
+    *,
+    resume_from: str | Path | None = None,
+) -> ExperimentConfig:
+    """The one typed experiment config of a run: a train preset (shipped name or YAML path)
+    plus ``key=value`` overrides, resolved and checked once.
+
+    ``resume_from`` (a run folder): the base is that run's saved ``config.yaml`` instead of
+    ``preset``, so ``--resume`` continues with the run's own settings plus the overrides
+    (the trainer then refuses any change outside ``train`` and ``refit``).
+    """
+    base = Path(resume_from) / "config.yaml" if resume_from is not None else preset
+    return check_config(resolve_config(ExperimentConfig, load_preset(base, "train"), overrides))
+
+
+# Groups a resumed run may change: they say how long and how to train, not what is trained.
+RESUMABLE_GROUPS = ("train", "refit")
+
+
+def resume_changes(saved: ExperimentConfig, cfg: ExperimentConfig) -> list[str]:
+    """Dotted keys outside ``RESUMABLE_GROUPS`` whose value differs between ``saved`` (the
+    run folder's config) and ``cfg``: what ``--resume`` refuses. Tuples equal lists."""
+
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    return [
+        f"{group.name}.{item.name}"
+        for group in dataclasses.fields(cfg)
+        if group.name not in RESUMABLE_GROUPS
+        for item in dataclasses.fields(getattr(cfg, group.name))
+        if plain(getattr(getattr(saved, group.name), item.name))
+        != plain(getattr(getattr(cfg, group.name), item.name))
+    ]
 
 
 def _known_part(schema: Any, data: dict[str, Any], prefix: str, dropped: list[str]) -> dict:

@@ -135,9 +135,13 @@ def run(
     overwrite: bool = False,
     progress: bool = True,
     device: str = "auto",
+    experiment: ExperimentConfig | None = None,
 ) -> Path:
     """Refit the prototypes of ``run_dir``'s last checkpoint (``cfg`` None: the refit
     settings it was trained with) on ``dataset`` (None: the run's); returns the refit file.
+
+    ``experiment``: the config the checkpoint was trained with, when the caller holds it
+    (the trainer, at the end of a run); None reads it from the checkpoint's card.
 
     The anchors are embedded on ``device`` (auto: cuda when available); the table itself
     is refitted on the CPU.
@@ -148,7 +152,8 @@ def run(
     if not source.is_file():
         raise FileNotFoundError(f"no checkpoint to refit: {source} not found")
     model = load_model(source, device="cpu")
-    experiment = experiment_from_card(model.card)
+    if experiment is None:
+        experiment = experiment_from_card(model.card)
     cfg = cfg or experiment.refit
     source_sha = sha256_file(source)
     info_path, target = folder / REFIT_INFO, folder / REFIT_WEIGHTS

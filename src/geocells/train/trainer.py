@@ -16,13 +16,18 @@ from pathlib import Path
 
 import torch
 
-from geocells.config import ConfigError, config_to_dict, load_config, save_config
-from geocells.io import RunInfo, dataset_fingerprint
+from geocells.config import ConfigError, save_config
+from geocells.io import RunInfo
 from geocells.models.geomodel import GeoModel, build_model
 from geocells.outputs import OutputKind, stage_output
 from geocells.train.batches import BatchSource
 from geocells.train.checkpoint import checkpoint_stems, load_checkpoint, save_checkpoint
-from geocells.train.config import ExperimentConfig, check_config
+from geocells.train.config import (
+    ExperimentConfig,
+    check_config,
+    experiment_config,
+    resume_changes,
+)
 from geocells.train.distributed import (
     DistInfo,
     broadcast_from_main,
@@ -71,14 +76,7 @@ def _run_dir_check(cfg: ExperimentConfig, resume: bool):
     def check(out: Path) -> bool:
         config_path = out / "config.yaml"
         if resume:
-            saved = config_to_dict(load_config(ExperimentConfig, config_path))
-            changed = [
-                f"{group}.{key}"
-                for group, values in config_to_dict(cfg).items()
-                if group not in ("train", "refit")
-                for key, value in values.items()
-                if saved[group][key] != value
-            ]
+            changed = resume_changes(experiment_config(resume_from=out), cfg)
             if changed:
                 raise ConfigError(
                     f"--resume with a config that differs from {config_path}: {changed}"
@@ -148,19 +146,17 @@ def _run_locked(cfg, dataset_root, out: Path, resume, progress, device, info) ->
     from geocells.data.dataset import Dataset
     from geocells.geo.cover import region_cells
 
+    dataset = Dataset.open(dataset_root)  # no dataset there: refused before config.yaml is written
     if info.is_main:
-        root = Path(dataset_root).expanduser().resolve()
-        fingerprint = dataset_fingerprint(root)
         if resume:
-            _check_resume_dataset(out, root, fingerprint)
+            _check_resume_dataset(out, dataset.root, dataset.fingerprint)
         save_config(cfg, out / "config.yaml")
-        RunInfo(dataset=str(root), dataset_sha256=fingerprint).save(out)
+        RunInfo(dataset=str(dataset.root), dataset_sha256=dataset.fingerprint).save(out)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
-    dataset = Dataset.open(dataset_root)
     cells = region_cells(dataset.region, cfg.data.prototype_level, land_only=cfg.data.land_only)
     logger.info("%d prototype cells at level %d", len(cells), cfg.data.prototype_level)
     model = build_model(cfg, cells).to(device)
@@ -168,7 +164,7 @@ def _run_locked(cfg, dataset_root, out: Path, resume, progress, device, info) ->
     if cfg.refit.enabled and info.is_main:
         from geocells.train import refit_stage
 
-        refit_stage.run(cfg.refit, out, dataset_root, progress=progress)
+        refit_stage.run(cfg.refit, out, dataset_root, progress=progress, experiment=cfg)
     return out
 
 
