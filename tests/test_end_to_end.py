@@ -8,6 +8,7 @@ training images) checks the plumbing of the CLI, resuming and missing training d
 import json
 import re
 import shutil
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -124,6 +125,20 @@ def test_eval_tiny_pipeline(tiny_db, tiny_dataset, tmp_path):
     assert methods["ground_retrieval"]["database_items"] == summary["train_images"]
     assert methods["aerial"]["database_items"] == methods["hybrid"]["database_items"]
     assert "κ" in (out / "report.html").read_text(encoding="utf-8")
+    # Without the ground-retrieval baseline the training images are not embedded (only
+    # where they are counts, for the strata), and everything else is the same.
+    options = replace(options, ground_retrieval=False)
+    lean = run(options, tiny_db, None, tmp_path / "lean", split="test")
+    assert not list((lean / "cache").glob("train-*"))
+    assert list((out / "cache").glob("train-*"))
+    summary_lean = _check_report(lean, CELL_METHODS | {"colour_histogram"})
+    assert summary_lean["strata"] == {
+        kind: {label: {k: v for k, v in per.items() if k != "ground_retrieval"}
+               for label, per in by_label.items()}
+        for kind, by_label in summary["strata"].items()
+    }  # fmt: skip
+    assert summary_lean["train_images"] == summary["train_images"]
+    assert summary_lean["methods"]["hybrid"] == summary["methods"]["hybrid"]
 
 
 def test_eval_cli_resumes_and_handles_no_training_images(micro_db, tmp_path, capsys):

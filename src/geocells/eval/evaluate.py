@@ -150,6 +150,13 @@ def _query_set(manifest, ok: np.ndarray, data) -> QuerySet:
     )
 
 
+def _positions_only(manifest) -> QuerySet:
+    """A split's positions without embedding it (no method searches its images)."""
+    n = len(manifest)
+    return QuerySet(manifest.image_id, manifest.path, manifest.lat, manifest.lon,
+                    np.zeros((n, 0), np.float32), np.zeros((n, 0), np.float32))  # fmt: skip
+
+
 def _strata(queries: QuerySet, train: QuerySet, levels: dict[str, int], options: EvalOptions):
     """Stratum labels per query, and what each stratification means.
 
@@ -286,7 +293,10 @@ def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
     model_tag = database.meta.model_sha256[:12]
     queries = embed_split(model.ground, query_manifest, cache, options, split, model_tag)
     train_manifest = data.manifest.split("train")
-    train = embed_split(model.ground, train_manifest, cache, options, "train", model_tag)
+    if options.ground_retrieval:
+        train = embed_split(model.ground, train_manifest, cache, options, "train", model_tag)
+    else:  # the strata need only where the training images are, not what they look like
+        train = _positions_only(train_manifest)
     methods = build_methods(database, model, data, train, options, cache)
     results = {}
     for method in methods:
