@@ -13,6 +13,7 @@ from pathlib import Path
 
 from geocells.db.store import RECALIBRATE, Database, DatabaseError
 from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
+from geocells.search.refine import refine_path
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,8 @@ INDEX_FILE = "index.faiss"
 
 
 def index_files(db: Path) -> list[Path]:
-    """The index file and its JSON sidecar."""
-    return [db / INDEX_FILE, db / f"{INDEX_FILE}.json"]
+    """The index file, its JSON sidecar and its sq8 refine codes."""
+    return [db / INDEX_FILE, db / f"{INDEX_FILE}.json", refine_path(db / INDEX_FILE)]
 
 
 def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = False) -> Path | None:
@@ -41,8 +42,9 @@ def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = Fa
         return path
     log.info("building the IVF-PQ index over %d cells (κ = %.4g)", len(database), database.kappa)
     searcher = CellSearcher.build(
-        database.aerial, database.proto, database.kappa, "ivfpq", progress=True
-    )
+        database.aerial, database.proto, database.kappa, "ivfpq", progress=True,
+        refine_file=refine_path(path),
+    )  # fmt: skip
     return searcher.save(path)
 
 
