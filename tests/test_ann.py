@@ -282,6 +282,7 @@ def test_auto_parameters_follow_the_database_size():
     assert (small.nlist, small.coarse, small.nprobe) == (2048, "flat", 64)
     # sum layout: 32 B PQ codes, a shortlist of 512 re-scored from the sq8 refine file
     assert (small.pq_m, small.refine, small.rerank, small.finder) == (64, "sq8", 512, "fp16")
+    assert small.residual  # PQ of the residual to the list centroid
     concat = IVFPQParams(layout="concat").resolved(1_000_000, 256)
     assert (concat.pq_m, concat.refine, concat.rerank) == (128, "none", 64)
     large = IVFPQParams().resolved(24_642_645, 256)
@@ -382,12 +383,12 @@ def test_index_saved_before_issue_23_still_loads_as_built(tmp_path):
     aerial, proto, rng = structured_codes(12_000)
     old = CellSearcher.build(
         aerial, proto, 1.0, backend="ivfpq", nlist=256, coarse="hnsw", pq_m=32,
-        finder="flat", refine="none", rerank=64,
+        finder="flat", refine="none", rerank=64, residual=False,
     )  # fmt: skip
     path = old.save(tmp_path / "index.faiss")
     sidecar = tmp_path / "index.faiss.json"
     meta = json.loads(sidecar.read_text())
-    for key in ("finder", "refine", "exact_rerank"):
+    for key in ("finder", "refine", "exact_rerank", "residual"):
         del meta["params"][key]
     sidecar.write_text(json.dumps({**meta, "format_version": 2}))
     loaded = CellSearcher.load(path, aerial, proto, 1.0)
@@ -398,3 +399,25 @@ def test_index_saved_before_issue_23_still_loads_as_built(tmp_path):
     sidecar.write_text(json.dumps({**meta, "format_version": 1}))
     with pytest.raises(ValueError, match="unsupported format 1"):
         CellSearcher.load(path, aerial, proto, 1.0)
+
+
+def test_sq8_scores_equal_products_with_faiss_decoded_rows():
+    import faiss
+
+    from geocells.search.refine import SQ8Refiner
+
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(300, 32)).astype(np.float32)
+    refiner = SQ8Refiner.build(lambda a, b: rows[a:b], 300, 32, rows, chunk=128)
+    quantizer = faiss.ScalarQuantizer(32, faiss.ScalarQuantizer.QT_8bit)
+    faiss.copy_array_to_vector(refiner.trained, quantizer.trained)
+    decoded = quantizer.decode(np.ascontiguousarray(refiner.codes))
+    assert np.abs(decoded - rows).max() < 0.05  # 8 bits per dimension
+    queries = rng.normal(size=(2, 32)).astype(np.float32)
+    picked = refiner.codes[[[5, 7, 9], [1, 2, 299]]]
+    want = np.einsum("qmd,qd->qm", decoded[[[5, 7, 9], [1, 2, 299]]], queries)
+    np.testing.assert_allclose(refiner.scores(queries, picked), want, rtol=1e-5, atol=1e-5)
+    kept = refiner.rescore(queries, np.array([[5, -1, 9, 7], [-1, -1, -1, -1]]), keep=2)
+    assert set(kept[0]) <= {5, 7, 9} and (kept[1] == -1).all()
+    best = np.argsort(-(rows[[5, 9, 7]] @ queries[0]))[:2]
+    assert set(kept[0]) == set(np.array([5, 9, 7])[best])

@@ -57,7 +57,7 @@ AUTO_EXACT_MAX_CELLS = 200_000
 FUSED_CACHE_MAX_BYTES = 256 * 2**20
 _FORMAT_VERSION = 3  # 3: refine file, finder and exact_rerank (issue 23)
 # What a format-2 sidecar (no such keys) was built and searched with.
-_FORMAT_2_PARAMS = {"finder": "flat", "refine": "none", "exact_rerank": 0}
+_FORMAT_2_PARAMS = {"finder": "flat", "refine": "none", "exact_rerank": 0, "residual": False}
 
 
 def _index_queries(queries: np.ndarray, layout: str, kappa: float) -> np.ndarray:

@@ -61,6 +61,9 @@ class IVFPQParams:
     refine: str = "auto"
     rerank: int = 0  # PQ shortlist re-scored (sq8 or exact); 0 -> 512 with sq8, 64 without
     exact_rerank: int = 16  # sq8 only: best rows of the refine step re-scored exactly
+    # PQ codes of the residual to the list centroid (faiss by_residual). faiss leaves it
+    # off for inner product; indexes built before issue 23 encoded the vectors themselves.
+    residual: bool = True
     train_size: int = 0  # vectors sampled for training; 0 -> 32-64 per list, at most 2.2 M
     add_chunk: int = 262_144  # rows converted and added per step
     seed: int = 0
@@ -164,6 +167,7 @@ def build_ivfpq_index(
     index = faiss.IndexIVFPQFastScan(
         quantizer, index_dim, params.nlist, params.pq_m, 4, faiss.METRIC_INNER_PRODUCT
     )
+    index.by_residual = params.residual
     index.own_fields = True
     quantizer.this.disown()  # the index now owns and frees its quantiser
     logger.info("training IVF%d,PQ%dx4fs on %d vectors", params.nlist, params.pq_m, len(train))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from geocells.scoring.exact import check_finite_rows
-from geocells.scoring.memmap import advise_random_access, prefetch_rows
+from geocells.scoring.memmap import advise_random_access
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ class SQ8Refiner:
             )
         self.trained = trained
         self.codes = codes
-        self._quantizer = _quantizer(codes.shape[1], trained)
         advise_random_access(codes)
 
     @classmethod
@@ -121,25 +120,40 @@ class SQ8Refiner:
         advise_random_access(self.codes)
         return path
 
+    def _weights(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(weights [Q, D], offsets [Q]): ``q · x = offset + weights · c`` for 8-bit codes c.
+
+        faiss's 8-bit quantiser decodes component d as ``vmin_d + (c + 0.5) / 255 ·
+        vdiff_d``, so ``q · x = q · (vmin + vdiff / 510) + (q ∘ vdiff / 255) · c``: one
+        product with the codes per query, no decoding (which cost ~0.6 ms for 512 rows).
+        """
+        dim = queries.shape[1]
+        vmin, vdiff = self.trained[:dim], self.trained[dim:]
+        weights = np.ascontiguousarray(queries * (vdiff / np.float32(255)), np.float32)
+        return weights, queries @ (vmin + vdiff / np.float32(510))
+
+    def scores(self, queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Inner products of queries [Q, D] with the rows that 8-bit ``codes`` [Q, m, D]
+        decode to: [Q, m] float32."""
+        weights, offsets = self._weights(queries)
+        products = np.einsum("qmd,qd->qm", codes.astype(np.float32), weights)
+        return (products + offsets[:, None]).astype(np.float32)
+
     def rescore(self, queries: np.ndarray, candidates: np.ndarray, keep: int) -> np.ndarray:
-        """Candidates [Q, m] (-1 = none) -> the ``keep`` best by 8-bit score [Q, keep]."""
-        valid = candidates >= 0
+        """Candidates [Q, m] (-1 = none) -> the ``keep`` best by 8-bit score [Q, keep]
+        (-1 where a query had fewer), in no particular order."""
         keep = min(keep, candidates.shape[1])
-        if not valid.any():
-            return np.full((len(candidates), keep), -1, np.int64)
-        unique_rows = np.unique(candidates[valid])
-        prefetch_rows(self.codes, unique_rows)
-        decoded = self._quantizer.decode(np.ascontiguousarray(self.codes[unique_rows]))
-        position = np.searchsorted(unique_rows, np.where(valid, candidates, unique_rows[:1]))
-        scores = np.matmul(decoded[position], queries[:, :, None])[..., 0]
-        scores = np.where(valid, scores, -np.inf)
-        if keep < scores.shape[1]:
-            best = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]
-        else:
-            best = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
-        return np.where(
-            np.take_along_axis(valid, best, 1), np.take_along_axis(candidates, best, 1), -1
-        )
+        best = np.full((len(candidates), keep), -1, np.int64)
+        weights, _ = self._weights(queries)  # the offset does not change a query's order
+        # No prefetch_rows here: its madvise per row cost ~1.3 ms for 512 rows of a file
+        # that is normally in the page cache (a quarter of the database's size).
+        for number, row in enumerate(candidates):
+            rows = np.sort(row[row >= 0])  # sorted: reads walk the file forwards
+            if len(rows) > keep:
+                scores = self.codes[rows].astype(np.float32) @ weights[number]
+                rows = rows[np.argpartition(-scores, keep - 1)[:keep]]
+            best[number, : len(rows)] = rows
+        return best
 
     def memory_bytes(self) -> int:
         """Bytes held in process memory: the codes if they are not a memmap, else ~0."""
