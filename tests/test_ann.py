@@ -1,5 +1,7 @@
 """CellSearcher: exact and IVF-PQ search over float16 aerial/proto codes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -421,3 +423,21 @@ def test_sq8_scores_equal_products_with_faiss_decoded_rows():
     assert set(kept[0]) <= {5, 7, 9} and (kept[1] == -1).all()
     best = np.argsort(-(rows[[5, 9, 7]] @ queries[0]))[:2]
     assert set(kept[0]) == set(np.array([5, 9, 7])[best])
+
+
+def test_large_refine_codes_built_without_a_file_live_in_an_unlinked_temp_file(
+    tmp_path, monkeypatch
+):
+    import geocells.search.refine as refine
+
+    monkeypatch.setattr(refine, "RAM_MAX_BYTES", 0)
+    aerial, proto, rng = structured_codes(12_000)
+    searcher = CellSearcher.build(aerial, proto, 1.0, backend="ivfpq", nlist=256, coarse="hnsw")
+    codes = searcher.refiner.codes
+    assert isinstance(codes, np.memmap) and not Path(codes.filename).exists()
+    assert searcher.memory_bytes() < 12_000 * 40  # not counted as process memory
+    queries, _ = perturbed_queries(aerial, proto, rng, 100)
+    _, rows = searcher.search(queries, top_k=3)
+    path = searcher.save(tmp_path / "index.faiss")  # copied beside the index
+    loaded = CellSearcher.load(path, aerial, proto, 1.0)
+    np.testing.assert_array_equal(loaded.search(queries, 3)[1], rows)

@@ -13,6 +13,7 @@ exact scores (docs/scaling.md, "Single machine at 2 ms").
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ from geocells.scoring.memmap import advise_random_access
 logger = logging.getLogger(__name__)
 
 REFINES = ("none", "sq8")
+# Refine codes built without a file stay in RAM up to this size; larger ones go to an
+# unlinked temporary file (a memmap: page cache, freed when the searcher is).
+RAM_MAX_BYTES = 256 * 2**20
 
 
 def refine_path(index_path: str | Path) -> Path:
@@ -68,13 +72,21 @@ class SQ8Refiner:
         """Train on ``train`` (float32 fused rows) and encode every row.
 
         ``fused_rows(start, stop)`` returns float32 fused codes of those rows. With
-        ``path`` the codes stream into that ``.npy`` memmap, else they are kept in RAM.
+        ``path`` the codes stream into that ``.npy`` memmap; without, they are kept in RAM
+        up to ``RAM_MAX_BYTES``, else in an unlinked temporary file.
         """
         import faiss
 
         quantizer = _quantizer(dim)
         quantizer.train(np.ascontiguousarray(train, np.float32))
         trained = faiss.vector_to_array(quantizer.trained).astype(np.float32)
+        temporary = path is None and num_cells * dim > RAM_MAX_BYTES
+        if temporary:
+            import tempfile
+
+            handle, name = tempfile.mkstemp(suffix=".sq8.npy")
+            os.close(handle)
+            path = Path(name)
         if path is None:
             codes = np.empty((num_cells, dim), np.uint8)
         else:
@@ -89,6 +101,8 @@ class SQ8Refiner:
             codes.flush()
             del codes
             codes = np.load(path, mmap_mode="r")
+            if temporary:  # the mapping stays valid; the disk space is freed with it
+                path.unlink()
         logger.info("SQ8 refine codes: %d x %d (%s)", num_cells, dim, path or "in memory")
         return cls(trained, codes)
 
