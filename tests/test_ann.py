@@ -441,3 +441,23 @@ def test_large_refine_codes_built_without_a_file_live_in_an_unlinked_temp_file(
     path = searcher.save(tmp_path / "index.faiss")  # copied beside the index
     loaded = CellSearcher.load(path, aerial, proto, 1.0)
     np.testing.assert_array_equal(loaded.search(queries, 3)[1], rows)
+
+
+def test_index_built_into_its_refine_file_saves_through_a_symlinked_folder(tmp_path):
+    from geocells.search.refine import refine_path
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    aerial, proto, rng = structured_codes(12_000)
+    target = tmp_path / "link" / "index.faiss"
+    searcher = CellSearcher.build(
+        aerial, proto, 1.0, backend="ivfpq", nlist=256, coarse="hnsw",
+        refine_file=refine_path(target),  # through the link, as save will be
+    )  # fmt: skip
+    queries, _ = perturbed_queries(aerial, proto, rng, 50)
+    _, rows = searcher.search(queries, 3)
+    searcher.save(target)
+    assert np.load(refine_path(target), mmap_mode="r").shape == (12_000, 64)
+    np.testing.assert_array_equal(
+        CellSearcher.load(target, aerial, proto, 1.0).search(queries, 3)[1], rows
+    )

@@ -123,8 +123,9 @@ class SQ8Refiner:
 
     def save(self, path: Path) -> Path:
         """Write the codes to ``path`` unless they already are that file."""
-        if Path(getattr(self.codes, "filename", "") or "") == path.resolve():
-            return path
+        current = getattr(self.codes, "filename", None)
+        if current and path.exists() and Path(current).exists() and path.samefile(current):
+            return path  # built into this file (writing it over itself would truncate it)
         target = np.lib.format.open_memmap(path, "w+", np.uint8, self.codes.shape)
         for start in range(0, len(self.codes), 1 << 20):
             target[start : start + (1 << 20)] = self.codes[start : start + (1 << 20)]
