@@ -57,7 +57,15 @@ def test_bench_continent_small(tmp_path, capsys):
     assert search["top1_agreement"] >= 0.98
     assert search["exact_top1_is_target"] >= 0.9
     assert 30 < search["resident_bytes_per_cell"] < 200
-    assert "| top-1 agreement with exact |" in capsys.readouterr().out
+    # The pre-issue-23 defaults are built and timed beside the current ones.
+    baseline = results["baseline_search"]
+    assert baseline["params"]["refine"] == "none" and search["params"]["refine"] == "sq8"
+    assert results["baseline"]["params"]["pq_m"] == 2 * results["index"]["params"]["pq_m"]
+    assert baseline["top1_agreement"] >= 0.98
+    assert (out / "baseline" / "index.faiss").is_file()
+    assert (out / "index.faiss.sq8.npy").is_file()
+    printed = capsys.readouterr().out
+    assert "| top-1 agreement with exact |" in printed and "| before (baseline) |" in printed
     assert "| 20,000 | 64 |" in growth_table([results])
     cells = np.load(out / "cells.npy", mmap_mode="r")
     assert np.all(np.diff(cells.astype(np.int64)) > 0)

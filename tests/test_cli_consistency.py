@@ -173,8 +173,8 @@ def test_faiss_clustering_warnings_do_not_reach_the_terminal(capfd):
 
     rng = np.random.default_rng(0)
     aerial, proto = (rng.standard_normal((500, 32)).astype(np.float16) for _ in range(2))
-    index = build_ivfpq_index(aerial, proto, IVFPQParams().resolved(500, 32), 1.0, False)
-    assert index.ntotal == 500
+    index, refiner = build_ivfpq_index(aerial, proto, IVFPQParams().resolved(500, 32), 1.0, False)
+    assert index.ntotal == 500 and refiner.codes.shape == (500, 32)
     assert "WARNING clustering" not in capfd.readouterr().err  # before: 16 such lines
 
 

@@ -188,7 +188,7 @@ def test_a_damaged_database_names_the_file_and_the_rebuild_command(
         (
             "index.faiss.json",
             b'{"format_version": 1, "backend": "ivfpq"}',
-            "search index description has format_version 1, this geocells reads version 2",
+            "search index description has format_version 1, this geocells reads version 3",
         ),
         (
             "index.faiss.json",

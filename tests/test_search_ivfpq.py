@@ -1,5 +1,7 @@
 """CellSearcher: exact and IVF-PQ search over float16 aerial/proto codes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -279,11 +281,20 @@ def test_auto_parameters_follow_the_database_size():
     from geocells.search.ivfpq import IVFPQParams
 
     small = IVFPQParams().resolved(1_000_000, 256)
-    assert (small.nlist, small.coarse, small.nprobe, small.pq_m) == (2048, "flat", 64, 128)
+    assert (small.nlist, small.coarse, small.nprobe) == (2048, "flat", 64)
+    # sum layout: 32 B PQ codes, a shortlist of 512 re-scored from the sq8 refine file
+    assert (small.pq_m, small.refine, small.rerank, small.finder) == (64, "sq8", 512, "fp16")
+    assert small.residual  # PQ of the residual to the list centroid
+    concat = IVFPQParams(layout="concat").resolved(1_000_000, 256)
+    assert (concat.pq_m, concat.refine, concat.rerank) == (128, "none", 64)
     large = IVFPQParams().resolved(24_642_645, 256)
     assert (large.nlist, large.coarse, large.nprobe) == (65_536, "hnsw", 512)
     with pytest.raises(ValueError, match="coarse quantiser"):
         IVFPQParams(coarse="ivf").resolved(1000, 8)
+    with pytest.raises(ValueError, match="list finder 'hnsw'"):
+        IVFPQParams(finder="hnsw").resolved(1000, 8)
+    with pytest.raises(ValueError, match="needs layout 'sum'"):
+        IVFPQParams(layout="concat", refine="sq8").resolved(1000, 8)
 
 
 def test_ivfpq_searcher_advises_random_access_on_memmaps(tmp_path):
@@ -334,3 +345,119 @@ def test_exact_search_breaks_ties_by_the_lower_row_everywhere():
     method = MethodDatabase("m", "m", lat, lon, codes_scorer((proto, 1.0)), 0)
     result = evaluate_method(method, queries, lat[:6], lon[:6], top_k=12)
     np.testing.assert_array_equal(result.top_index, rows)
+
+
+def test_sq8_refine_file_is_written_beside_the_index_and_required(tmp_path):
+    from geocells.search.refine import refine_path
+
+    aerial, proto, rng = structured_codes(12_000)
+    searcher = CellSearcher.build(aerial, proto, 1.0, backend="ivfpq", nlist=256, coarse="hnsw")
+    assert (searcher.params.refine, searcher.params.pq_m) == ("sq8", 16)  # D/4 at D=64
+    assert (searcher.params.rerank, searcher.params.exact_rerank) == (512, 16)
+    queries, _ = perturbed_queries(aerial, proto, rng, 300)
+    _, exact_rows = exact_search(queries, aerial=aerial, proto=proto, kappa=1.0, top_k=1)
+    scores, rows = searcher.search(queries, top_k=3)
+    assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.99
+    # The top rows carry exact scores (the 8-bit stage only chooses which rows).
+    fused = aerial[rows[:, 0]].astype(np.float32) + proto[rows[:, 0]].astype(np.float32)
+    np.testing.assert_allclose(scores[:, 0], np.einsum("qd,qd->q", fused, queries), atol=1e-4)
+    path = searcher.save(tmp_path / "index.faiss")
+    codes = np.load(refine_path(path), mmap_mode="r")
+    assert codes.shape == (12_000, 64) and codes.dtype == np.uint8
+    loaded = CellSearcher.load(path, aerial, proto, 1.0)
+    assert isinstance(loaded.refiner.codes, np.memmap)
+    np.testing.assert_array_equal(loaded.search(queries[:50], 3)[1], rows[:50])
+    # The refine codes are a memmap, not process memory; the PQ codes are 16 B per cell.
+    assert loaded.memory_bytes() < 12_000 * 40
+    refine_path(path).unlink()
+    with pytest.raises(FileNotFoundError, match=r"sq8\.npy"):
+        CellSearcher.load(path, aerial, proto, 1.0)
+    np.save(refine_path(path), np.zeros((10, 64), np.uint8))
+    with pytest.raises(ValueError, match="expected uint8 \\(12000, 64\\)"):
+        CellSearcher.load(path, aerial, proto, 1.0)
+
+
+def test_index_saved_before_issue_23_still_loads_as_built(tmp_path):
+    """A format-2 sidecar (no finder / refine / exact_rerank) loads with the old search."""
+    import dataclasses
+    import json
+
+    aerial, proto, rng = structured_codes(12_000)
+    old = CellSearcher.build(
+        aerial, proto, 1.0, backend="ivfpq", nlist=256, coarse="hnsw", pq_m=32,
+        finder="flat", refine="none", rerank=64, residual=False,
+    )  # fmt: skip
+    path = old.save(tmp_path / "index.faiss")
+    sidecar = tmp_path / "index.faiss.json"
+    meta = json.loads(sidecar.read_text())
+    for key in ("finder", "refine", "exact_rerank", "residual"):
+        del meta["params"][key]
+    sidecar.write_text(json.dumps({**meta, "format_version": 2}))
+    loaded = CellSearcher.load(path, aerial, proto, 1.0)
+    assert (loaded.params.finder, loaded.params.refine, loaded.refiner) == ("flat", "none", None)
+    assert loaded.params == dataclasses.replace(old.params, exact_rerank=0)  # unused by "none"
+    queries, _ = perturbed_queries(aerial, proto, rng, 50)
+    np.testing.assert_array_equal(loaded.search(queries, 3)[1], old.search(queries, 3)[1])
+    sidecar.write_text(json.dumps({**meta, "format_version": 1}))
+    with pytest.raises(ValueError, match="has format_version 1, this geocells reads version 3"):
+        CellSearcher.load(path, aerial, proto, 1.0)
+
+
+def test_sq8_scores_equal_products_with_faiss_decoded_rows():
+    import faiss
+
+    from geocells.search.refine import SQ8Refiner
+
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(300, 32)).astype(np.float32)
+    refiner = SQ8Refiner.build(lambda a, b: rows[a:b], 300, 32, rows, chunk=128)
+    quantizer = faiss.ScalarQuantizer(32, faiss.ScalarQuantizer.QT_8bit)
+    faiss.copy_array_to_vector(refiner.trained, quantizer.trained)
+    decoded = quantizer.decode(np.ascontiguousarray(refiner.codes))
+    assert np.abs(decoded - rows).max() < 0.05  # 8 bits per dimension
+    queries = rng.normal(size=(2, 32)).astype(np.float32)
+    picked = refiner.codes[[[5, 7, 9], [1, 2, 299]]]
+    want = np.einsum("qmd,qd->qm", decoded[[[5, 7, 9], [1, 2, 299]]], queries)
+    np.testing.assert_allclose(refiner.scores(queries, picked), want, rtol=1e-5, atol=1e-5)
+    kept = refiner.rescore(queries, np.array([[5, -1, 9, 7], [-1, -1, -1, -1]]), keep=2)
+    assert set(kept[0]) <= {5, 7, 9} and (kept[1] == -1).all()
+    best = np.argsort(-(rows[[5, 9, 7]] @ queries[0]))[:2]
+    assert set(kept[0]) == set(np.array([5, 9, 7])[best])
+
+
+def test_large_refine_codes_built_without_a_file_live_in_an_unlinked_temp_file(
+    tmp_path, monkeypatch
+):
+    import geocells.search.refine as refine
+
+    monkeypatch.setattr(refine, "RAM_MAX_BYTES", 0)
+    aerial, proto, rng = structured_codes(12_000)
+    searcher = CellSearcher.build(aerial, proto, 1.0, backend="ivfpq", nlist=256, coarse="hnsw")
+    codes = searcher.refiner.codes
+    assert isinstance(codes, np.memmap) and not Path(codes.filename).exists()
+    assert searcher.memory_bytes() < 12_000 * 40  # not counted as process memory
+    queries, _ = perturbed_queries(aerial, proto, rng, 100)
+    _, rows = searcher.search(queries, top_k=3)
+    path = searcher.save(tmp_path / "index.faiss")  # copied beside the index
+    loaded = CellSearcher.load(path, aerial, proto, 1.0)
+    np.testing.assert_array_equal(loaded.search(queries, 3)[1], rows)
+
+
+def test_index_built_into_its_refine_file_saves_through_a_symlinked_folder(tmp_path):
+    from geocells.search.refine import refine_path
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    aerial, proto, rng = structured_codes(12_000)
+    target = tmp_path / "link" / "index.faiss"
+    searcher = CellSearcher.build(
+        aerial, proto, 1.0, backend="ivfpq", nlist=256, coarse="hnsw",
+        refine_file=refine_path(target),  # through the link, as save will be
+    )  # fmt: skip
+    queries, _ = perturbed_queries(aerial, proto, rng, 50)
+    _, rows = searcher.search(queries, 3)
+    searcher.save(target)
+    assert np.load(refine_path(target), mmap_mode="r").shape == (12_000, 64)
+    np.testing.assert_array_equal(
+        CellSearcher.load(target, aerial, proto, 1.0).search(queries, 3)[1], rows
+    )

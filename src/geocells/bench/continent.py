@@ -2,8 +2,11 @@
 
 ``run(cfg, out)`` covers the region, streams synthetic codes to float16 memmaps, builds the
 compressed index, runs the same queries through it and through exact chunked search, and
-writes ``results.json`` and ``results.md`` to ``out``. Finished stages (cells, codes,
-index) are kept and reused when the same config is run again.
+writes ``results.json`` and ``results.md`` to ``out``. With ``baseline`` (the default) it
+also builds the index with the defaults from before issue 23 (``out/baseline/``) and times
+both on the same queries, alternating query by query, so the two are compared under the
+same load. Finished stages (cells, codes, indexes) are kept and reused when the same
+config is run again.
 """
 
 from __future__ import annotations
@@ -52,8 +55,9 @@ class ContinentBenchConfig:
     pq_m: int = 0
     coarse: str = "auto"
     nprobe: int = 0
-    rerank: int = 64
+    rerank: int = 0  # 0: the index's own default (512 with the sq8 refine, else 64)
     layout: str = "sum"
+    baseline: bool = True  # also build and time the pre-issue-23 defaults side by side
     sweep: list[str] = field(default_factory=list)  # extra "NPROBExRERANK" settings
     seed: int = 0
 
@@ -69,7 +73,15 @@ def _stage_key(cfg: ContinentBenchConfig, stage: str) -> dict:
     from geocells.search.ivfpq import BUILD_VERSION
 
     index_keys = ("nlist", "pq_m", "coarse", "layout", "seed")
-    return {**codes, **{k: getattr(cfg, k) for k in index_keys}, "build": BUILD_VERSION}
+    key = {**codes, **{k: getattr(cfg, k) for k in index_keys}, "build": BUILD_VERSION}
+    return {**key, "variant": stage} if stage == "baseline" else key
+
+
+# The compressed index's defaults before issue 23: 64 B PQ codes of the vectors (not of
+# their residuals), no refine file, the float32 list finder scanning a quarter of its
+# groups, 64 rows re-ranked exactly.
+BASELINE_PARAMS = {"refine": "none", "finder": "flat", "rerank": 64, "residual": False}
+STAGES = ("cells", "codes", "index", "baseline")
 
 
 class _Stages:
@@ -88,9 +100,9 @@ class _Stages:
 
     def record(self, name: str, key: dict, results: dict) -> None:
         """Mark ``name`` finished (and drop stages after it, which depend on it)."""
-        order = ["cells", "codes", "index"]
-        for later in order[order.index(name) + 1 :]:
-            self.done.pop(later, None)
+        if name in ("cells", "codes"):  # the indexes depend on both, not on each other
+            for later in STAGES[STAGES.index(name) + 1 :]:
+                self.done.pop(later, None)
         self.done[name] = {"key": key, "results": results}
         write_json(self.path, self.done)
 
@@ -138,11 +150,23 @@ def build_codes(cfg: ContinentBenchConfig, out: Path) -> dict:
     }
 
 
-def build_index(cfg: ContinentBenchConfig, out: Path) -> dict:
-    """Build the compressed index over the memmaps and save it as ``out/index.faiss``."""
+def _index_path(out: Path, variant: str) -> Path:
+    """``out/index.faiss`` (current defaults) or ``out/baseline/index.faiss``."""
+    return out / "index.faiss" if variant == "index" else out / variant / "index.faiss"
+
+
+def build_index(cfg: ContinentBenchConfig, out: Path, variant: str = "index") -> dict:
+    """Build the compressed index over the memmaps and save it (``_index_path``)."""
     from geocells.search.ivfpq import CellSearcher
+    from geocells.search.refine import refine_path
 
     aerial, proto = _open_codes(out)
+    path = _index_path(out, variant)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = {"nlist": cfg.nlist, "pq_m": cfg.pq_m, "coarse": cfg.coarse,
+              "layout": cfg.layout, "seed": cfg.seed}  # fmt: skip
+    if variant == "baseline":
+        params.update(BASELINE_PARAMS, pq_m=cfg.pq_m or aerial.shape[1] // 2)
     gc.collect()
     anon_before = memory_status()["RssAnon"]
     reset_peak()
@@ -150,10 +174,11 @@ def build_index(cfg: ContinentBenchConfig, out: Path) -> dict:
     with PeakSampler() as sampler:
         searcher = CellSearcher.build(
             aerial, proto, cfg.kappa, backend="ivfpq", progress=True,
-            nlist=cfg.nlist, pq_m=cfg.pq_m, coarse=cfg.coarse, layout=cfg.layout, seed=cfg.seed,
+            refine_file=refine_path(path), **params,
         )  # fmt: skip
     seconds = time.perf_counter() - start
-    searcher.save(out / "index.faiss")
+    searcher.save(path)
+    refine_file = refine_path(path)
     gc.collect()
     index_bytes = searcher.memory_bytes()
     return {
@@ -163,6 +188,7 @@ def build_index(cfg: ContinentBenchConfig, out: Path) -> dict:
         "build_peak_anon_bytes": sampler.peak_anon,
         "index_bytes": index_bytes,
         "index_anon_growth_bytes": memory_status()["RssAnon"] - anon_before,
+        "refine_file_bytes": refine_file.stat().st_size if refine_file.is_file() else 0,
         "params": dataclasses.asdict(searcher.params),
     }
 
@@ -239,70 +265,130 @@ def _digest(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
-def _compressed_timing(searcher, queries: np.ndarray, top_k: int, single_count: int) -> dict:
-    """Batch-1 (first ``single_count`` queries) and batch-64 timings of the searcher."""
-    rows, single_ms, single_cpu_ms = _timed_single(searcher.search, queries[:single_count], top_k)
+def _batch64(searcher, queries: np.ndarray, top_k: int) -> tuple[np.ndarray, dict]:
+    """Rows and wall/CPU ms per query of the searcher at batch 64."""
     start, cpu_start = time.perf_counter(), time.process_time()
-    _, batch_rows = searcher.search(queries, top_k, batch_size=64)
-    return {
-        "rows": rows,
-        "batch_rows": batch_rows,
-        "ann_ms_batch1_mean": float(np.mean(single_ms)),
-        "ann_ms_batch1_p50": float(np.percentile(single_ms, 50)),
-        "ann_ms_batch1_p95": float(np.percentile(single_ms, 95)),
-        "ann_cpu_ms_batch1": single_cpu_ms,
+    _, rows = searcher.search(queries, top_k, batch_size=64)
+    return rows, {
         "ann_ms_batch64": 1000 * (time.perf_counter() - start) / len(queries),
         "ann_cpu_ms_batch64": 1000 * (time.process_time() - cpu_start) / len(queries),
     }
 
 
+def _single_stats(times: list[float], cpu_ms: float) -> dict:
+    """Mean / p50 / p95 wall ms and CPU ms per query of batch-1 timings."""
+    return {
+        "ann_ms_batch1_mean": float(np.mean(times)),
+        "ann_ms_batch1_p50": float(np.percentile(times, 50)),
+        "ann_ms_batch1_p95": float(np.percentile(times, 95)),
+        "ann_cpu_ms_batch1": cpu_ms,
+    }
+
+
+def _compressed_timing(searcher, queries: np.ndarray, top_k: int, single_count: int) -> dict:
+    """Batch-1 (first ``single_count`` queries) and batch-64 timings of the searcher."""
+    rows, single_ms, single_cpu_ms = _timed_single(searcher.search, queries[:single_count], top_k)
+    batch_rows, batch = _batch64(searcher, queries, top_k)
+    return {"rows": rows, "batch_rows": batch_rows, **_single_stats(single_ms, single_cpu_ms),
+            **batch}  # fmt: skip
+
+
+def _side_by_side(searchers: dict, queries: np.ndarray, top_k: int) -> dict:
+    """Batch-1 timings of several searchers on the same queries, alternating query by
+    query (and which goes first), so a load change on the shared machine hits all alike."""
+    names = list(searchers)
+    rows = {name: [] for name in names}
+    times = {name: [] for name in names}
+    cpu = dict.fromkeys(names, 0.0)
+    for number, query in enumerate(queries):
+        for name in names if number % 2 == 0 else names[::-1]:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            _, found = searchers[name].search(query[None], top_k)
+            times[name].append(1000 * (time.perf_counter() - start))
+            cpu[name] += 1000 * (time.process_time() - cpu_start)
+            rows[name].append(found[0])
+    return {
+        name: {"rows": np.stack(rows[name]), **_single_stats(times[name], cpu[name] / len(queries))}
+        for name in names
+    }
+
+
+def _agreement(rows: np.ndarray, batch_rows: np.ndarray, exact_rows, targets) -> dict:
+    """Top-1 agreement of compressed rows with the exact search's."""
+    return {
+        "top1_agreement": float(np.mean(rows[:, 0] == exact_rows[:, 0])),
+        "top1_agreement_batch64": float(np.mean(batch_rows[:, 0] == exact_rows[:, 0])),
+        "exact_top1_in_ann_topk": float(np.mean((rows == exact_rows[:, :1]).any(axis=1))),
+        "ann_top1_is_target": float(np.mean(rows[:, 0] == targets)),
+    }
+
+
 def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
-    """Compressed and exact search on the same queries: speed, memory, agreement."""
+    """Compressed and exact search on the same queries: speed, memory, agreement.
+
+    -> {"search": the current defaults (with the exact search's numbers and the sweep),
+    "baseline": the pre-issue-23 defaults, when built}.
+    """
     from geocells.search.ivfpq import CellSearcher
 
     aerial, proto = _open_codes(out)
     queries, targets = make_queries(aerial, proto, cfg.queries, cfg.query_noise, cfg.seed + 1)
-    gc.collect()
-    anon_before = memory_status()["RssAnon"]
-    searcher = CellSearcher.load(out / "index.faiss", aerial, proto, cfg.kappa)
-    loaded_anon = memory_status()["RssAnon"] - anon_before
-    base_params = searcher.params
-    nprobe = cfg.nprobe or base_params.nprobe  # 0: the index's own default for its size
-    searcher.params = dataclasses.replace(base_params, nprobe=nprobe, rerank=cfg.rerank)
+    variants = ["index", "baseline"] if cfg.baseline else ["index"]
+    searchers, loaded = {}, {}
+    for variant in variants:  # resident memory: anonymous RSS growth while loading
+        gc.collect()
+        anon_before = memory_status()["RssAnon"]
+        searcher = CellSearcher.load(_index_path(out, variant), aerial, proto, cfg.kappa)
+        loaded[variant] = memory_status()["RssAnon"] - anon_before
+        if variant == "index":  # the sweep settings apply to the current defaults only
+            searcher.params = dataclasses.replace(
+                searcher.params, nprobe=cfg.nprobe or searcher.params.nprobe,
+                rerank=cfg.rerank or searcher.params.rerank,
+            )  # fmt: skip
+        searchers[variant] = searcher
     reset_peak()
     with PeakSampler() as ann_peak:
-        ann = _compressed_timing(searcher, queries, cfg.top_k, len(queries))
+        single = _side_by_side(searchers, queries, cfg.top_k)
+        batch = {name: _batch64(searchers[name], queries, cfg.top_k) for name in variants}
     ann_hwm = memory_status()["VmHWM"]
-    logger.info("compressed search: %.2f ms/query (batch 1), %.2f (batch 64)",
-                ann["ann_ms_batch1_mean"], ann["ann_ms_batch64"])  # fmt: skip
     exact = measure_exact(cfg, out, queries)
-    exact_rows, ann_rows = exact.pop("rows"), ann.pop("rows")
-    batch_rows = ann.pop("batch_rows")
+    exact_rows = exact.pop("rows")
+    found = {}
+    for name in variants:
+        searcher, rows = searchers[name], single[name].pop("rows")
+        batch_rows, batch_timing = batch[name]
+        found[name] = {
+            "queries": len(queries),
+            "nprobe": searcher.params.nprobe,
+            "rerank": searcher.params.rerank,
+            "params": dataclasses.asdict(searcher.params),
+            "index_loaded_anon_bytes": loaded[name],
+            "index_memory_bytes": searcher.memory_bytes(),
+            **single[name],
+            **batch_timing,
+            **_agreement(rows, batch_rows, exact_rows, targets),
+            "resident_bytes_per_cell": max(loaded[name], searcher.memory_bytes()) / len(aerial),
+        }
+        logger.info("%s: %.2f ms/query (batch 1), agreement %.4f", name,
+                    found[name]["ann_ms_batch1_mean"], found[name]["top1_agreement"])  # fmt: skip
     sweep = []
+    base_params = searchers["index"].params
     for setting in cfg.sweep:
         probes, rerank = (int(part) for part in str(setting).split("x"))
-        searcher.params = dataclasses.replace(base_params, nprobe=probes, rerank=rerank)
-        timing = _compressed_timing(searcher, queries, cfg.top_k, min(200, len(queries)))
+        searchers["index"].params = dataclasses.replace(base_params, nprobe=probes, rerank=rerank)
+        timing = _compressed_timing(searchers["index"], queries, cfg.top_k, min(200, len(queries)))
         agreement = float(np.mean(timing.pop("batch_rows")[:, 0] == exact_rows[:, 0]))
         timing.pop("rows")
         sweep.append({"nprobe": probes, "rerank": rerank, "top1_agreement": agreement, **timing})
-    return {
-        "queries": len(queries),
-        "nprobe": nprobe,
-        "rerank": cfg.rerank,
-        "index_loaded_anon_bytes": loaded_anon,
-        **ann,
+    search = {
+        **found["index"],
         "ann_peak_anon_bytes": ann_peak.peak_anon,
         "ann_peak_rss_bytes": ann_hwm,
         **exact,
-        "top1_agreement": float(np.mean(ann_rows[:, 0] == exact_rows[:, 0])),
-        "top1_agreement_batch64": float(np.mean(batch_rows[:, 0] == exact_rows[:, 0])),
-        "exact_top1_in_ann_topk": float(np.mean((ann_rows == exact_rows[:, :1]).any(axis=1))),
         "exact_top1_is_target": float(np.mean(exact_rows[:, 0] == targets)),
-        "ann_top1_is_target": float(np.mean(ann_rows[:, 0] == targets)),
-        "resident_bytes_per_cell": max(loaded_anon, searcher.memory_bytes()) / len(aerial),
         "sweep": sweep,
     }
+    return {"search": search, **({"baseline": found["baseline"]} if cfg.baseline else {})}
 
 
 def run(cfg: ContinentBenchConfig, out: Path, *, overwrite: bool = False) -> Path:
@@ -319,7 +405,10 @@ def run(cfg: ContinentBenchConfig, out: Path, *, overwrite: bool = False) -> Pat
     faiss.omp_set_num_threads(cfg.threads)
     stages = _Stages(out, overwrite)
     results: dict = {"config": dataclasses.asdict(cfg), "load_before": os.getloadavg()}
-    for name, stage in (("cells", cover_cells), ("codes", build_codes), ("index", build_index)):
+    stages_run = [("cells", cover_cells), ("codes", build_codes), ("index", build_index)]
+    if cfg.baseline:
+        stages_run.append(("baseline", lambda cfg, out: build_index(cfg, out, "baseline")))
+    for name, stage in stages_run:
         key = _stage_key(cfg, name)
         done = stages.finished(name, key)
         if done is None:
@@ -329,7 +418,10 @@ def run(cfg: ContinentBenchConfig, out: Path, *, overwrite: bool = False) -> Pat
         else:
             logger.info("stage %s: reusing the finished output in %s", name, out)
         results[name] = done
-    results["search"] = measure_search(cfg, out)
+    measured = measure_search(cfg, out)
+    results["search"] = measured["search"]
+    if "baseline" in measured:
+        results["baseline_search"] = measured["baseline"]
     results["load_after"] = os.getloadavg()
     results["cpu_count"] = os.cpu_count()
     path = out / "results.json"

@@ -77,6 +77,8 @@ def markdown_table(results: dict) -> str:
         *(f"| {label} | {value} | {note} |" for label, value, note in rows),
         "",
     ]
+    if "baseline_search" in results:
+        lines += side_by_side_table(results)
     if search.get("sweep"):
         lines += [
             "Other search settings on the same index and queries (batch 1: first 200 queries):",
@@ -92,6 +94,79 @@ def markdown_table(results: dict) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+# The targets of issue 23 for the compressed search (single machine, 2 cores).
+TARGETS_23 = {"ms": 2.0, "agreement": 0.995, "bytes": 64.0}
+
+
+def _index_name(params: dict) -> str:
+    """``IVF65536,PQ64x4fs + SQ8 refine (fp16 finder)``-style name of an index's params."""
+    name = f"IVF{params['nlist']},PQ{params['pq_m']}x4fs"
+    if params.get("refine", "none") == "sq8":
+        name += f" + SQ8 refine {params['rerank']} → exact {params.get('exact_rerank', 0)}"
+    else:
+        name += f", exact re-rank {params['rerank']}"
+    if params.get("coarse") == "hnsw":
+        name += f", {params.get('finder', 'flat')} list finder"
+    return name
+
+
+def side_by_side_table(results: dict) -> list[str]:
+    """Lines of a markdown table: the current defaults next to the pre-issue-23 ones."""
+    runs = {"before (baseline)": (results["baseline"], results["baseline_search"]),
+            "now (defaults)": (results["index"], results["search"])}  # fmt: skip
+    t = TARGETS_23
+
+    def row(label, value, target=""):
+        cells = " | ".join(value(i, s) for i, s in runs.values())
+        return f"| {label} | {cells} | {target} |"
+
+    return [
+        "Side by side, same queries, batch-1 queries alternating between the two indexes:",
+        "",
+        "| | " + " | ".join(runs) + " | target (issue 23) |",
+        "|---|---|---|---|",
+        row("index", lambda i, s: _index_name(s["params"])),
+        row("nprobe", lambda i, s: f"{s['nprobe']}"),
+        row(
+            "ms/query, batch 1 (mean / p50 / p95)",
+            lambda i, s: (
+                f"{s['ann_ms_batch1_mean']:.2f} / {s['ann_ms_batch1_p50']:.2f} / "
+                f"{s['ann_ms_batch1_p95']:.2f}"
+            ),
+            f"≤ {t['ms']} ms",
+        ),
+        row("CPU ms/query, batch 1", lambda i, s: f"{s['ann_cpu_ms_batch1']:.2f}"),
+        row(
+            "ms/query, batch 64 (CPU)",
+            lambda i, s: f"{s['ann_ms_batch64']:.3f} ({s['ann_cpu_ms_batch64']:.3f})",
+        ),
+        row(
+            "top-1 agreement with exact",
+            lambda i, s: f"{s['top1_agreement']:.4f}",
+            f"≥ {t['agreement']}",
+        ),
+        row(
+            "resident bytes per cell",
+            lambda i, s: f"{s['resident_bytes_per_cell']:.1f}",
+            f"≤ {t['bytes']:.0f}",
+        ),
+        row(
+            "index + finder in memory (GiB)",
+            lambda i, s: f"{s.get('index_memory_bytes', i['index_bytes']) / GIB:.3f}",
+        ),
+        row(
+            "refine file on disk (GiB, page cache)",
+            lambda i, s: f"{i.get('refine_file_bytes', 0) / GIB:.2f}",
+        ),
+        row(
+            "build wall (CPU) min",
+            lambda i, s: f"{i['build_s'] / 60:.1f} ({_minutes(i.get('build_cpu_s'))})",
+        ),
+        row("build peak anon RSS (GiB)", lambda i, s: f"{i['build_peak_anon_bytes'] / GIB:.2f}"),
+        "",
+    ]
 
 
 def growth_table(runs: list[dict]) -> str:

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 ARRAYS = ("cells", "aerial", "proto")
 ARRAYS_FILES = tuple(f"{name}.npy" for name in ARRAYS)
 CALIBRATE_FILES = (
-    "calibration.csv", "calibration.png", "index.faiss", "index.faiss.json", "confidence.npy",
+    "calibration.csv", "calibration.png", "index.faiss", "index.faiss.json",
+    "index.faiss.sq8.npy", "confidence.npy",
 )  # fmt: skip
 BUILD_FILES = ("chunks", "build.json")  # an unfinished build's
 DTYPES = {"cells": np.uint64, "aerial": np.float16, "proto": np.float16}

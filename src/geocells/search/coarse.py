@@ -70,17 +70,24 @@ def _proportional_shares(sizes: np.ndarray, total: int) -> np.ndarray:
     return shares
 
 
-def coarse_index(index):
+FINDERS = ("flat", "fp16")
+
+
+def coarse_index(index, finder: str = "fp16"):
     """Query-time list finder of an index with an HNSW quantiser, else None.
 
     The HNSW graph assigns rows to lists well (``HNSW_EF_ADD``) but, asked for the
     hundreds of lists a noisy query must visit, it returns only ~90 % of the true top
-    ones (0.983 top-1 agreement at nprobe 512 of 65,536 lists). A flat IVF over the
-    centroids themselves (√nlist groups, a quarter of them scanned) finds them more
-    completely in the same ~1.3 ms (0.992; docs/scaling.md, "Coarse lists").
+    ones (0.983 top-1 agreement at nprobe 512 of 65,536 lists). An IVF over the
+    centroids themselves (√nlist groups) finds them more completely: ``flat`` (float32
+    centroids, a quarter of the groups scanned: the finder of indexes built before
+    issue 23) or ``fp16`` (centroids stored in float16, half the bytes to read, and half
+    of the groups scanned; docs/scaling.md, "Coarse lists" and "Single machine at 2 ms").
     """
     import faiss
 
+    if finder not in FINDERS:
+        raise ValueError(f"unknown list finder {finder!r}; expected one of {FINDERS}")
     quantizer = faiss.downcast_index(index.quantizer)
     if not isinstance(quantizer, faiss.IndexHNSW):
         return None
@@ -88,11 +95,23 @@ def coarse_index(index):
     groups = pow2_near(math.sqrt(len(centroids)), low=1, high=len(centroids))
     dim = centroids.shape[1]
     top = faiss.IndexFlatIP(dim)
-    finder = faiss.IndexIVFFlat(top, dim, groups, faiss.METRIC_INNER_PRODUCT)
-    finder.own_fields = True
+    if finder == "flat":
+        found = faiss.IndexIVFFlat(top, dim, groups, faiss.METRIC_INNER_PRODUCT)
+    else:
+        fp16 = faiss.ScalarQuantizer.QT_fp16
+        found = faiss.IndexIVFScalarQuantizer(
+            top, dim, groups, fp16, faiss.METRIC_INNER_PRODUCT, False
+        )
+    found.own_fields = True
     top.this.disown()  # the finder now owns and frees it
-    finder.cp.spherical = True
-    finder.cp.seed = 0
-    finder.train(centroids)
-    finder.add(centroids)  # ids = list numbers
-    return finder
+    found.cp.spherical = True
+    found.cp.seed = 0
+    found.cp.min_points_per_centroid = 1  # small test indexes: no faiss warning on stderr
+    found.train(centroids)
+    found.add(centroids)  # ids = list numbers
+    return found
+
+
+def default_group_probe(finder: str, groups: int) -> int:
+    """Groups of centroids the finder scans: a quarter (``flat``) or half (``fp16``)."""
+    return max(1, groups // 4 if finder == "flat" else groups // 2)

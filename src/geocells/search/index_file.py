@@ -14,6 +14,7 @@ from geocells.db.store import RECALIBRATE, Database, DatabaseError
 from geocells.io import ArtifactError
 from geocells.search.index_meta import SearchIndexMeta
 from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
+from geocells.search.refine import refine_path
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,8 @@ INDEX_FILE = "index.faiss"
 
 
 def index_files(db: Path) -> list[Path]:
-    """The index file and its JSON sidecar."""
-    return [db / INDEX_FILE, SearchIndexMeta.path_of(db / INDEX_FILE)]
+    """The index file, its JSON sidecar and its sq8 refine codes."""
+    return [db / INDEX_FILE, SearchIndexMeta.path_of(db / INDEX_FILE), refine_path(db / INDEX_FILE)]
 
 
 def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = False) -> Path | None:
@@ -42,8 +43,9 @@ def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = Fa
         return path
     log.info("building the IVF-PQ index over %d cells (κ = %.4g)", len(database), database.kappa)
     searcher = CellSearcher.build(
-        database.aerial, database.proto, database.kappa, "ivfpq", progress=True
-    )
+        database.aerial, database.proto, database.kappa, "ivfpq", progress=True,
+        refine_file=refine_path(path),
+    )  # fmt: skip
     return searcher.save(path)
 
 

@@ -15,14 +15,20 @@ from typing import Any, ClassVar
 from geocells.io import Artifact, ArtifactError
 
 SEARCH_BACKENDS = ("exact", "ivfpq")
+# What a version-2 index (before the sq8 refine file) was built and searched with.
+FORMAT_2_PARAMS = {"finder": "flat", "refine": "none", "exact_rerank": 0, "residual": False}
 
 
 @dataclass
 class SearchIndexMeta(Artifact):
-    """The sidecar of a saved searcher: backend, the κ a ``sum`` index holds, its size and
-    the resolved ``IVFPQParams`` (as a dict; None for exact search)."""
+    """The sidecar of a saved searcher: backend, the κ a ``sum`` index holds, its size, the
+    resolved ``IVFPQParams`` (as a dict; None for exact search) and the trained range of the
+    sq8 refine codes (``index.faiss.sq8.npy``; None without that refine).
 
-    VERSION: ClassVar[int] = 2
+    Version 3 added the refine file, the list finder and ``exact_rerank``; a version-2 file
+    migrates with the parameters it was built with, so an old index searches as built."""
+
+    VERSION: ClassVar[int] = 3
     KIND: ClassVar[str] = "search index description"
     REBUILD: ClassVar[str] = "geocells calibrate DB"
 
@@ -31,6 +37,7 @@ class SearchIndexMeta(Artifact):
     num_cells: int  # database rows it was built over
     dim: int  # code dimension D
     params: dict[str, Any] | None  # IVFPQParams fields (ivfpq), None (exact)
+    refine_trained: list[float] | None = None  # sq8 refine: faiss SQ8 trained vmin/vdiff
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -38,6 +45,15 @@ class SearchIndexMeta(Artifact):
             raise ArtifactError(f"unknown search backend {self.backend!r}")
         if self.backend == "ivfpq" and not isinstance(self.params, dict):
             raise ArtifactError(f"params must be an object, got {self.params!r}")
+
+    @classmethod
+    def migrate(cls, data: dict[str, Any], version: Any, where: str) -> dict[str, Any]:
+        """Version 2 (no refine file): its params gain what it was built with."""
+        if version != 2:
+            raise cls.refusal(version, where)
+        if isinstance(data.get("params"), dict):
+            data["params"] = {**FORMAT_2_PARAMS, **data["params"]}
+        return {**data, "format_version": cls.VERSION}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "") -> SearchIndexMeta:
