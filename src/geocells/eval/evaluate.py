@@ -153,8 +153,8 @@ def _query_set(manifest, ok: np.ndarray, data) -> QuerySet:
 def _positions_only(manifest) -> QuerySet:
     """A split's positions without embedding it (no method searches its images)."""
     n = len(manifest)
-    return QuerySet(manifest.image_id, manifest.path, manifest.lat, manifest.lon,
-                    np.zeros((n, 0), np.float32), np.zeros((n, 0), np.float32))  # fmt: skip
+    nothing = {"embeddings": np.zeros((n, 0), np.float32), "histograms": np.zeros((n, 0))}
+    return _query_set(manifest, np.ones(n, bool), nothing)
 
 
 def _strata(queries: QuerySet, train: QuerySet, levels: dict[str, int], options: EvalOptions):
