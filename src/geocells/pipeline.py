@@ -29,7 +29,9 @@ from pathlib import Path
 
 from geocells.calibrate import stage as calibrate
 from geocells.config import load_preset, resolve_config
+from geocells.data.dataset import Dataset
 from geocells.db import build
+from geocells.db.store import Database
 from geocells.eval import evaluate
 from geocells.io import read_json, write_json
 from geocells.outputs import OutputKind, stage_output
@@ -148,10 +150,14 @@ def run(
         state.save(out)
         resume = (out / FOLDERS["train"] / "checkpoints" / "last.safetensors").is_file()
         timed = partial(state.timed, out)
-        dataset = timed("synth", synth.run, synth_cfg, out / FOLDERS["synth"])
+        # Each stage takes folders from the CLI; here the dataset and the database are
+        # opened once and the handles passed down (calibrate updates the database's meta
+        # in place, eval reads κ from it and reuses the model calibrate loaded).
+        dataset = Dataset.open(timed("synth", synth.run, synth_cfg, out / FOLDERS["synth"]))
         run_dir = timed("train", train.run, train_cfg, dataset, out / FOLDERS["train"],
                         resume=resume)  # fmt: skip
         db = timed("index", build.run, index_cfg, run_dir, out / FOLDERS["index"], dataset=dataset)
-        db = timed("calibrate", calibrate.run, calibrate_cfg, db, dataset, split="val")
-        return timed("eval", evaluate.run, eval_options, db, dataset, out / FOLDERS["eval"],
+        database = Database.open(db)
+        timed("calibrate", calibrate.run, calibrate_cfg, database, dataset, split="val")
+        return timed("eval", evaluate.run, eval_options, database, dataset, out / FOLDERS["eval"],
                      split="test")  # fmt: skip

@@ -22,7 +22,6 @@ from geocells.data.dataset import Dataset
 from geocells.db.store import DATABASE_OUTPUT, Database
 from geocells.geo import cell_to_latlng, haversine_m
 from geocells.io import CalibrationReport, atomic_write
-from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.outputs import output_lock
 from geocells.scoring.confidence import (
@@ -216,13 +215,16 @@ def embed_queries(model: Any, manifest: Any, cfg: CalibrateConfig) -> tuple[np.n
 
 def run(
     cfg: CalibrateConfig | None,
-    db: str | Path,
-    dataset: str | Path | None = None,
+    db: Database | str | Path,
+    dataset: Dataset | str | Path | None = None,
     *,
     split: str = "val",
 ) -> Path:
     """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from);
     the database folder is its output (κ, the confidence model and the index in it).
+
+    ``db`` and ``dataset`` are folders or handles already open (``Database``, ``Dataset``:
+    the pipeline passes its own, and ``db``'s ``meta`` is updated in place).
 
     ``test`` is refused (κ and the confidence fitted on the test queries would make every
     test number optimistic); ``train`` is accepted with a warning (the model has seen those
@@ -239,20 +241,20 @@ def run(
             "confidence fitted on them are optimistic; val (the default) is what they are for"
         )
     cfg = cfg or CalibrateConfig()
-    database = Database.open(db, recalibrating=True)
+    database = Database.of(db, recalibrating=True)
     # calibrate rewrites meta.json and the index: refused while `index` writes the folder.
     with output_lock(database.path, DATABASE_OUTPUT):
         return _calibrate(database, dataset, split, cfg)
 
 
-def _calibrate(database: Database, dataset: str | Path | None, split: str, cfg: CalibrateConfig):
+def _calibrate(database: Database, dataset, split: str, cfg: CalibrateConfig):
     """The body of ``run``, under the database's lock."""
-    data = Dataset.open(database.dataset_path(dataset))
+    data = database.open_dataset(dataset)
     manifest = data.manifest.split(split)
     if len(manifest) == 0:
         raise ValueError(f"dataset {data.root} has no {split!r} images to calibrate on")
     device = resolve_device(cfg.device)
-    model = load_model(database.model_path, device=device)
+    model = database.load_model(device)
     cfg = replace(cfg, batch_size=batch_size_for(device, cfg.batch_size))
     queries, kept, aspect = embed_queries(model, manifest, cfg)
     lat, lon = manifest.lat[kept], manifest.lon[kept]

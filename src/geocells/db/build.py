@@ -320,21 +320,21 @@ def run(
     run_dir: str | Path,
     out: str | Path,
     *,
-    dataset: str | Path | None = None,
+    dataset: Dataset | str | Path | None = None,
     region: Any = None,
     shard: tuple[int, int] = (0, 1),
     overwrite: bool = False,
 ) -> Path:
     """Build the cell-code database of ``run_dir``'s model over ``region`` (default: the
     region of ``dataset``, default the run's) into ``out``; ``shard=(i, n)`` builds part i
-    of n for ``merge``. A finished database of the same settings is kept."""
+    of n for ``merge``. A finished database of the same settings is kept. ``dataset`` is a
+    folder or an open ``Dataset`` (the pipeline passes the one it trained on)."""
 
     cfg = cfg or IndexConfig()
     device = resolve_device(cfg.device)  # a bad name fails before anything is read
     checkpoint = resolve_checkpoint(run_dir)
     model = load_model(checkpoint, device=device)
-    dataset_root = dataset_of_run(run_dir, dataset)
-    data = Dataset.open(dataset_root)
+    data = Dataset.of(dataset if dataset is not None else dataset_of_run(run_dir))
     region = data.region if region is None else region
     if isinstance(region, str):
         region = parse_region(region)
@@ -364,7 +364,7 @@ def run(
         "tile_px": model.aerial_px,
         "model_file": "model/last.safetensors",
         "model_sha256": sha256_file(checkpoint),
-        "dataset": str(dataset_root.resolve()),
+        "dataset": str(data.root),
         "dataset_sha256": data.fingerprint,
         "region": {
             "name": region.name,

@@ -18,12 +18,16 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geocells.io import ArtifactError, DatabaseMeta, atomic_write, read_json
 from geocells.outputs import OutputKind
+
+if TYPE_CHECKING:
+    from geocells.data.dataset import Dataset
+    from geocells.models import GeoModel
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +135,7 @@ class Database:
         count, dim = meta.count, meta.dim
         self.cells: np.ndarray = load_array(path, "cells", (count,), mmap_mode)
         self._codes: dict[str, np.ndarray] = {}
+        self._models: dict[str, GeoModel] = {}
         if meta.milvus is None:
             for name in ("aerial", "proto"):
                 self._codes[name] = load_array(path, name, (count, dim), mmap_mode)
@@ -184,6 +189,17 @@ class Database:
             raise DatabaseError(path, "not a geocells database (no meta.json)")
         return cls(path, load_meta(path, recalibrating), mmap_mode)
 
+    @classmethod
+    def of(cls, db: Database | str | Path, *, recalibrating: bool = False) -> Database:
+        """``db`` itself when it is an open handle, else ``Database.open(db, ...)``.
+
+        How a stage takes its database: the CLI passes a folder, the pipeline the one
+        handle it opened after ``index`` (``calibrate`` updates its ``meta`` in place, so
+        ``eval`` on the same handle sees the new κ)."""
+        if isinstance(db, Database):
+            return db
+        return cls.open(db, recalibrating=recalibrating)
+
     def __len__(self) -> int:
         return self.meta.count
 
@@ -214,6 +230,24 @@ class Database:
         if not self.meta.dataset:
             raise ArtifactError(f"database {self.path} does not name its dataset; pass --dataset")
         return Path(self.meta.dataset)
+
+    def open_dataset(self, dataset: Dataset | str | Path | None = None) -> Dataset:
+        """``dataset`` (an open handle or a folder) when given, else the dataset the
+        database was built from, opened."""
+        from geocells.data.dataset import Dataset
+
+        return Dataset.of(dataset if dataset is not None else self.dataset_path())
+
+    def load_model(self, device: Any = "auto") -> GeoModel:
+        """The model that encoded the database (its own copy, ``model_path``) on ``device``,
+        loaded once per device and kept with this handle: stages given one handle share it."""
+        from geocells.models import load_model
+        from geocells.models.device import resolve_device
+
+        target = resolve_device(device)
+        if str(target) not in self._models:
+            self._models[str(target)] = load_model(self.model_path, device=target)
+        return self._models[str(target)]
 
     def update_meta(self, **updates: Any) -> None:
         """Change ``meta.json`` fields (atomically) and in memory."""

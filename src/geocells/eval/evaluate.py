@@ -29,7 +29,6 @@ from geocells.eval.summary import METRICS_FILE, CalibrationSource, EvalSummary
 from geocells.eval.visuals import build_report
 from geocells.geo import latlng_to_cell
 from geocells.io import atomic_write
-from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.outputs import OutputKind, stage_output
 from geocells.scoring import metrics
@@ -218,8 +217,8 @@ def summarise_methods(
 
 def run(
     options: EvalOptions | None,
-    db: str | Path,
-    dataset: str | Path | None,
+    db: Database | str | Path,
+    dataset: Dataset | str | Path | None,
     out: str | Path,
     *,
     split: str = "test",
@@ -228,7 +227,8 @@ def run(
     """Evaluate every method of ``db`` on ``split`` of ``dataset`` (None: the database's)
     and write ``out/metrics.json`` + ``out/report.html``; a finished report of ``split`` is
     kept (``overwrite`` redoes it, dropping the cache; the old report stays until the new
-    one is complete: both files are written atomically)."""
+    one is complete: both files are written atomically). ``db`` and ``dataset`` are folders
+    or handles already open (the pipeline passes the ones calibrate used)."""
 
     options = options or EvalOptions()
     out = Path(out)
@@ -259,10 +259,10 @@ def _report_done(split: str):
 
 def _evaluate(db, dataset, split: str, out: Path, options: EvalOptions) -> Path:
     """The body of ``run``, under ``out``'s lock, the folder claimed."""
-    database = Database.open(db)
-    data = Dataset.open(database.dataset_path(dataset))
+    database = Database.of(db)
+    data = database.open_dataset(dataset)
     if not database.meta.kappa_calibrated:
-        logger.warning("eval: κ of %s is not calibrated (run `geocells calibrate`)", db)
+        logger.warning("eval: κ of %s is not calibrated (run `geocells calibrate`)", database.path)
     summary, results, queries = evaluate_all(database, data, split, out / "cache", options)
     source = summary.calibration
     if source is not None and not source.same_dataset:
@@ -285,7 +285,7 @@ def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
     """Embed, build every method, score -> (EvalSummary, results by name, queries)."""
 
     device = resolve_device(options.device)
-    model = load_model(database.model_path, device=device)
+    model = database.load_model(device)
     options = replace(options, batch_size=batch_size_for(device, options.batch_size, cpu=64))
     query_manifest = data.manifest.split(split)
     if len(query_manifest) == 0:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from geocells.config import ConfigError, save_config
+from geocells.data.dataset import Dataset
 from geocells.io import RunInfo
 from geocells.models.geomodel import GeoModel, build_model
 from geocells.outputs import OutputKind, stage_output
@@ -115,14 +116,15 @@ def _total_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> int:
 
 def run(
     cfg: ExperimentConfig,
-    dataset_root: str | Path,
+    dataset_root: Dataset | str | Path,
     out: str | Path,
     *,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Train a GeoModel on ``dataset_root`` into the run folder ``out``; returns ``out``.
+    """Train a GeoModel on ``dataset_root`` (a folder or an open ``Dataset``) into the run
+    folder ``out``; returns ``out``.
 
     ``resume`` continues from ``out``'s last checkpoint (same config); ``overwrite``
     (without ``resume``) replaces the run there."""
@@ -143,10 +145,9 @@ def run(
 
 def _run_locked(cfg, dataset_root, out: Path, resume, progress, device, info) -> Path:
     """The body of ``run`` (the main process holds the run folder's lock)."""
-    from geocells.data.dataset import Dataset
     from geocells.geo.cover import region_cells
 
-    dataset = Dataset.open(dataset_root)  # no dataset there: refused before config.yaml is written
+    dataset = Dataset.of(dataset_root)  # no dataset there: refused before config.yaml is written
     if info.is_main:
         if resume:
             _check_resume_dataset(out, dataset.root, dataset.fingerprint)
@@ -164,7 +165,7 @@ def _run_locked(cfg, dataset_root, out: Path, resume, progress, device, info) ->
     if cfg.refit.enabled and info.is_main:
         from geocells.train import refit_stage
 
-        refit_stage.run(cfg.refit, out, dataset_root, progress=progress, experiment=cfg)
+        refit_stage.run(cfg.refit, out, dataset, progress=progress, experiment=cfg)
     return out
 
 
