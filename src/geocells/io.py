@@ -101,9 +101,14 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def json_text(data: Any, indent: int | None = 2) -> str:
+    """``data`` as the JSON every artifact is written in: sorted keys, trailing newline."""
+    return json.dumps(data, indent=indent, sort_keys=True) + "\n"
+
+
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     """Write ``data`` as JSON (sorted keys, trailing newline) to ``path`` atomically."""
-    return write_text(path, json.dumps(data, indent=indent, sort_keys=True) + "\n")
+    return write_text(path, json_text(data, indent))
 
 
 def copy_file(source: str | Path, target: str | Path) -> Path:

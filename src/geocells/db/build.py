@@ -230,8 +230,8 @@ def build_cells(
     # The lock: a second build into ``out`` (with --overwrite or not) is refused while this
     # one runs, so no database mixes the rows of two builds.
     finished = _finished(plan)
-    with stage_output(out, DATABASE_OUTPUT, overwrite=overwrite, finished=finished) as skip:
-        if not skip:
+    with stage_output(out, DATABASE_OUTPUT, overwrite=overwrite, finished=finished) as folder:
+        if not folder.skip:
             _start_or_resume(out, plan)
             _encode_and_finish(out, plan, total_cells, cell_stream, sources, cfg, chunks, attach)
     return out

@@ -235,8 +235,10 @@ def run(
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     done = _report_done(split)
-    with stage_output(out, REPORT_OUTPUT, overwrite=overwrite, finished=done, clear=False) as skip:
-        if skip:
+    with stage_output(
+        out, REPORT_OUTPUT, overwrite=overwrite, finished=done, clear=False
+    ) as folder:
+        if folder.skip:
             return out
         if overwrite:
             shutil.rmtree(out / "cache", ignore_errors=True)
