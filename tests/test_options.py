@@ -61,7 +61,8 @@ def test_calibrate_settings_are_checked():
 
 def test_a_truncated_embedding_cache_is_named_and_rebuilt(micro_dataset, tmp_path, caplog):
     from geocells.data.dataset import Dataset
-    from geocells.eval.evaluate import EvalOptions, embed_split
+    from geocells.eval.evaluate import REPORT_OUTPUT, EvalOptions, embed_split
+    from geocells.outputs import OutputFolder
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -74,7 +75,8 @@ def test_a_truncated_embedding_cache_is_named_and_rebuilt(micro_dataset, tmp_pat
         dim = 4
 
     with captured_warnings(caplog, "geocells.eval.evaluate"):
-        queries = embed_split(Encoder(), empty, cache, EvalOptions(progress=False), "train", "m")
+        report = OutputFolder(tmp_path, REPORT_OUTPUT)
+        queries = embed_split(Encoder(), empty, report, EvalOptions(progress=False), "train", "m")
     assert len(queries.embeddings) == 0
     assert f"ignoring unreadable cache {cache / 'train-m.npz'}" in caplog.text
 

@@ -223,13 +223,17 @@ class Artifact:
             f"{where}: {cls.KIND} has {found}, this geocells reads version {cls.VERSION}{advice}"
         )
 
+    def to_json(self) -> str:
+        """The artifact's file content (``json_text`` of ``to_dict``: sorted keys)."""
+        return json_text(self.to_dict())
+
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/FILE`` atomically."""
         return self.write(Path(folder) / self.FILE)
 
     def write(self, path: str | Path) -> Path:
         """Write the artifact to the file ``path`` atomically (``save`` names it ``FILE``)."""
-        return write_json(path, self.to_dict())
+        return write_text(path, self.to_json())
 
     @classmethod
     def load(cls: type[A], folder: str | Path) -> A:

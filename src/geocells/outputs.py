@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from geocells.io import Artifact, atomic_write, json_text, temporary_path, write_text
+from geocells.io import Artifact, atomic_write, json_text, temporary_path
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,9 @@ class OutputFolder:
     output is there) and the writer of every file the stage puts in it.
 
     Files are named relative to ``path`` (``"checkpoints/step-00000010.json"``); the first
-    part must be one of the stage's known names, so what a stage writes is what
-    ``--overwrite`` clears; each file is written atomically (``io.atomic_write``).
+    part must be one of the stage's known names (or the owner marker), so what a stage
+    writes is what ``--overwrite`` clears; each file is written atomically
+    (``io.atomic_write``).
     """
 
     path: Path
@@ -84,7 +85,8 @@ class OutputFolder:
     def target(self, name: str) -> Path:
         """``path / name``; ``OutputError`` for a name outside what the stage writes."""
         parts = PurePosixPath(name).parts
-        if not parts or ".." in parts or parts[0] == "/" or parts[0] not in self.kind.known:
+        known = bool(parts) and (parts[0] in self.kind.known or name == MARKER)
+        if not known or ".." in parts or parts[0] == "/":
             raise OutputError(
                 f"{self.kind.stage} writes only {', '.join(self.kind.known)} in {self.path}, "
                 f"not {name!r}"
@@ -98,18 +100,24 @@ class OutputFolder:
             yield temporary
 
     def write_text(self, name: str, text: str) -> Path:
-        """Write ``text`` to ``name``."""
+        """Write ``text`` to ``name`` (UTF-8)."""
         with self.file(name) as temporary:
-            temporary.write_text(text)
+            temporary.write_text(text, encoding="utf-8")
         return self.path / name
 
     def write_json(self, name: str, data: Any, indent: int | None = 2) -> Path:
         """Write ``data`` to ``name`` as JSON (``io.json_text``: sorted keys)."""
         return self.write_text(name, json_text(data, indent))
 
+    def copy(self, source: str | Path, name: str) -> Path:
+        """Copy the file ``source`` to ``name``."""
+        with self.file(name) as temporary:
+            shutil.copyfile(source, temporary)
+        return self.path / name
+
     def save(self, artifact: Artifact, name: str | None = None) -> Path:
         """Write a typed artifact to ``name`` (default: its ``FILE``), as ``Artifact.save``."""
-        return self.write_json(name or artifact.FILE, artifact.to_dict())
+        return self.write_text(name or artifact.FILE, artifact.to_json())
 
 
 def read_marker(folder: str | Path) -> str | None:
@@ -178,7 +186,7 @@ def claim_output(folder: str | Path, kind: OutputKind, overwrite: bool = False) 
     if existing and overwrite:
         remove_known(folder, kind)
         existing = False
-    write_text(folder / MARKER, json.dumps({"stage": kind.stage}) + "\n")
+    OutputFolder(folder, kind).write_text(MARKER, json.dumps({"stage": kind.stage}) + "\n")
     return existing
 
 
@@ -240,9 +248,10 @@ def _open_locked(path: Path):
 
 
 @contextlib.contextmanager
-def output_lock(folder: str | Path, kind: OutputKind) -> Iterator[Path]:
-    """Hold ``folder/.geocells.lock`` while writing ``folder``; ``OutputError`` naming the
-    holder's PID when another process writes it. A killed holder's lock is taken over."""
+def output_lock(folder: str | Path, kind: OutputKind) -> Iterator[OutputFolder]:
+    """Hold ``folder/.geocells.lock`` while writing ``folder`` (through the ``OutputFolder``
+    the block gets); ``OutputError`` naming the holder's PID when another process writes
+    it. A killed holder's lock is taken over."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise _refusal(folder, kind, "is a file, not a folder")
@@ -271,7 +280,7 @@ def output_lock(folder: str | Path, kind: OutputKind) -> Iterator[Path]:
         handle.write(json.dumps({**me, "started": started}) + "\n")
         handle.flush()
         try:
-            yield folder
+            yield OutputFolder(folder, kind)
         finally:
             path.unlink(missing_ok=True)  # before the unlock: a waiter re-checks the inode
     finally:

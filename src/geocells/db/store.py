@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geocells.io import ArtifactError, DatabaseMeta, atomic_write, read_json
-from geocells.outputs import OutputKind
+from geocells.outputs import OutputFolder, OutputKind
 
 if TYPE_CHECKING:
     from geocells.data.dataset import Dataset
@@ -59,10 +59,13 @@ class DatabaseError(ArtifactError):
         self.path = Path(path)
 
 
-def save_chunk(path: Path, cells: np.ndarray, aerial: np.ndarray, proto: np.ndarray) -> None:
-    """Store one encoded chunk atomically (``.npz`` written to a temp name, then renamed)."""
-    with atomic_write(path) as tmp:
+def save_chunk(
+    out: OutputFolder, name: str, cells: np.ndarray, aerial: np.ndarray, proto: np.ndarray
+) -> Path:
+    """Store one encoded chunk as ``name`` in the build's folder (``.npz``, atomically)."""
+    with out.file(name) as tmp:
         np.savez(tmp, cells=cells, aerial=aerial, proto=proto)
+    return out.path / name
 
 
 def load_chunk(path: Path) -> dict[str, np.ndarray]:
@@ -72,13 +75,16 @@ def load_chunk(path: Path) -> dict[str, np.ndarray]:
 
 
 @contextlib.contextmanager
-def new_arrays(out: Path, count: int, dim: int) -> Iterator[dict[str, np.ndarray]]:
+def new_arrays(out: OutputFolder | Path, count: int, dim: int) -> Iterator[dict[str, np.ndarray]]:
     """Writable memmaps ``cells [count]``, ``aerial``/``proto [count, dim]`` at temporary
-    names in ``out``; flushed and renamed into place only when the block succeeds."""
+    names in ``out`` (a stage's ``OutputFolder``, or a folder); flushed and renamed into
+    place only when the block succeeds."""
     with contextlib.ExitStack() as stack:
         arrays = {}
         for name in ARRAYS:
-            tmp = stack.enter_context(atomic_write(out / f"{name}.npy"))
+            file = f"{name}.npy"
+            target = out.file(file) if isinstance(out, OutputFolder) else atomic_write(out / file)
+            tmp = stack.enter_context(target)
             shape = (count,) if name == "cells" else (count, dim)
             arrays[name] = np.lib.format.open_memmap(tmp, "w+", DTYPES[name], shape)
         yield arrays
@@ -87,7 +93,7 @@ def new_arrays(out: Path, count: int, dim: int) -> Iterator[dict[str, np.ndarray
         arrays.clear()  # the memmaps close before the files are renamed
 
 
-def assemble(out: Path, chunk_files: Iterable[Path], count: int, dim: int) -> None:
+def assemble(out: OutputFolder, chunk_files: Iterable[Path], count: int, dim: int) -> None:
     """Concatenate chunk files (in the given order) into the arrays of ``out``."""
     with new_arrays(out, count, dim) as arrays:
         _fill_from_chunks(arrays, chunk_files, count)
@@ -109,7 +115,7 @@ def _fill_from_chunks(arrays: dict[str, np.ndarray], chunk_files: Iterable[Path]
         raise ValueError(f"chunks hold {position} cells, expected {count}")
 
 
-def copy_arrays(parts: list[Database], out: Path) -> None:
+def copy_arrays(parts: list[Database], out: OutputFolder) -> None:
     """Concatenate the arrays of several databases into ``out`` (memmap to memmap)."""
     count = sum(len(part) for part in parts)
     with new_arrays(out, count, parts[0].dim) as targets:
