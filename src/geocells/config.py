@@ -187,14 +187,15 @@ def save_config(cfg: Any, path: Path) -> Path:
     return write_text(path, config_yaml(cfg))
 
 
-def load_config(schema: type[T], path: Path) -> T:
-    """Read a resolved YAML config (as written by ``save_config``) back into ``schema``."""
+def load_config(schema: type[T], path: Path, overrides: Sequence[str] = ()) -> T:
+    """Read a resolved YAML config (as written by ``save_config``) back into ``schema``,
+    with ``key=value`` overrides on top."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not a mapping")
-    return resolve_config(schema, data)
+    return resolve_config(schema, data, overrides)
 
 
 def config_from_dict(schema: type[T], data: dict[str, Any] | DictConfig) -> T:

@@ -187,7 +187,8 @@ def _start_or_resume(out: OutputFolder, plan: dict[str, Any]) -> None:
         changed = _changed_keys(plan, read_json(plan_path))
         if changed:
             raise ValueError(
-                f"{out} holds an unfinished build with other settings ({changed}); use --overwrite"
+                f"{out.path} holds an unfinished build with other settings ({changed}); "
+                "use --overwrite"
             )
         log.info("index: resuming the build in %s", out.path)
     (out.path / "chunks").mkdir(parents=True, exist_ok=True)

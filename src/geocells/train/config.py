@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geocells.config import ConfigError, check_settings, load_preset, resolve_config, setting
+from geocells.config import (
+    ConfigError,
+    check_settings,
+    load_config,
+    load_preset,
+    resolve_config,
+    setting,
+)
 from geocells.models.card import CellGeometry
 from geocells.models.config import ModelConfig
 
@@ -205,8 +212,9 @@ def experiment_config(
     ``preset``, so ``--resume`` continues with the run's own settings plus the overrides
     (the trainer then refuses any change outside ``train`` and ``refit``).
     """
-    base = Path(resume_from) / "config.yaml" if resume_from is not None else preset
-    return resolve_config(ExperimentConfig, load_preset(base, "train"), overrides)
+    if resume_from is not None:
+        return load_config(ExperimentConfig, Path(resume_from) / "config.yaml", overrides)
+    return resolve_config(ExperimentConfig, load_preset(preset, "train"), overrides)
 
 
 # Groups a resumed run may change: they say how long and how to train, not what is trained.
