@@ -210,3 +210,41 @@ def test_calibrate_cli_rewrites_kappa_and_confidence(micro_db, tmp_path, capsys)
         Database.open(db)
     assert main(["calibrate", str(db), "max_queries=10", "--config", "quick", "kappa_steps=5"]) == 0
     assert Database.open(db).meta.calibration.queries == 10
+
+
+def test_calibrate_and_eval_share_the_handles_they_are_given(micro_db, micro_dataset, tmp_path):
+    """The pipeline opens the database and dataset once: calibrate updates the handle's
+    meta in place (eval on it sees the new κ) and both reuse one loaded model."""
+    import json
+    import shutil
+
+    from geocells.calibrate import stage as calibrate
+    from geocells.data.dataset import Dataset
+    from geocells.db.store import Database
+    from geocells.eval.evaluate import EvalOptions
+    from geocells.eval.evaluate import run as evaluate
+
+    db = shutil.copytree(micro_db, tmp_path / "db")
+    meta = json.loads((db / "meta.json").read_text())
+    meta.update(kappa=1.0, kappa_calibrated=False)
+    (db / "meta.json").write_text(json.dumps(meta))
+    database, dataset = Database.open(db), Dataset.open(micro_dataset)
+    assert Database.of(database) is database and Dataset.of(dataset) is dataset
+    model = database.load_model("cpu")
+    assert database.load_model("cpu") is model  # loaded once per handle and device
+    cfg = calibrate.CalibrateConfig(progress=False, kappa_steps=5, device="cpu")
+    assert calibrate.run(cfg, database, dataset, split="val") == db
+    # The handle holds what calibrate wrote, as a fresh open of the folder does.
+    assert database.meta.kappa_calibrated
+    assert database.meta == Database.open(db).meta
+    options = EvalOptions(
+        progress=False, interactive_map=False, colour_histogram=False, ground_retrieval=False,
+        compare_ivfpq=False, device="cpu",
+    )  # fmt: skip
+    report = evaluate(options, database, dataset, tmp_path / "report", split="val")
+    summary = json.loads((report / "metrics.json").read_text())
+    assert summary["kappa"] == database.kappa and summary["kappa_calibrated"]
+    assert summary["methods"]["hybrid"]["metrics"]["R@1@100m"] == pytest.approx(
+        database.meta.calibration.recall
+    )
+    assert database.load_model("cpu") is model

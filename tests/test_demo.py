@@ -7,7 +7,7 @@ import pytest
 
 from geocells import pipeline as demo
 from geocells.io import write_json
-from geocells.outputs import stage_output
+from geocells.outputs import OutputFolder, stage_output
 
 
 def test_split_overrides_by_group():
@@ -60,11 +60,12 @@ def test_stage_skips_finished_work_and_records_time(tmp_path):
         output.mkdir(exist_ok=True)
         return output
 
-    assert state.timed(tmp_path, "one", stage, "one", flag=1) == output
-    assert state.timed(tmp_path, "one", stage, "again", flag=1) == output
+    folder = OutputFolder(tmp_path, demo.DEMO_OUTPUT)
+    assert state.timed(folder, "one", stage, "one", flag=1) == output
+    assert state.timed(folder, "one", stage, "again", flag=1) == output
     assert calls == [("one", 1)]
     saved = json.loads((tmp_path / demo.STATE_FILE).read_text())
     assert saved["done"] == {"one": str(output)} and set(saved["seconds"]) == {"one"}
     output.rmdir()  # its output is gone: the stage runs again
-    state.timed(tmp_path, "one", stage, "rerun", flag=2)
+    state.timed(folder, "one", stage, "rerun", flag=2)
     assert calls == [("one", 1), ("rerun", 2)]

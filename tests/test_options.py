@@ -61,7 +61,8 @@ def test_calibrate_settings_are_checked():
 
 def test_a_truncated_embedding_cache_is_named_and_rebuilt(micro_dataset, tmp_path, caplog):
     from geocells.data.dataset import Dataset
-    from geocells.eval.evaluate import EvalOptions, embed_split
+    from geocells.eval.evaluate import REPORT_OUTPUT, EvalOptions, embed_split
+    from geocells.outputs import OutputFolder
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -74,7 +75,8 @@ def test_a_truncated_embedding_cache_is_named_and_rebuilt(micro_dataset, tmp_pat
         dim = 4
 
     with captured_warnings(caplog, "geocells.eval.evaluate"):
-        queries = embed_split(Encoder(), empty, cache, EvalOptions(progress=False), "train", "m")
+        report = OutputFolder(tmp_path, REPORT_OUTPUT)
+        queries = embed_split(Encoder(), empty, report, EvalOptions(progress=False), "train", "m")
     assert len(queries.embeddings) == 0
     assert f"ignoring unreadable cache {cache / 'train-m.npz'}" in caplog.text
 
@@ -86,3 +88,34 @@ def test_training_sizes_are_checked():
         experiment_config("tiny", ["train.checkpoint_every=0"])
     with pytest.raises(ConfigError, match="data: workers must be >= 0, got -2"):
         experiment_config("tiny", ["data.workers=-2"])
+
+
+def test_declared_limits_are_checked_when_resolving_and_for_a_config_built_in_python(tmp_path):
+    """``setting(at_least=, one_of=)`` limits and the ``cross_check`` hooks are checked by
+    ``resolve_config`` (one resolve, one check); a config built in Python is checked by
+    ``check_config``, which the trainer runs before it writes anything."""
+    import dataclasses
+
+    from geocells.train.config import (
+        ExperimentConfig,
+        TrainConfig,
+        check_config,
+        experiment_config,
+    )
+    from geocells.train.trainer import run
+
+    with pytest.raises(ConfigError, match="train: batch_size must be >= 2, got 1"):
+        experiment_config("tiny", ["train.batch_size=1"])
+    with pytest.raises(ConfigError, match=r"optim\.schedule 'linear'; valid: cosine, constant"):
+        experiment_config("tiny", ["optim.schedule=linear"])
+    with pytest.raises(ConfigError, match=r"data\.prototype_level \(16\) must not exceed"):
+        experiment_config("tiny", ["data.cell_level=15", "data.prototype_level=16"])
+    with pytest.raises(ConfigError, match=r"data.pano_fov_deg \[100.0, 80.0\]"):
+        experiment_config("tiny", ["data.pano_fov_deg=[100,80]"])
+    built = ExperimentConfig(train=TrainConfig(device="tpu"))
+    with pytest.raises(ConfigError, match=r"train\.device 'tpu'; valid: auto, cpu, cuda"):
+        check_config(built)
+    bad = dataclasses.replace(ExperimentConfig(), train=TrainConfig(log_every=0))
+    with pytest.raises(ConfigError, match="train: log_every must be >= 1, got 0"):
+        run(bad, tmp_path / "no-dataset", tmp_path / "run")
+    assert not (tmp_path / "run").exists()

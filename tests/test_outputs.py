@@ -154,22 +154,44 @@ def test_stage_output_skips_finished_output_and_overwrite_redoes_it(tmp_path):
 
     def finished(folder):
         asked.append(folder)
-        if (folder / "meta.json").is_file() and (folder / "meta.json").read_text() != "{}":
+        if (folder / "meta.json").is_file() and (folder / "meta.json").read_text() != "{}\n":
             raise ValueError("built with other settings")
         return (folder / "meta.json").is_file()
 
-    with stage_output(out, KIND, finished=finished) as skip:
-        assert skip is False and read_marker(out) == "index"
-        (out / "meta.json").write_text("{}")
-    with stage_output(out, KIND, finished=finished) as skip:
-        assert skip is True  # done: nothing to do
+    with stage_output(out, KIND, finished=finished) as folder:
+        assert folder.skip is False and read_marker(out) == "index"
+        folder.write_json("meta.json", {})
+    with stage_output(out, KIND, finished=finished) as folder:
+        assert folder.skip is True  # done: nothing to do
     assert asked == [out, out] and not (out / LOCK).exists()
-    with stage_output(out, KIND, overwrite=True, finished=finished, clear=False) as skip:
-        assert skip is False and (out / "meta.json").is_file()  # kept until replaced
-    with stage_output(out, KIND, overwrite=True, finished=finished) as skip:
-        assert skip is False and not (out / "meta.json").exists()
+    with stage_output(out, KIND, overwrite=True, finished=finished, clear=False) as folder:
+        assert folder.skip is False and (out / "meta.json").is_file()  # kept until replaced
+    with stage_output(out, KIND, overwrite=True, finished=finished) as folder:
+        assert folder.skip is False and not (out / "meta.json").exists()
         (out / "meta.json").write_text('{"other": 1}')
     with pytest.raises(ValueError, match="other settings"):
         with stage_output(out, KIND, finished=finished):
             pass
     assert (out / "meta.json").read_text() == '{"other": 1}' and len(asked) == 3
+
+
+def test_a_stage_writes_only_the_names_its_kind_knows(tmp_path):
+    """The ``OutputFolder`` a stage gets writes atomically, and only names whose first part
+    its ``OutputKind`` knows (so ``--overwrite`` clears all a stage wrote): a foreign or
+    escaping name is refused, naming the stage and the name, and nothing is written."""
+    out = tmp_path / "db"
+    with stage_output(out, KIND) as folder:
+        assert folder.write_json("meta.json", {"b": 1, "a": 2}) == out / "meta.json"
+        assert (out / "meta.json").read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
+        with folder.file("chunks/chunk-0.npz") as temporary:
+            assert temporary.parent == out / "chunks" and not temporary.name.startswith("chunk")
+            temporary.write_bytes(b"x")
+        assert (out / "chunks" / "chunk-0.npz").read_bytes() == b"x"
+        for bad in ("notes.txt", "../db2/meta.json", "chunks/../../x", "/etc/passwd", ""):
+            with pytest.raises(OutputError, match=r"index writes only .* not "):
+                folder.write_text(bad, "no")
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "chunks",
+        "meta.json",
+    ]
+    assert not (tmp_path / "db2").exists()

@@ -1,8 +1,10 @@
 """Typed configs: dataclass schemas, YAML presets and ``key=value`` overrides.
 
 Every component declares a ``@dataclass`` with defaults; an experiment composes them.
-``resolve_config`` merges a preset and dotted overrides into an instance of the schema
-and rejects unknown keys with the list of valid ones.
+``resolve_config`` merges a preset and dotted overrides into an instance of the schema,
+rejects unknown keys with the list of valid ones, and checks the values the schema
+declares limits for (``setting(default, at_least=..., one_of=...)``, and a node's
+``cross_check()`` for what one field cannot say): one resolve, one check.
 """
 
 from __future__ import annotations
@@ -37,6 +39,42 @@ def require_at_least(cfg: Any, low: float, names: Sequence[str], where: str = ""
         if value < low:
             prefix = f"{where}: " if where else ""
             raise ConfigError(f"{prefix}{name} must be >= {low:g}, got {value!r}")
+
+
+def setting(
+    default: Any, *, at_least: float | None = None, one_of: Sequence[str] | None = None
+) -> Any:
+    """A dataclass field with ``default`` and the limits ``check_settings`` enforces:
+    ``at_least`` (a size or count) or ``one_of`` (the valid names)."""
+    limits: dict[str, Any] = {}
+    if at_least is not None:
+        limits["at_least"] = at_least
+    if one_of is not None:
+        limits["one_of"] = tuple(one_of)
+    return dataclasses.field(default=default, metadata=limits)
+
+
+def check_settings(cfg: Any, where: str = "") -> Any:
+    """Check a config dataclass and its nested ones against their ``setting`` limits, then
+    call each node's ``cross_check()`` (inner nodes first); ``ConfigError`` naming the first
+    bad key. Returns ``cfg``."""
+    for item in dataclasses.fields(cfg):
+        value = getattr(cfg, item.name)
+        key = f"{where}.{item.name}" if where else item.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_settings(value, key)
+            continue
+        low = item.metadata.get("at_least")
+        if low is not None and value < low:
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(f"{prefix}{item.name} must be >= {low:g}, got {value!r}")
+        choices = item.metadata.get("one_of")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{key} {value!r}; valid: {', '.join(choices)}")
+    cross_check = getattr(cfg, "cross_check", None)
+    if callable(cross_check):
+        cross_check()
+    return cfg
 
 
 def preset_names(group: str) -> list[str]:
@@ -122,7 +160,7 @@ def resolve_config(
         ) from None
     except ValidationError as err:
         raise ConfigError(f"bad value for config key {err.full_key!r}: {err.msg}") from None
-    return obj  # type: ignore[return-value]
+    return check_settings(obj)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -139,19 +177,25 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
+def config_yaml(cfg: Any) -> str:
+    """The YAML text of a config dataclass (what ``save_config`` writes)."""
+    return OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
+
+
 def save_config(cfg: Any, path: Path) -> Path:
     """Write the resolved config as YAML, atomically."""
-    return write_text(path, OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg))))
+    return write_text(path, config_yaml(cfg))
 
 
-def load_config(schema: type[T], path: Path) -> T:
-    """Read a resolved YAML config (as written by ``save_config``) back into ``schema``."""
+def load_config(schema: type[T], path: Path, overrides: Sequence[str] = ()) -> T:
+    """Read a resolved YAML config (as written by ``save_config``) back into ``schema``,
+    with ``key=value`` overrides on top."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} is not a mapping")
-    return resolve_config(schema, data)
+    return resolve_config(schema, data, overrides)
 
 
 def config_from_dict(schema: type[T], data: dict[str, Any] | DictConfig) -> T:

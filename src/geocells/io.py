@@ -101,9 +101,14 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def json_text(data: Any, indent: int | None = 2) -> str:
+    """``data`` as the JSON every artifact is written in: sorted keys, trailing newline."""
+    return json.dumps(data, indent=indent, sort_keys=True) + "\n"
+
+
 def write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     """Write ``data`` as JSON (sorted keys, trailing newline) to ``path`` atomically."""
-    return write_text(path, json.dumps(data, indent=indent, sort_keys=True) + "\n")
+    return write_text(path, json_text(data, indent))
 
 
 def copy_file(source: str | Path, target: str | Path) -> Path:
@@ -218,13 +223,17 @@ class Artifact:
             f"{where}: {cls.KIND} has {found}, this geocells reads version {cls.VERSION}{advice}"
         )
 
+    def to_json(self) -> str:
+        """The artifact's file content (``json_text`` of ``to_dict``: sorted keys)."""
+        return json_text(self.to_dict())
+
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/FILE`` atomically."""
         return self.write(Path(folder) / self.FILE)
 
     def write(self, path: str | Path) -> Path:
         """Write the artifact to the file ``path`` atomically (``save`` names it ``FILE``)."""
-        return write_json(path, self.to_dict())
+        return write_text(path, self.to_json())
 
     @classmethod
     def load(cls: type[A], folder: str | Path) -> A:

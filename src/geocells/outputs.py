@@ -15,7 +15,10 @@ then, under the folder's lock:
   geocells did not write (or the stage whose marker it carries): ``--overwrite`` never
   deletes a user's files.
 
-``stage_output`` is the one helper stages use: lock + ownership + skip-if-done + claim.
+``stage_output`` is the one helper stages use: lock + ownership + skip-if-done + claim;
+it hands the stage an ``OutputFolder``, the one writer of the stage's files (each written
+atomically, by a name the stage's ``OutputKind`` knows, so ``--overwrite`` clears all of
+them and nothing else).
 
 ``output_lock`` is an advisory ``flock`` on ``.geocells.lock``, which records the holder's
 PID: a second writer is refused with that PID; the kernel drops the lock of a killed
@@ -34,9 +37,10 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
-from geocells.io import temporary_path, write_text
+from geocells.io import Artifact, atomic_write, json_text, temporary_path
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,59 @@ class OutputKind:
         if name in (MARKER, LOCK) or name in self.known:
             return True
         return any(name == temporary_path(known).name for known in (*self.known, MARKER))
+
+
+@dataclass(frozen=True)
+class OutputFolder:
+    """A stage's output folder as ``stage_output`` hands it over: ``skip`` (the finished
+    output is there) and the writer of every file the stage puts in it.
+
+    Files are named relative to ``path`` (``"checkpoints/step-00000010.json"``); the first
+    part must be one of the stage's known names (or the owner marker), so what a stage
+    writes is what ``--overwrite`` clears; each file is written atomically
+    (``io.atomic_write``).
+    """
+
+    path: Path
+    kind: OutputKind
+    skip: bool = False
+
+    def target(self, name: str) -> Path:
+        """``path / name``; ``OutputError`` for a name outside what the stage writes."""
+        parts = PurePosixPath(name).parts
+        known = bool(parts) and (parts[0] in self.kind.known or name == MARKER)
+        if not known or ".." in parts or parts[0] == "/":
+            raise OutputError(
+                f"{self.kind.stage} writes only {', '.join(self.kind.known)} in {self.path}, "
+                f"not {name!r}"
+            )
+        return self.path / name
+
+    @contextlib.contextmanager
+    def file(self, name: str) -> Iterator[Path]:
+        """A temporary path for ``name``; it replaces ``path / name`` when the block succeeds."""
+        with atomic_write(self.target(name)) as temporary:
+            yield temporary
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write ``text`` to ``name`` (UTF-8)."""
+        with self.file(name) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+        return self.path / name
+
+    def write_json(self, name: str, data: Any, indent: int | None = 2) -> Path:
+        """Write ``data`` to ``name`` as JSON (``io.json_text``: sorted keys)."""
+        return self.write_text(name, json_text(data, indent))
+
+    def copy(self, source: str | Path, name: str) -> Path:
+        """Copy the file ``source`` to ``name``."""
+        with self.file(name) as temporary:
+            shutil.copyfile(source, temporary)
+        return self.path / name
+
+    def save(self, artifact: Artifact, name: str | None = None) -> Path:
+        """Write a typed artifact to ``name`` (default: its ``FILE``), as ``Artifact.save``."""
+        return self.write_text(name or artifact.FILE, artifact.to_json())
 
 
 def read_marker(folder: str | Path) -> str | None:
@@ -129,7 +186,7 @@ def claim_output(folder: str | Path, kind: OutputKind, overwrite: bool = False) 
     if existing and overwrite:
         remove_known(folder, kind)
         existing = False
-    write_text(folder / MARKER, json.dumps({"stage": kind.stage}) + "\n")
+    OutputFolder(folder, kind).write_text(MARKER, json.dumps({"stage": kind.stage}) + "\n")
     return existing
 
 
@@ -191,9 +248,10 @@ def _open_locked(path: Path):
 
 
 @contextlib.contextmanager
-def output_lock(folder: str | Path, kind: OutputKind) -> Iterator[Path]:
-    """Hold ``folder/.geocells.lock`` while writing ``folder``; ``OutputError`` naming the
-    holder's PID when another process writes it. A killed holder's lock is taken over."""
+def output_lock(folder: str | Path, kind: OutputKind) -> Iterator[OutputFolder]:
+    """Hold ``folder/.geocells.lock`` while writing ``folder`` (through the ``OutputFolder``
+    the block gets); ``OutputError`` naming the holder's PID when another process writes
+    it. A killed holder's lock is taken over."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise _refusal(folder, kind, "is a file, not a folder")
@@ -222,7 +280,7 @@ def output_lock(folder: str | Path, kind: OutputKind) -> Iterator[Path]:
         handle.write(json.dumps({**me, "started": started}) + "\n")
         handle.flush()
         try:
-            yield folder
+            yield OutputFolder(folder, kind)
         finally:
             path.unlink(missing_ok=True)  # before the unlock: a waiter re-checks the inode
     finally:
@@ -237,16 +295,17 @@ def stage_output(
     overwrite: bool = False,
     finished: Callable[[Path], bool] | None = None,
     clear: bool = True,
-) -> Iterator[bool]:
+) -> Iterator[OutputFolder]:
     """The one way a stage takes its output folder: lock, ownership, skip-if-done, claim.
 
-    ``with stage_output(out, KIND, overwrite=overwrite, finished=done) as skip:``
-    ``if skip: return out`` — under ``folder``'s lock (held for the whole block), a folder
-    of foreign files is refused; unless ``overwrite``, ``finished(folder)`` is asked
+    ``with stage_output(out, KIND, overwrite=overwrite, finished=done) as folder:``
+    ``if folder.skip: return out`` — under the folder's lock (held for the whole block), a
+    folder of foreign files is refused; unless ``overwrite``, ``finished(folder)`` is asked
     whether the stage's finished output for these inputs is there (it raises when the
-    folder holds output made with other settings) and, when it is, the block gets True and
-    nothing is claimed; otherwise the folder is claimed for ``kind`` — ``overwrite`` (and
-    ``clear``) removing the stage's own files first — and the block gets False. A stage
+    folder holds output made with other settings) and, when it is, the block gets an
+    ``OutputFolder`` with ``skip`` True and nothing is claimed; otherwise the folder is
+    claimed for ``kind`` — ``overwrite`` (and ``clear``) removing the stage's own files
+    first — and the block writes its files through the ``OutputFolder`` it gets. A stage
     whose old output must stay until the new one is complete passes ``clear=False``.
     """
     folder = Path(folder)
@@ -257,4 +316,4 @@ def stage_output(
             log.info("%s: %s is already done; skipping (use --overwrite)", kind.stage, folder)
         else:
             claim_output(folder, kind, overwrite and clear)
-        yield skip
+        yield OutputFolder(folder, kind, skip)

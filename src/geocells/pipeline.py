@@ -29,10 +29,12 @@ from pathlib import Path
 
 from geocells.calibrate import stage as calibrate
 from geocells.config import load_preset, resolve_config
+from geocells.data.dataset import Dataset
 from geocells.db import build
+from geocells.db.store import Database
 from geocells.eval import evaluate
-from geocells.io import read_json, write_json
-from geocells.outputs import OutputKind, stage_output
+from geocells.io import read_json
+from geocells.outputs import OutputFolder, OutputKind, stage_output
 from geocells.synth import SynthConfig
 from geocells.synth import export as synth
 from geocells.train import trainer as train
@@ -104,11 +106,13 @@ class DemoState:
             done = {name: str(out / FOLDERS[name]) for name in done}
         return cls(list(data["overrides"]), done, dict(data["seconds"]))
 
-    def save(self, out: Path) -> Path:
-        """Write ``out/demo.json`` (atomically): the one writer of the demo's state."""
-        return write_json(out / STATE_FILE, asdict(self))
+    def save(self, out: OutputFolder) -> Path:
+        """Write ``demo.json`` into the demo's folder: the one writer of the demo's state."""
+        return out.write_json(STATE_FILE, asdict(self))
 
-    def timed(self, out: Path, name: str, stage: Callable[..., Path], *args, **kwargs) -> Path:
+    def timed(
+        self, out: OutputFolder, name: str, stage: Callable[..., Path], *args, **kwargs
+    ) -> Path:
         """``stage(*args, **kwargs)`` unless ``demo.json`` marks ``name`` done and its output
         exists; records the time taken. Returns the stage's output folder."""
         folder = self.done.get(name)
@@ -143,15 +147,19 @@ def run(
     eval_options = resolve_config(evaluate.EvalOptions, EVAL_DEFAULTS, groups["eval"])
     settings = [f"presets: synth={synth_preset} train={train_preset}", *overrides]
     check = _overrides_check(settings)
-    with stage_output(out, DEMO_OUTPUT, overwrite=overwrite, finished=check):
+    with stage_output(out, DEMO_OUTPUT, overwrite=overwrite, finished=check) as folder:
         state = DemoState.load(out) or DemoState(settings)
-        state.save(out)
+        state.save(folder)
         resume = (out / FOLDERS["train"] / "checkpoints" / "last.safetensors").is_file()
-        timed = partial(state.timed, out)
-        dataset = timed("synth", synth.run, synth_cfg, out / FOLDERS["synth"])
+        timed = partial(state.timed, folder)
+        # Each stage takes folders from the CLI; here the dataset and the database are
+        # opened once and the handles passed down (calibrate updates the database's meta
+        # in place, eval reads κ from it and reuses the model calibrate loaded).
+        dataset = Dataset.open(timed("synth", synth.run, synth_cfg, out / FOLDERS["synth"]))
         run_dir = timed("train", train.run, train_cfg, dataset, out / FOLDERS["train"],
                         resume=resume)  # fmt: skip
         db = timed("index", build.run, index_cfg, run_dir, out / FOLDERS["index"], dataset=dataset)
-        db = timed("calibrate", calibrate.run, calibrate_cfg, db, dataset, split="val")
-        return timed("eval", evaluate.run, eval_options, db, dataset, out / FOLDERS["eval"],
+        database = Database.open(db)
+        timed("calibrate", calibrate.run, calibrate_cfg, database, dataset, split="val")
+        return timed("eval", evaluate.run, eval_options, database, dataset, out / FOLDERS["eval"],
                      split="test")  # fmt: skip

@@ -21,10 +21,9 @@ from geocells.config import ConfigError, require_at_least
 from geocells.data.dataset import Dataset
 from geocells.db.store import DATABASE_OUTPUT, Database
 from geocells.geo import cell_to_latlng, haversine_m
-from geocells.io import CalibrationReport, atomic_write
-from geocells.models import load_model
+from geocells.io import CalibrationReport
 from geocells.models.device import batch_size_for, check_device, resolve_device
-from geocells.outputs import output_lock
+from geocells.outputs import OutputFolder, output_lock
 from geocells.scoring.confidence import (
     REFERENCE_FILE,
     ConfidenceModel,
@@ -162,14 +161,14 @@ def fit_confidence(
     return model, report
 
 
-def write_curve(out: Path, result: Sweep, split: str) -> None:
-    """``calibration.csv`` and ``calibration.png`` of recall against κ."""
+def write_curve(out: OutputFolder, result: Sweep, split: str) -> None:
+    """``calibration.csv`` and ``calibration.png`` of recall against κ, written to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with atomic_write(out / CURVE_CSV) as tmp, open(tmp, "w", newline="") as handle:
+    with out.file(CURVE_CSV) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["kappa", "recall_100m", "median_error_m"])
         for row in zip(result.kappas, result.recall, result.median_error_m):
@@ -191,7 +190,7 @@ def write_curve(out: Path, result: Sweep, split: str) -> None:
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    with atomic_write(out / CURVE_PNG) as tmp:
+    with out.file(CURVE_PNG) as tmp:
         figure.savefig(tmp)
     plt.close(figure)
 
@@ -216,13 +215,16 @@ def embed_queries(model: Any, manifest: Any, cfg: CalibrateConfig) -> tuple[np.n
 
 def run(
     cfg: CalibrateConfig | None,
-    db: str | Path,
-    dataset: str | Path | None = None,
+    db: Database | str | Path,
+    dataset: Dataset | str | Path | None = None,
     *,
     split: str = "val",
 ) -> Path:
     """Calibrate ``db`` on ``split`` of ``dataset`` (default: the dataset it was built from);
     the database folder is its output (κ, the confidence model and the index in it).
+
+    ``db`` and ``dataset`` are folders or handles already open (``Database``, ``Dataset``:
+    the pipeline passes its own, and ``db``'s ``meta`` is updated in place).
 
     ``test`` is refused (κ and the confidence fitted on the test queries would make every
     test number optimistic); ``train`` is accepted with a warning (the model has seen those
@@ -239,27 +241,27 @@ def run(
             "confidence fitted on them are optimistic; val (the default) is what they are for"
         )
     cfg = cfg or CalibrateConfig()
-    database = Database.open(db, recalibrating=True)
+    database = Database.of(db, recalibrating=True)
     # calibrate rewrites meta.json and the index: refused while `index` writes the folder.
-    with output_lock(database.path, DATABASE_OUTPUT):
-        return _calibrate(database, dataset, split, cfg)
+    with output_lock(database.path, DATABASE_OUTPUT) as folder:
+        return _calibrate(database, folder, dataset, split, cfg)
 
 
-def _calibrate(database: Database, dataset: str | Path | None, split: str, cfg: CalibrateConfig):
-    """The body of ``run``, under the database's lock."""
-    data = Dataset.open(database.dataset_path(dataset))
+def _calibrate(database: Database, out: OutputFolder, dataset, split: str, cfg: CalibrateConfig):
+    """The body of ``run``, under the database's lock (its files written through ``out``)."""
+    data = database.open_dataset(dataset)
     manifest = data.manifest.split(split)
     if len(manifest) == 0:
         raise ValueError(f"dataset {data.root} has no {split!r} images to calibrate on")
     device = resolve_device(cfg.device)
-    model = load_model(database.model_path, device=device)
+    model = database.load_model(device)
     cfg = replace(cfg, batch_size=batch_size_for(device, cfg.batch_size))
     queries, kept, aspect = embed_queries(model, manifest, cfg)
     lat, lon = manifest.lat[kept], manifest.lon[kept]
     result = sweep(database, queries, lat, lon, cfg)
     confidence, report = fit_confidence(database, queries, aspect, lat, lon, result.kappa, cfg)
-    write_curve(database.path, result, split)
-    with atomic_write(database.path / REFERENCE_FILE) as tmp:
+    write_curve(out, result, split)
+    with out.file(REFERENCE_FILE) as tmp:
         np.save(tmp, reference_embeddings(queries))
     at_one = int(np.flatnonzero(result.kappas == 1.0)[0])
     calibration = CalibrationReport(

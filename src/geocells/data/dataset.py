@@ -71,6 +71,16 @@ class Dataset:
             )
         return cls(root, strict, check_files)
 
+    @classmethod
+    def of(cls, dataset: Dataset | str | Path) -> Dataset:
+        """``dataset`` itself when it is an open handle, else ``Dataset.open(dataset)``.
+
+        How a stage takes its dataset: the CLI passes a folder, the pipeline the one
+        handle it opened, so the region, manifest, aerial source and fingerprint are read
+        once per run of the demo, not once per stage.
+        """
+        return dataset if isinstance(dataset, Dataset) else cls.open(dataset)
+
     def __repr__(self) -> str:
         return f"Dataset({self.root})"
 

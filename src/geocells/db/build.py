@@ -9,6 +9,7 @@ i-th contiguous range of chunks into its own database; ``merge`` concatenates th
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Callable, Iterable, Iterator
@@ -24,16 +25,14 @@ from geocells.db.store import DATABASE_OUTPUT, assemble, save_chunk
 from geocells.geo import Region, cell_to_latlng, count_cells, cover_region, region_cells
 from geocells.io import (
     DatabaseMeta,
-    copy_file,
     dataset_of_run,
     read_json,
     sha256_file,
-    write_json,
 )
 from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
 from geocells.models.geomodel import resolve_checkpoint
-from geocells.outputs import stage_output
+from geocells.outputs import OutputFolder, stage_output
 from geocells.scoring.codes import DEFAULT_UPSAMPLE, aerial_codes, cell_codes
 from geocells.scoring.upsample import METHODS
 
@@ -181,18 +180,19 @@ def _finished(plan: dict[str, Any]):
     return finished
 
 
-def _start_or_resume(out: Path, plan: dict[str, Any]) -> None:
+def _start_or_resume(out: OutputFolder, plan: dict[str, Any]) -> None:
     """Record ``plan`` in ``out/build.json``, or check that an unfinished build there has it."""
-    plan_path = out / "build.json"
+    plan_path = out.path / "build.json"
     if plan_path.is_file():
         changed = _changed_keys(plan, read_json(plan_path))
         if changed:
             raise ValueError(
-                f"{out} holds an unfinished build with other settings ({changed}); use --overwrite"
+                f"{out.path} holds an unfinished build with other settings ({changed}); "
+                "use --overwrite"
             )
-        log.info("index: resuming the build in %s", out)
-    (out / "chunks").mkdir(parents=True, exist_ok=True)
-    write_json(plan_path, plan)
+        log.info("index: resuming the build in %s", out.path)
+    (out.path / "chunks").mkdir(parents=True, exist_ok=True)
+    out.write_json("build.json", plan)
 
 
 def build_cells(
@@ -204,7 +204,7 @@ def build_cells(
     identity: dict[str, Any],
     shard: tuple[int, int] = (0, 1),
     overwrite: bool = False,
-    attach: Callable[[Path], None] | None = None,
+    attach: Callable[[OutputFolder], None] | None = None,
 ) -> Path:
     """Encode the cells of ``cell_stream`` (``total_cells`` of them, sorted) into database ``out``.
 
@@ -230,27 +230,28 @@ def build_cells(
     # The lock: a second build into ``out`` (with --overwrite or not) is refused while this
     # one runs, so no database mixes the rows of two builds.
     finished = _finished(plan)
-    with stage_output(out, DATABASE_OUTPUT, overwrite=overwrite, finished=finished) as skip:
-        if not skip:
-            _start_or_resume(out, plan)
-            _encode_and_finish(out, plan, total_cells, cell_stream, sources, cfg, chunks, attach)
+    with stage_output(out, DATABASE_OUTPUT, overwrite=overwrite, finished=finished) as folder:
+        if not folder.skip:
+            _start_or_resume(folder, plan)
+            _encode_and_finish(folder, plan, total_cells, cell_stream, sources, cfg, chunks, attach)
     return out
 
 
 def _encode_and_finish(
-    out: Path,
+    out: OutputFolder,
     plan: dict[str, Any],
     total_cells: int,
     cell_stream: Iterable[np.ndarray],
     sources: CellSources,
     cfg: IndexConfig,
     chunks: range,
-    attach: Callable[[Path], None] | None,
+    attach: Callable[[OutputFolder], None] | None,
 ) -> None:
     """Encode the missing chunks of ``chunks``, assemble the arrays and mark ``out`` done."""
     from tqdm import tqdm
 
-    files = [out / "chunks" / f"chunk-{k:08d}.npz" for k in chunks]
+    names = {k: f"chunks/chunk-{k:08d}.npz" for k in chunks}
+    files = [out.path / names[k] for k in chunks]
     count = min(chunks.stop * cfg.chunk_size, total_cells) - chunks.start * cfg.chunk_size
     done = sum(
         min(cfg.chunk_size, total_cells - k * cfg.chunk_size)
@@ -267,7 +268,7 @@ def _encode_and_finish(
         if k < chunks.start or files[k - chunks.start].is_file():
             continue
         aerial, proto = encode_chunk(cells, sources, cfg, bar.update)
-        save_chunk(files[k - chunks.start], cells, aerial, proto)
+        save_chunk(out, names[k], cells, aerial, proto)
         dim = aerial.shape[1]
     bar.close()
     missing = [path.name for path in files if not path.is_file()]
@@ -283,9 +284,9 @@ def _encode_and_finish(
     _finish(out, plan, count, dim)
 
 
-def _finish(out: Path, plan: dict[str, Any], count: int, dim: int) -> None:
+def _finish(out: OutputFolder, plan: dict[str, Any], count: int, dim: int) -> None:
     """Write ``meta.json`` (which marks the database finished) and drop the chunk files."""
-    aerial = np.load(out / "aerial.npy", mmap_mode="r")
+    aerial = np.load(out.path / "aerial.npy", mmap_mode="r")
     without_aerial = sum(
         int(np.count_nonzero(~aerial[start : start + 65536].any(axis=1)))
         for start in range(0, count, 65536)
@@ -295,9 +296,9 @@ def _finish(out: Path, plan: dict[str, Any], count: int, dim: int) -> None:
     meta = DatabaseMeta(**plan, count=count, dim=dim, cells_without_aerial=without_aerial)
     if plan["shard"] == [0, 1]:  # only shards keep these, for `merge`
         meta.shard = meta.total_cells = None
-    meta.save(out)
-    shutil.rmtree(out / "chunks")
-    (out / "build.json").unlink()
+    out.save(meta)
+    shutil.rmtree(out.path / "chunks")
+    (out.path / "build.json").unlink()
 
 
 def parse_region(text: str) -> Any:
@@ -320,21 +321,21 @@ def run(
     run_dir: str | Path,
     out: str | Path,
     *,
-    dataset: str | Path | None = None,
+    dataset: Dataset | str | Path | None = None,
     region: Any = None,
     shard: tuple[int, int] = (0, 1),
     overwrite: bool = False,
 ) -> Path:
     """Build the cell-code database of ``run_dir``'s model over ``region`` (default: the
     region of ``dataset``, default the run's) into ``out``; ``shard=(i, n)`` builds part i
-    of n for ``merge``. A finished database of the same settings is kept."""
+    of n for ``merge``. A finished database of the same settings is kept. ``dataset`` is a
+    folder or an open ``Dataset`` (the pipeline passes the one it trained on)."""
 
     cfg = cfg or IndexConfig()
     device = resolve_device(cfg.device)  # a bad name fails before anything is read
     checkpoint = resolve_checkpoint(run_dir)
     model = load_model(checkpoint, device=device)
-    dataset_root = dataset_of_run(run_dir, dataset)
-    data = Dataset.open(dataset_root)
+    data = Dataset.of(dataset if dataset is not None else dataset_of_run(run_dir))
     region = data.region if region is None else region
     if isinstance(region, str):
         region = parse_region(region)
@@ -364,7 +365,7 @@ def run(
         "tile_px": model.aerial_px,
         "model_file": "model/last.safetensors",
         "model_sha256": sha256_file(checkpoint),
-        "dataset": str(dataset_root.resolve()),
+        "dataset": str(data.root),
         "dataset_sha256": data.fingerprint,
         "region": {
             "name": region.name,
@@ -377,9 +378,9 @@ def run(
         "index: %d level-%d cells over %s (shard %d/%d)", total, cell_level, region.name, *shard
     )
 
-    def attach(folder: Path) -> None:
-        copy_file(checkpoint, folder / "model" / "last.safetensors")
-        region.to_geojson(folder / "region.geojson")
+    def attach(folder: OutputFolder) -> None:
+        folder.copy(checkpoint, "model/last.safetensors")
+        folder.write_text("region.geojson", json.dumps(region.to_geojson()))
 
     stream = cover_region(region, cell_level, land_only=cfg.land_only)
     return build_cells(Path(out), stream, total, sources, cfg, identity, shard, overwrite, attach)

@@ -13,8 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from geocells.db.store import DATABASE_OUTPUT, Database, copy_arrays
-from geocells.io import copy_file
-from geocells.outputs import LOCK, MARKER, OutputError, stage_output
+from geocells.outputs import LOCK, MARKER, OutputError, OutputFolder, stage_output
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +49,10 @@ def merge(parts: Sequence[str | Path], out: str | Path, overwrite: bool = False)
     total = sum(len(database) for database in databases)
     if total != first.meta.total_cells:
         raise ValueError(f"shards hold {total} cells, the build has {first.meta.total_cells}")
-    with stage_output(out, DATABASE_OUTPUT, overwrite=overwrite, finished=_refuse_existing):
-        _write_merged(databases, out)
+    with stage_output(
+        out, DATABASE_OUTPUT, overwrite=overwrite, finished=_refuse_existing
+    ) as folder:
+        _write_merged(databases, folder)
     log.info("index merge: %d shards, %d cells -> %s", count, total, out)
     return out
 
@@ -75,7 +76,7 @@ def _refuse_input_as_output(parts: Sequence[str | Path], out: Path) -> None:
             )
 
 
-def _write_merged(databases: list[Database], out: Path) -> None:
+def _write_merged(databases: list[Database], out: OutputFolder) -> None:
     """Arrays, the shared files of shard 0, then ``meta.json`` (last: it marks done)."""
     first = databases[0]
     total = sum(len(database) for database in databases)
@@ -84,12 +85,12 @@ def _write_merged(databases: list[Database], out: Path) -> None:
         source = first.path / name
         files = sorted(source.rglob("*")) if source.is_dir() else [source]
         for path in (path for path in files if path.is_file()):
-            copy_file(path, out / path.relative_to(first.path))
+            out.copy(path, path.relative_to(first.path).as_posix())
     without_aerial = sum(db.meta.cells_without_aerial for db in databases)
     meta = replace(
         first.meta, count=total, cells_without_aerial=without_aerial, shard=None, total_cells=None
     )
-    meta.save(out)
+    out.save(meta)
 
 
 def _shard_index(database: Database) -> int:

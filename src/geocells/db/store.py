@@ -18,12 +18,16 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geocells.io import ArtifactError, DatabaseMeta, atomic_write, read_json
-from geocells.outputs import OutputKind
+from geocells.outputs import OutputFolder, OutputKind
+
+if TYPE_CHECKING:
+    from geocells.data.dataset import Dataset
+    from geocells.models import GeoModel
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +59,13 @@ class DatabaseError(ArtifactError):
         self.path = Path(path)
 
 
-def save_chunk(path: Path, cells: np.ndarray, aerial: np.ndarray, proto: np.ndarray) -> None:
-    """Store one encoded chunk atomically (``.npz`` written to a temp name, then renamed)."""
-    with atomic_write(path) as tmp:
+def save_chunk(
+    out: OutputFolder, name: str, cells: np.ndarray, aerial: np.ndarray, proto: np.ndarray
+) -> Path:
+    """Store one encoded chunk as ``name`` in the build's folder (``.npz``, atomically)."""
+    with out.file(name) as tmp:
         np.savez(tmp, cells=cells, aerial=aerial, proto=proto)
+    return out.path / name
 
 
 def load_chunk(path: Path) -> dict[str, np.ndarray]:
@@ -68,13 +75,16 @@ def load_chunk(path: Path) -> dict[str, np.ndarray]:
 
 
 @contextlib.contextmanager
-def new_arrays(out: Path, count: int, dim: int) -> Iterator[dict[str, np.ndarray]]:
+def new_arrays(out: OutputFolder | Path, count: int, dim: int) -> Iterator[dict[str, np.ndarray]]:
     """Writable memmaps ``cells [count]``, ``aerial``/``proto [count, dim]`` at temporary
-    names in ``out``; flushed and renamed into place only when the block succeeds."""
+    names in ``out`` (a stage's ``OutputFolder``, or a folder); flushed and renamed into
+    place only when the block succeeds."""
     with contextlib.ExitStack() as stack:
         arrays = {}
         for name in ARRAYS:
-            tmp = stack.enter_context(atomic_write(out / f"{name}.npy"))
+            file = f"{name}.npy"
+            target = out.file(file) if isinstance(out, OutputFolder) else atomic_write(out / file)
+            tmp = stack.enter_context(target)
             shape = (count,) if name == "cells" else (count, dim)
             arrays[name] = np.lib.format.open_memmap(tmp, "w+", DTYPES[name], shape)
         yield arrays
@@ -83,7 +93,7 @@ def new_arrays(out: Path, count: int, dim: int) -> Iterator[dict[str, np.ndarray
         arrays.clear()  # the memmaps close before the files are renamed
 
 
-def assemble(out: Path, chunk_files: Iterable[Path], count: int, dim: int) -> None:
+def assemble(out: OutputFolder, chunk_files: Iterable[Path], count: int, dim: int) -> None:
     """Concatenate chunk files (in the given order) into the arrays of ``out``."""
     with new_arrays(out, count, dim) as arrays:
         _fill_from_chunks(arrays, chunk_files, count)
@@ -105,7 +115,7 @@ def _fill_from_chunks(arrays: dict[str, np.ndarray], chunk_files: Iterable[Path]
         raise ValueError(f"chunks hold {position} cells, expected {count}")
 
 
-def copy_arrays(parts: list[Database], out: Path) -> None:
+def copy_arrays(parts: list[Database], out: OutputFolder) -> None:
     """Concatenate the arrays of several databases into ``out`` (memmap to memmap)."""
     count = sum(len(part) for part in parts)
     with new_arrays(out, count, parts[0].dim) as targets:
@@ -131,6 +141,7 @@ class Database:
         count, dim = meta.count, meta.dim
         self.cells: np.ndarray = load_array(path, "cells", (count,), mmap_mode)
         self._codes: dict[str, np.ndarray] = {}
+        self._models: dict[str, GeoModel] = {}
         if meta.milvus is None:
             for name in ("aerial", "proto"):
                 self._codes[name] = load_array(path, name, (count, dim), mmap_mode)
@@ -184,6 +195,17 @@ class Database:
             raise DatabaseError(path, "not a geocells database (no meta.json)")
         return cls(path, load_meta(path, recalibrating), mmap_mode)
 
+    @classmethod
+    def of(cls, db: Database | str | Path, *, recalibrating: bool = False) -> Database:
+        """``db`` itself when it is an open handle, else ``Database.open(db, ...)``.
+
+        How a stage takes its database: the CLI passes a folder, the pipeline the one
+        handle it opened after ``index`` (``calibrate`` updates its ``meta`` in place, so
+        ``eval`` on the same handle sees the new κ)."""
+        if isinstance(db, Database):
+            return db
+        return cls.open(db, recalibrating=recalibrating)
+
     def __len__(self) -> int:
         return self.meta.count
 
@@ -214,6 +236,24 @@ class Database:
         if not self.meta.dataset:
             raise ArtifactError(f"database {self.path} does not name its dataset; pass --dataset")
         return Path(self.meta.dataset)
+
+    def open_dataset(self, dataset: Dataset | str | Path | None = None) -> Dataset:
+        """``dataset`` (an open handle or a folder) when given, else the dataset the
+        database was built from, opened."""
+        from geocells.data.dataset import Dataset
+
+        return Dataset.of(dataset if dataset is not None else self.dataset_path())
+
+    def load_model(self, device: Any = "auto") -> GeoModel:
+        """The model that encoded the database (its own copy, ``model_path``) on ``device``,
+        loaded once per device and kept with this handle: stages given one handle share it."""
+        from geocells.models import load_model
+        from geocells.models.device import resolve_device
+
+        target = resolve_device(device)
+        if str(target) not in self._models:
+            self._models[str(target)] = load_model(self.model_path, device=target)
+        return self._models[str(target)]
 
     def update_meta(self, **updates: Any) -> None:
         """Change ``meta.json`` fields (atomically) and in memory."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 
@@ -16,12 +15,14 @@ from geocells.eval.methods import (
     histogram_method,
 )
 from geocells.geo import cell_to_latlng, haversine_m
-from geocells.io import atomic_write
+from geocells.outputs import OutputFolder
 from geocells.scoring.metrics import recall_within
 from geocells.search.index_file import INDEX_FILE, open_searcher
 from geocells.search.ivfpq import AUTO_EXACT_MAX_CELLS, CellSearcher
 
 logger = logging.getLogger(__name__)
+
+CACHE = "cache"  # the folder of eval's embeddings and histograms in its output
 
 
 def prototype_matrix(model) -> tuple[np.ndarray, np.ndarray]:
@@ -33,10 +34,11 @@ def prototype_matrix(model) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(table.cells, dtype=np.uint64), np.asarray(vectors, dtype=np.float32)
 
 
-def cell_histograms(database, data, cache: Path, px: int, progress: bool) -> np.ndarray:
-    """Colour histograms of every database cell's aerial tile (cached in ``cache``)."""
+def cell_histograms(database, data, out: OutputFolder, px: int, progress: bool) -> np.ndarray:
+    """Colour histograms of every database cell's aerial tile (cached in ``out``'s cache)."""
 
-    path = cache / f"cell_histograms_{px}px.npy"
+    name = f"{CACHE}/cell_histograms_{px}px.npy"
+    path = out.path / name
     if path.is_file():
         try:
             histograms = np.load(path, allow_pickle=False)
@@ -48,12 +50,12 @@ def cell_histograms(database, data, cache: Path, px: int, progress: bool) -> np.
     histograms = aerial_cell_histograms(
         data.aerial, lat, lon, database.meta.tile_size_m, px, progress=progress
     )
-    with atomic_write(path) as partial:
+    with out.file(name) as partial:
         np.save(partial, histograms)
     return histograms
 
 
-def build_methods(database, model, data, train, options, cache: Path) -> list[MethodDatabase]:
+def build_methods(database, model, data, train, options, out: OutputFolder) -> list[MethodDatabase]:
     """Prototype-only (Lp, Lc), aerial-only, hybrid κ=1, hybrid κ, and the two baselines.
 
     The hybrid answers through the searcher ``geocells locate`` uses (``options.search``:
@@ -72,7 +74,7 @@ def build_methods(database, model, data, train, options, cache: Path) -> list[Me
     elif options.ground_retrieval:
         methods.append(ground_retrieval_method(train.embeddings, train.lat, train.lon))
     if options.colour_histogram:
-        histograms = cell_histograms(database, data, cache, options.histogram_px, options.progress)
+        histograms = cell_histograms(database, data, out, options.histogram_px, options.progress)
         methods.append(histogram_method(database.cells, histograms, histogram_scorer(histograms)))
     return methods
 

@@ -21,17 +21,16 @@ from geocells.config import ConfigError, require_at_least
 from geocells.data.dataset import Dataset
 from geocells.data.manifest import SPLITS
 from geocells.db.store import Database
-from geocells.eval.build_methods import build_methods, search_comparison
+from geocells.eval.build_methods import CACHE, build_methods, search_comparison
 from geocells.eval.histogram import colour_histograms
 from geocells.eval.methods import MethodDatabase, MethodResult, evaluate_method
 from geocells.eval.predictions import PREDICTIONS_FILE, write_predictions
+from geocells.eval.report import render_html
 from geocells.eval.summary import METRICS_FILE, CalibrationSource, EvalSummary
 from geocells.eval.visuals import build_report
 from geocells.geo import latlng_to_cell
-from geocells.io import atomic_write
-from geocells.models import load_model
 from geocells.models.device import batch_size_for, check_device, resolve_device
-from geocells.outputs import OutputKind, stage_output
+from geocells.outputs import OutputFolder, OutputKind, stage_output
 from geocells.scoring import metrics
 
 logger = logging.getLogger(__name__)
@@ -40,8 +39,8 @@ REPORT_FILE = "report.html"
 # What `eval` writes into its --out folder; a folder holding other files is refused.
 REPORT_OUTPUT = OutputKind(
     stage="eval",
-    known=(METRICS_FILE, REPORT_FILE, PREDICTIONS_FILE, "cache"),
-    signature=(METRICS_FILE, REPORT_FILE, "cache"),
+    known=(METRICS_FILE, REPORT_FILE, PREDICTIONS_FILE, CACHE),
+    signature=(METRICS_FILE, REPORT_FILE, CACHE),
 )
 
 
@@ -92,14 +91,16 @@ class QuerySet:
 
 
 def embed_split(
-    encoder, manifest, cache: Path, options: EvalOptions, tag: str, model_tag: str = ""
+    encoder, manifest, out: OutputFolder, options: EvalOptions, tag: str, model_tag: str = ""
 ) -> QuerySet:
     """Embed (and colour-histogram) every image of ``manifest``; unreadable ones are dropped.
 
-    Results are cached in ``cache/{tag}-{model_tag}.npz`` (so a new model is re-embedded).
+    Results are cached in ``out``'s ``cache/{tag}-{model_tag}.npz`` (so a new model is
+    re-embedded).
     """
 
-    cache_file = cache / f"{tag}-{model_tag}.npz"
+    cache_name = f"{CACHE}/{tag}-{model_tag}.npz"
+    cache_file = out.path / cache_name
     if cache_file.is_file():
         try:
             with np.load(cache_file, allow_pickle=False) as data:
@@ -134,7 +135,7 @@ def embed_split(
         "embeddings": embedded.embeddings,
         "histograms": embedded.extra.astype(np.float32),
     }
-    with atomic_write(cache_file) as partial:
+    with out.file(cache_name) as partial:
         np.savez(partial, **data)
     return _query_set(manifest, ok, data)
 
@@ -218,8 +219,8 @@ def summarise_methods(
 
 def run(
     options: EvalOptions | None,
-    db: str | Path,
-    dataset: str | Path | None,
+    db: Database | str | Path,
+    dataset: Dataset | str | Path | None,
     out: str | Path,
     *,
     split: str = "test",
@@ -228,19 +229,22 @@ def run(
     """Evaluate every method of ``db`` on ``split`` of ``dataset`` (None: the database's)
     and write ``out/metrics.json`` + ``out/report.html``; a finished report of ``split`` is
     kept (``overwrite`` redoes it, dropping the cache; the old report stays until the new
-    one is complete: both files are written atomically)."""
+    one is complete: both files are written atomically). ``db`` and ``dataset`` are folders
+    or handles already open (the pipeline passes the ones calibrate used)."""
 
     options = options or EvalOptions()
     out = Path(out)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     done = _report_done(split)
-    with stage_output(out, REPORT_OUTPUT, overwrite=overwrite, finished=done, clear=False) as skip:
-        if skip:
+    with stage_output(
+        out, REPORT_OUTPUT, overwrite=overwrite, finished=done, clear=False
+    ) as folder:
+        if folder.skip:
             return out
         if overwrite:
-            shutil.rmtree(out / "cache", ignore_errors=True)
-        return _evaluate(db, dataset, split, out, options)
+            shutil.rmtree(out / CACHE, ignore_errors=True)
+        return _evaluate(db, dataset, split, folder, options)
 
 
 def _report_done(split: str):
@@ -257,13 +261,14 @@ def _report_done(split: str):
     return done
 
 
-def _evaluate(db, dataset, split: str, out: Path, options: EvalOptions) -> Path:
-    """The body of ``run``, under ``out``'s lock, the folder claimed."""
-    database = Database.open(db)
-    data = Dataset.open(database.dataset_path(dataset))
+def _evaluate(db, dataset, split: str, out: OutputFolder, options: EvalOptions) -> Path:
+    """The body of ``run``, under the folder's lock, the folder claimed (written through
+    ``out``)."""
+    database = Database.of(db)
+    data = database.open_dataset(dataset)
     if not database.meta.kappa_calibrated:
-        logger.warning("eval: κ of %s is not calibrated (run `geocells calibrate`)", db)
-    summary, results, queries = evaluate_all(database, data, split, out / "cache", options)
+        logger.warning("eval: κ of %s is not calibrated (run `geocells calibrate`)", database.path)
+    summary, results, queries = evaluate_all(database, data, split, out, options)
     source = summary.calibration
     if source is not None and not source.same_dataset:
         logger.warning(
@@ -271,33 +276,34 @@ def _evaluate(db, dataset, split: str, out: Path, options: EvalOptions) -> Path:
             "the calibration recall in %s/meta.json is not comparable with this report",
             database.kappa, source.split, source.dataset, data.root, database.path,
         )  # fmt: skip
-    summary.save(out)
+    out.save(summary)
     labels = {name: method["label"] for name, method in summary.methods.items()}
-    write_predictions(out / PREDICTIONS_FILE, queries, results, labels, database.cell_level, split)
-    build_report(out / REPORT_FILE, summary, results, queries, data, database, options)
-    logger.info(
-        "eval: wrote %s, %s and %s", out / METRICS_FILE, out / PREDICTIONS_FILE, out / REPORT_FILE
-    )
-    return out
+    write_predictions(out, queries, results, labels, database.cell_level, split)
+    report = build_report(summary, results, queries, data, database, options)
+    out.write_text(REPORT_FILE, render_html(report))
+    logger.info("eval: wrote %s, %s and %s in %s", METRICS_FILE, PREDICTIONS_FILE, REPORT_FILE,
+                out.path)  # fmt: skip
+    return out.path
 
 
-def evaluate_all(database, data, split: str, cache: Path, options: EvalOptions):
-    """Embed, build every method, score -> (EvalSummary, results by name, queries)."""
+def evaluate_all(database, data, split: str, out: OutputFolder, options: EvalOptions):
+    """Embed, build every method, score -> (EvalSummary, results by name, queries); the
+    embeddings are cached in ``out``."""
 
     device = resolve_device(options.device)
-    model = load_model(database.model_path, device=device)
+    model = database.load_model(device)
     options = replace(options, batch_size=batch_size_for(device, options.batch_size, cpu=64))
     query_manifest = data.manifest.split(split)
     if len(query_manifest) == 0:
         raise ValueError(f"dataset {data.root} has no {split!r} images")
     model_tag = database.meta.model_sha256[:12]
-    queries = embed_split(model.ground, query_manifest, cache, options, split, model_tag)
+    queries = embed_split(model.ground, query_manifest, out, options, split, model_tag)
     train_manifest = data.manifest.split("train")
     if options.ground_retrieval:
-        train = embed_split(model.ground, train_manifest, cache, options, "train", model_tag)
+        train = embed_split(model.ground, train_manifest, out, options, "train", model_tag)
     else:  # the strata need only where the training images are, not what they look like
         train = _positions_only(train_manifest)
-    methods = build_methods(database, model, data, train, options, cache)
+    methods = build_methods(database, model, data, train, options, out)
     results = {}
     for method in methods:
         logger.info("eval: scoring %s (%d items)", method.label, len(method))

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from geocells.geo import cell_to_token, latlng_to_cell
-from geocells.io import atomic_write
+from geocells.outputs import OutputFolder
 
 PREDICTIONS_FILE = "predictions.parquet"
 
@@ -92,12 +92,17 @@ def predictions_table(
 
 
 def write_predictions(
-    path: Path, queries: Any, results: dict, labels: dict[str, str], cell_level: int, split: str
+    out: OutputFolder,
+    queries: Any,
+    results: dict,
+    labels: dict[str, str],
+    cell_level: int,
+    split: str,
 ) -> Path:
-    """Write ``predictions_table`` to ``path`` atomically."""
+    """Write ``predictions_table`` to ``out``'s ``PREDICTIONS_FILE`` (atomically)."""
     import pyarrow.parquet as pq
 
     table = predictions_table(queries, results, labels, cell_level, split)
-    with atomic_write(path) as tmp:
+    with out.file(PREDICTIONS_FILE) as tmp:
         pq.write_table(table, tmp)
-    return Path(path)
+    return out.path / PREDICTIONS_FILE

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from geocells.io import Artifact, ArtifactError, CalibrationReport, DatabaseMeta, write_text
+from geocells.io import Artifact, ArtifactError, CalibrationReport, DatabaseMeta
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,9 @@ class EvalSummary(Artifact):
         log.info("%s: read a version-less evaluation summary", where)
         return migrated
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``folder/metrics.json`` atomically, methods in table order (not sorted)."""
-        text = json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n"
-        return write_text(Path(folder) / self.FILE, text)
+    def to_json(self) -> str:
+        """``metrics.json``'s text: methods in table order (not sorted)."""
+        return json.dumps(self.to_dict(), indent=2, allow_nan=True) + "\n"
 
     @classmethod
     def of(cls, report: EvalSummary | str | Path) -> EvalSummary:

@@ -11,7 +11,7 @@ import numpy as np
 from geocells.data.aerial import OutOfCoverageError
 from geocells.data.images import load_image
 from geocells.eval import plots
-from geocells.eval.report import Example, ReportData, write_report
+from geocells.eval.report import Example, ReportData
 from geocells.eval.summary import EvalSummary
 from geocells.geo import haversine_m, latlng_to_local_m, local_m_to_latlng
 
@@ -140,10 +140,8 @@ def _z_text(z: float | None) -> str:
     return "an unmeasured margin" if z is None else f"z = {z:.1f} standard errors"
 
 
-def build_report(
-    path: Path, summary: EvalSummary, results, queries, data, database, options
-) -> Path:
-    """Render every figure and write the HTML page to ``path``."""
+def build_report(summary: EvalSummary, results, queries, data, database, options) -> ReportData:
+    """Render every figure: the page's content (``report.render_html`` makes the HTML)."""
     labels = {name: info["label"] for name, info in summary.methods.items()}
     figures = {
         "recall": plots.recall_curves_png({n: r.errors_m for n, r in results.items()}, labels)
@@ -198,4 +196,4 @@ def build_report(
         interactive_map_html=map_html,
         strata_definitions=summary.strata_definitions,
     )
-    return write_report(report, path)
+    return report

@@ -40,6 +40,10 @@ class CellGeometry:
     prototype_level: int = 15  # Lp: one prototype per cell of this level
     aerial_tile_m: float = 154.0  # footprint (edge, metres) of an aerial tile
 
+    def cross_check(self) -> None:
+        """``geocells.config.check_settings``'s hook: the geometry check."""
+        self.check_geometry()
+
     def check_geometry(self) -> None:
         """Raise ConfigError naming the first level or size that cannot be used."""
         for name in GEOMETRY_FIELDS[:2]:
@@ -111,7 +115,7 @@ class ModelCard(Artifact):
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {**dataclasses.asdict(self), "model": config_to_dict(self.model)}
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "") -> ModelCard:

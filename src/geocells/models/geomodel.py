@@ -114,15 +114,21 @@ def build_model(
     return GeoModel(as_card(cfg), np.asarray(prototype_cells), load_pretrained)
 
 
-def save_model(model: GeoModel, path: Path) -> Path:
-    """Write the model's weights and card to one ``.safetensors`` file (atomically)."""
+def write_model(model: GeoModel, path: Path) -> None:
+    """Write the model's weights and card to the ``.safetensors`` file ``path`` (as it is:
+    the caller writes to a temporary name, ``save_model`` or a stage's ``OutputFolder``)."""
     from safetensors.torch import save_file
 
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata=model.card.metadata())
+
+
+def save_model(model: GeoModel, path: Path) -> Path:
+    """Write the model's weights and card to one ``.safetensors`` file (atomically)."""
     from geocells.io import atomic_write
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_write(path) as tmp:
-        save_file(state, str(tmp), metadata=model.card.metadata())
+        write_model(model, tmp)
     return Path(path)
 
 

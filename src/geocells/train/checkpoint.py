@@ -19,12 +19,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from geocells.io import atomic_write, write_json
-from geocells.models.geomodel import GeoModel, save_model
+from geocells.models.geomodel import GeoModel, write_model
+from geocells.outputs import OutputFolder
 
 logger = logging.getLogger(__name__)
 
 SUFFIXES = (".safetensors", ".optim.safetensors", ".json")
+CHECKPOINTS = "checkpoints"  # the folder of a run they live in
 
 
 def _split_optimizer(name: str, optimizer: torch.optim.Optimizer, tensors: dict) -> dict:
@@ -78,53 +79,58 @@ def set_rng_state(tensors: dict, meta: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def _link(source: Path, target: Path) -> None:
-    """``target`` becomes a hard link to ``source`` (a copy where links are impossible)."""
-    with atomic_write(target) as temporary:
+def _link(run: OutputFolder, source: str, target: str) -> None:
+    """``target`` becomes a hard link to ``source`` (a copy where links are impossible);
+    both are names in the run folder."""
+    with run.file(target) as temporary:
         temporary.unlink(missing_ok=True)
         try:
-            os.link(source, temporary)
+            os.link(run.path / source, temporary)
         except OSError:
-            shutil.copyfile(source, temporary)
+            shutil.copyfile(run.path / source, temporary)
 
 
 def save_checkpoint(
-    folder: Path,
+    run: OutputFolder,
     model: GeoModel,
     optimizers: dict[str, torch.optim.Optimizer],
     position: dict,
     keep: int,
 ) -> Path:
-    """Write checkpoint files for ``position['step']``, update ``last.*``, prune old ones."""
+    """Write checkpoint files for ``position['step']`` into ``run``'s ``checkpoints/``,
+    update ``last.*``, prune old ones; returns the weights file."""
+    folder = run.path / CHECKPOINTS
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"step-{position['step']:08d}"
+    base = f"{CHECKPOINTS}/{stem}"  # the files' names in the run folder
     complete_before = (folder / f"{stem}.json").is_file()
     try:  # every file atomic, the JSON last: a step without its JSON is no checkpoint
-        weights = save_model(model, folder / f"{stem}.safetensors")
+        with run.file(f"{base}.safetensors") as temporary:
+            write_model(model, temporary)
         tensors, rng_meta = rng_state()
         optim_meta = {name: _split_optimizer(name, o, tensors) for name, o in optimizers.items()}
-        with atomic_write(folder / f"{stem}.optim.safetensors") as temporary:
+        with run.file(f"{base}.optim.safetensors") as temporary:
             save_file(tensors, str(temporary))
         meta = {
             **position,
-            "weights": weights.name,  # the config is in its card (and in RUN/config.yaml)
+            "weights": f"{stem}.safetensors",  # the config is in its card (and RUN/config.yaml)
             "optimizers": optim_meta,
             "rng": rng_meta,
         }
-        write_json(folder / f"{stem}.json", meta, indent=None)
+        run.write_json(f"{base}.json", meta, indent=None)
     except OSError:  # e.g. a full disk: drop this step's pieces, the older checkpoints stay
         if not complete_before:
             for suffix in SUFFIXES:
                 (folder / f"{stem}{suffix}").unlink(missing_ok=True)
         raise
     for suffix in SUFFIXES:
-        _link(folder / f"{stem}{suffix}", folder / f"last{suffix}")
+        _link(run, f"{base}{suffix}", f"{CHECKPOINTS}/last{suffix}")
     steps = sorted(folder.glob("step-*.json"))
     for old in steps[: max(0, len(steps) - max(1, keep))]:
         for suffix in SUFFIXES:
             (folder / f"{old.name[: -len('.json')]}{suffix}").unlink(missing_ok=True)
     logger.info("saved checkpoint %s", folder / f"{stem}.safetensors")
-    return weights
+    return folder / f"{stem}.safetensors"
 
 
 def checkpoint_stems(folder: Path) -> list[str]:

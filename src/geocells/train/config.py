@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geocells.config import ConfigError, load_preset, require_at_least, resolve_config
+from geocells.config import (
+    ConfigError,
+    check_settings,
+    load_config,
+    load_preset,
+    resolve_config,
+    setting,
+)
 from geocells.models.card import CellGeometry
 from geocells.models.config import ModelConfig
 
@@ -28,7 +35,9 @@ class DataConfig(CellGeometry):
 
     max_shift_m: float = 40.0  # random translation of the training aerial crop
     rotate: bool = True  # random rotation 0-360 deg of the training aerial crop
-    aerial_only_per_batch: int = 16  # extra aerial tiles of random region cells per batch
+    aerial_only_per_batch: int = setting(
+        16, at_least=0
+    )  # extra aerial tiles of random region cells per batch
     land_only: bool = False  # prototype cells: only cells on land
     # Ground images: random brightness/contrast/saturation/colour-balance of this strength
     # (queries come from other captures: season, sun, camera); 0 = off.
@@ -37,7 +46,7 @@ class DataConfig(CellGeometry):
     # field of view uniform in this range (degrees, around the query FOV), pitch within ±.
     pano_fov_deg: tuple[float, float] = (80.0, 100.0)
     pano_pitch_deg: float = 5.0
-    workers: int = 1  # DataLoader worker processes (0 = in the main process)
+    workers: int = setting(1, at_least=0)  # DataLoader worker processes (0 = in the main process)
 
 
 @dataclass
@@ -57,7 +66,7 @@ class LossConfig:
     chunk_size: int = 65_536  # prototype rows per chunk when mining
     # Prototype terms: "ms" (multi-similarity, mined pairs) or "softmax" (normalised
     # softmax over the prototypes with scale and additive margin, docs/training.md).
-    prototype_loss: str = "ms"
+    prototype_loss: str = setting("ms", one_of=("ms", "softmax"))
     softmax_scale: float = 32.0
     softmax_margin: float = 0.1
     softmax_all_max: int = 50_000  # tables up to this size: the softmax spans every row
@@ -69,10 +78,11 @@ class OptimConfig:
 
     lr: float = 1e-4
     weight_decay: float = 0.01
-    prototype_optimizer: str = "sparse_adam"  # or "row_adagrad" (4 B state per row)
+    # row_adagrad: 4 B of optimiser state per prototype row
+    prototype_optimizer: str = setting("sparse_adam", one_of=("sparse_adam", "row_adagrad"))
     prototype_lr: float = 1e-2
     warmup_steps: int = 100
-    schedule: str = "cosine"  # or "constant"
+    schedule: str = setting("cosine", one_of=("cosine", "constant"))
     grad_clip: float = 1.0  # max grad norm of the encoders; 0 = off
 
 
@@ -81,18 +91,22 @@ class TrainConfig:
     """Loop length, batching, checkpoints, validation and devices."""
 
     seed: int = 0
-    batch_size: int = 32  # ground/aerial pairs per step and process
-    epochs: int = 10
-    max_steps: int = 0  # > 0: stop after this many steps
-    max_minutes: float = 0.0  # > 0: stop (checkpoint, validate) after this much training time
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    val_max_queries: int = 500  # val ground images used by the per-epoch validation
-    val_max_cells: int = 50_000  # aerial gallery cap (beyond: the true cells + a random sample)
-    threads: int = 0  # torch CPU threads; 0 = leave torch's default
-    device: str = "auto"  # auto | cpu | cuda
+    # ground/aerial pairs per step and process (at least 2: the loss needs negatives)
+    batch_size: int = setting(32, at_least=2)
+    epochs: int = setting(10, at_least=1)
+    max_steps: int = setting(0, at_least=0)  # > 0: stop after this many steps
+    # > 0: stop (checkpoint, validate) after this much training time
+    max_minutes: float = setting(0.0, at_least=0)
+    checkpoint_every: int = setting(500, at_least=1)
+    keep_checkpoints: int = setting(2, at_least=1)
+    # val ground images used by the per-epoch validation
+    val_max_queries: int = setting(500, at_least=0)
+    # aerial gallery cap (beyond: the true cells + a random sample)
+    val_max_cells: int = setting(50_000, at_least=1)
+    threads: int = setting(0, at_least=0)  # torch CPU threads; 0 = leave torch's default
+    device: str = setting("auto", one_of=("auto", "cpu", "cuda"))
     bf16: bool = False  # autocast bf16 (CUDA, or CPUs with native bf16)
-    log_every: int = 10
+    log_every: int = setting(10, at_least=1)
 
 
 @dataclass
@@ -107,16 +121,20 @@ class RefitConfig:
     enabled: bool = False  # run at the end of `geocells train` (else: `geocells refit RUN`)
     # Passes over all anchors of the loss-based refit. 0 (default): only the re-seed of
     # `init`; optimising hurt on the demo's val split (docs/training.md).
-    epochs: int = 0
-    batch_size: int = 4096  # anchors (ground + aerial) per step
+    epochs: int = setting(0, at_least=0)
+    batch_size: int = setting(4096, at_least=2)  # anchors (ground + aerial) per step
     lr: float = 1e-2  # prototype learning rate (rows are rescaled to unit length first)
-    rows: str = "all"  # optimised: all (any anchor) | covered (ground) | uncovered (aerial only)
+    rows: str = setting(
+        "all", one_of=("all", "covered", "uncovered")
+    )  # optimised: all (any anchor) | covered (ground) | uncovered (aerial only)
     # Rows without ground images: keep | aerial_mean (their aerial anchors' mean) |
     # aerial_gap (that mean moved by the average prototype - aerial offset of covered rows)
-    init: str = "aerial_gap"
+    init: str = setting("aerial_gap", one_of=("keep", "aerial_mean", "aerial_gap"))
     weight_ground_prototype: float = 1.0
     weight_aerial_prototype: float = 1.0
-    aerial_per_row: int = 4  # aerial anchors per prototype row: tiles of level-Lc descendants
+    aerial_per_row: int = setting(
+        4, at_least=0
+    )  # aerial anchors per prototype row: tiles of level-Lc descendants
     max_ground: int = 0  # ground anchors: at most this many train images (0: all)
     encode_batch_size: int = 128  # images per encoder call while embedding anchors
 
@@ -132,14 +150,20 @@ class CacheConfig:
     """
 
     enabled: bool = False
-    ground_views: int = 4  # per train image: panorama crops (headings spread over 360°)
-    aerial_views: int = 2  # per train image: aerial tiles (random rotation and shift)
-    aerial_only_tiles: int = 4096  # tiles of random region cells (the aerial-only samples)
+    ground_views: int = setting(
+        4, at_least=1
+    )  # per train image: panorama crops (headings spread over 360°)
+    aerial_views: int = setting(
+        2, at_least=1
+    )  # per train image: aerial tiles (random rotation and shift)
+    aerial_only_tiles: int = setting(
+        4096, at_least=0
+    )  # tiles of random region cells (the aerial-only samples)
     # Where the cache lives: "" = RUN/features; a folder shared by runs is fine (its
     # meta.json key says which weights, dataset and draws it holds; a mismatch rebuilds).
     folder: str = ""
-    batch_size: int = 64  # images per trunk call while building
-    max_gb: float = 16.0  # refuse to build a cache bigger than this on disk
+    batch_size: int = setting(64, at_least=1)  # images per trunk call while building
+    max_gb: float = setting(16.0, at_least=0)  # refuse to build a cache bigger than this on disk
 
 
 @dataclass
@@ -154,56 +178,25 @@ class ExperimentConfig:
     refit: RefitConfig = field(default_factory=RefitConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
 
-
-REFIT_ROWS = ("all", "covered", "uncovered")
-PROTOTYPE_LOSSES = ("ms", "softmax")
-REFIT_INITS = ("keep", "aerial_mean", "aerial_gap")
+    def cross_check(self) -> None:
+        """What the fields' own limits cannot say (``check_settings`` calls it)."""
+        low, high = self.data.pano_fov_deg
+        if not 10.0 <= low <= high <= 150.0 or not 0.0 <= self.data.pano_pitch_deg <= 45.0:
+            raise ConfigError(
+                f"data.pano_fov_deg {list(self.data.pano_fov_deg)} must be [low, high] within "
+                f"10..150 and data.pano_pitch_deg {self.data.pano_pitch_deg} within 0..45"
+            )
+        if self.cache.enabled and self.model.trainable_blocks < 0:
+            raise ConfigError(
+                "cache.enabled=true needs a frozen trunk: set model.trainable_blocks >= 0 "
+                "(the number of last backbone blocks that train)"
+            )
 
 
 def check_config(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Reject values that type checks cannot catch."""
-    cfg.data.check_geometry()
-    if cfg.optim.prototype_optimizer not in ("sparse_adam", "row_adagrad"):
-        raise ConfigError(
-            f"optim.prototype_optimizer {cfg.optim.prototype_optimizer!r}; "
-            "valid: sparse_adam, row_adagrad"
-        )
-    if cfg.loss.prototype_loss not in PROTOTYPE_LOSSES:
-        raise ConfigError(
-            f"loss.prototype_loss {cfg.loss.prototype_loss!r}; valid: {', '.join(PROTOTYPE_LOSSES)}"
-        )
-    if cfg.optim.schedule not in ("cosine", "constant"):
-        raise ConfigError(f"optim.schedule {cfg.optim.schedule!r}; valid: cosine, constant")
-    if cfg.train.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"train.device {cfg.train.device!r}; valid: auto, cpu, cuda")
-    if cfg.refit.rows not in REFIT_ROWS:
-        raise ConfigError(f"refit.rows {cfg.refit.rows!r}; valid: {', '.join(REFIT_ROWS)}")
-    if cfg.refit.init not in REFIT_INITS:
-        raise ConfigError(f"refit.init {cfg.refit.init!r}; valid: {', '.join(REFIT_INITS)}")
-    if cfg.refit.epochs < 0 or cfg.refit.batch_size < 2 or cfg.refit.aerial_per_row < 0:
-        raise ConfigError("refit.epochs >= 0, refit.batch_size >= 2, refit.aerial_per_row >= 0")
-    low, high = cfg.data.pano_fov_deg
-    if not 10.0 <= low <= high <= 150.0 or not 0.0 <= cfg.data.pano_pitch_deg <= 45.0:
-        raise ConfigError(
-            f"data.pano_fov_deg {list(cfg.data.pano_fov_deg)} must be [low, high] within "
-            f"10..150 and data.pano_pitch_deg {cfg.data.pano_pitch_deg} within 0..45"
-        )
-    if cfg.train.batch_size < 2:
-        raise ConfigError("train.batch_size must be >= 2 (the loss needs negatives)")
-    sizes = ("epochs", "checkpoint_every", "keep_checkpoints", "val_max_cells", "log_every")
-    require_at_least(cfg.train, 1, sizes, "train")
-    require_at_least(
-        cfg.train, 0, ("max_steps", "max_minutes", "val_max_queries", "threads"), "train"
-    )
-    require_at_least(cfg.data, 0, ("workers", "aerial_only_per_batch"), "data")
-    require_at_least(cfg.cache, 1, ("ground_views", "aerial_views", "batch_size"), "cache")
-    require_at_least(cfg.cache, 0, ("aerial_only_tiles", "max_gb"), "cache")
-    if cfg.cache.enabled and cfg.model.trainable_blocks < 0:
-        raise ConfigError(
-            "cache.enabled=true needs a frozen trunk: set model.trainable_blocks >= 0 "
-            "(the number of last backbone blocks that train)"
-        )
-    return cfg
+    """Reject values that type checks cannot catch (``resolve_config`` already did, for a
+    config it resolved; this is for one built in Python)."""
+    return check_settings(cfg)
 
 
 def experiment_config(
@@ -219,8 +212,9 @@ def experiment_config(
     ``preset``, so ``--resume`` continues with the run's own settings plus the overrides
     (the trainer then refuses any change outside ``train`` and ``refit``).
     """
-    base = Path(resume_from) / "config.yaml" if resume_from is not None else preset
-    return check_config(resolve_config(ExperimentConfig, load_preset(base, "train"), overrides))
+    if resume_from is not None:
+        return load_config(ExperimentConfig, Path(resume_from) / "config.yaml", overrides)
+    return resolve_config(ExperimentConfig, load_preset(preset, "train"), overrides)
 
 
 # Groups a resumed run may change: they say how long and how to train, not what is trained.
@@ -270,4 +264,4 @@ def experiment_from_card(card: Any) -> ExperimentConfig:
     known = _known_part(ExperimentConfig, dict(card.experiment), "", dropped)
     if dropped:
         logger.warning("ignoring training settings this geocells does not know: %s", dropped)
-    return check_config(resolve_config(ExperimentConfig, known))
+    return resolve_config(ExperimentConfig, known)

@@ -6,10 +6,11 @@ import csv
 import logging
 from pathlib import Path
 
-from geocells.io import atomic_write
+from geocells.outputs import OutputFolder
 
 logger = logging.getLogger(__name__)
 
+METRICS_FILE, PLOT_FILE = "metrics.csv", "loss.png"
 TRAIN_KEYS = ("loss", "loss_ground_aerial", "loss_ground_prototype", "loss_aerial_prototype")
 VAL_KEYS = (
     "val_aerial_r100",
@@ -36,19 +37,21 @@ COLUMNS = (
 
 
 class MetricsLog:
-    """Appends rows to ``out/metrics.csv``: a ``train`` row every ``log_every`` steps
-    (means over the window) and a ``val`` row per validation."""
+    """Appends rows to ``RUN/metrics.csv``: a ``train`` row every ``log_every`` steps
+    (means over the window) and a ``val`` row per validation. ``run`` None (a process
+    other than the main one) records nothing."""
 
     def __init__(
-        self, out: Path, enabled: bool, truncate_after: int | None = None, log_every: int = 10
+        self, run: OutputFolder | None, truncate_after: int | None = None, log_every: int = 10
     ):
-        self.path = out / "metrics.csv"
-        self.enabled = enabled
+        self.run = run
+        self.enabled = run is not None
+        self.path = run.path / METRICS_FILE if run is not None else Path(METRICS_FILE)
         self.log_every = max(1, log_every)
         self.window: list[dict] = []
         self.samples_per_s = 0.0
         self.last_val_s = 0.0
-        if enabled:
+        if self.enabled:
             self._start(truncate_after)
 
     def _start(self, truncate_after: int | None) -> None:
@@ -58,7 +61,7 @@ class MetricsLog:
             with self.path.open() as handle:
                 rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= truncate_after]
         # Atomic: a failure here (a full disk) leaves the previous metrics.csv whole.
-        with atomic_write(self.path) as tmp, tmp.open("w", newline="") as handle:
+        with self.run.file(METRICS_FILE) as tmp, tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
@@ -133,11 +136,10 @@ class MetricsLog:
             recall_axis.set_ylim(0, 1)
             recall_axis.legend(loc="upper right", fontsize=8)
         figure.tight_layout()
-        path = self.path.with_name("loss.png")
-        with atomic_write(path) as tmp:
+        with self.run.file(PLOT_FILE) as tmp:
             figure.savefig(tmp, dpi=100)
         plt.close(figure)
-        return path
+        return self.path.with_name(PLOT_FILE)
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -130,7 +130,7 @@ def _settings(experiment: ExperimentConfig, cfg: RefitConfig) -> dict:
 def run(
     cfg: RefitConfig | None,
     run_dir: str | Path,
-    dataset: str | Path | None = None,
+    dataset: Dataset | str | Path | None = None,
     *,
     overwrite: bool = False,
     progress: bool = True,
@@ -163,7 +163,7 @@ def run(
         if done.source_sha256 == source_sha and done.settings == settings:
             logger.info("refit: %s is up to date; skipping (use --overwrite)", target)
             return target
-    data = Dataset.open(Path(dataset) if dataset is not None else dataset_of_run(Path(run_dir)))
+    data = Dataset.of(dataset if dataset is not None else dataset_of_run(Path(run_dir)))
     seed = experiment.train.seed
     tick = time.monotonic()
     # Without optimisation (or ground term) ground images only mark the covered rows.

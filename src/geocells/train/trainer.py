@@ -16,12 +16,18 @@ from pathlib import Path
 
 import torch
 
-from geocells.config import ConfigError, save_config
+from geocells.config import ConfigError, config_yaml
+from geocells.data.dataset import Dataset
 from geocells.io import RunInfo
 from geocells.models.geomodel import GeoModel, build_model
-from geocells.outputs import OutputKind, stage_output
+from geocells.outputs import OutputFolder, OutputKind, stage_output
 from geocells.train.batches import BatchSource
-from geocells.train.checkpoint import checkpoint_stems, load_checkpoint, save_checkpoint
+from geocells.train.checkpoint import (
+    CHECKPOINTS,
+    checkpoint_stems,
+    load_checkpoint,
+    save_checkpoint,
+)
 from geocells.train.config import (
     ExperimentConfig,
     check_config,
@@ -115,14 +121,15 @@ def _total_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> int:
 
 def run(
     cfg: ExperimentConfig,
-    dataset_root: str | Path,
+    dataset_root: Dataset | str | Path,
     out: str | Path,
     *,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Train a GeoModel on ``dataset_root`` into the run folder ``out``; returns ``out``.
+    """Train a GeoModel on ``dataset_root`` (a folder or an open ``Dataset``) into the run
+    folder ``out``; returns ``out``.
 
     ``resume`` continues from ``out``'s last checkpoint (same config); ``overwrite``
     (without ``resume``) replaces the run there."""
@@ -135,23 +142,25 @@ def run(
         if info.is_main:  # resume wins over overwrite: nothing is cleared then
             check = _run_dir_check(cfg, resume)
             lock = stage_output(out, RUN_OUTPUT, overwrite=overwrite and not resume, finished=check)
-        with lock:
-            return _run_locked(cfg, dataset_root, out, resume, progress, device, info)
+        with lock as folder:  # None on the other processes: they write nothing
+            return _run_locked(cfg, dataset_root, folder, out, resume, progress, device, info)
     finally:
         shutdown_distributed(info)
 
 
-def _run_locked(cfg, dataset_root, out: Path, resume, progress, device, info) -> Path:
-    """The body of ``run`` (the main process holds the run folder's lock)."""
-    from geocells.data.dataset import Dataset
+def _run_locked(
+    cfg, dataset_root, run: OutputFolder | None, out: Path, resume, progress, device, info
+) -> Path:
+    """The body of ``run`` (the main process holds the run folder's lock and writes the
+    run's files through ``run``)."""
     from geocells.geo.cover import region_cells
 
-    dataset = Dataset.open(dataset_root)  # no dataset there: refused before config.yaml is written
+    dataset = Dataset.of(dataset_root)  # no dataset there: refused before config.yaml is written
     if info.is_main:
         if resume:
             _check_resume_dataset(out, dataset.root, dataset.fingerprint)
-        save_config(cfg, out / "config.yaml")
-        RunInfo(dataset=str(dataset.root), dataset_sha256=dataset.fingerprint).save(out)
+        run.write_text("config.yaml", config_yaml(cfg))
+        run.save(RunInfo(dataset=str(dataset.root), dataset_sha256=dataset.fingerprint))
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
@@ -160,16 +169,16 @@ def _run_locked(cfg, dataset_root, out: Path, resume, progress, device, info) ->
     cells = region_cells(dataset.region, cfg.data.prototype_level, land_only=cfg.data.land_only)
     logger.info("%d prototype cells at level %d", len(cells), cfg.data.prototype_level)
     model = build_model(cfg, cells).to(device)
-    _train(cfg, dataset, model, out, resume, device, info, progress)
+    _train(cfg, dataset, model, run, out, resume, device, info, progress)
     if cfg.refit.enabled and info.is_main:
         from geocells.train import refit_stage
 
-        refit_stage.run(cfg.refit, out, dataset_root, progress=progress, experiment=cfg)
+        refit_stage.run(cfg.refit, out, dataset, progress=progress, experiment=cfg)
     return out
 
 
-def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info, progress) -> Path:
-    """The loop proper (model built, run folder ready)."""
+def _train(cfg, dataset, model: GeoModel, run, out: Path, resume: bool, device, info, progress):
+    """The loop proper (model built, run folder ready; ``run`` None off the main process)."""
     from tqdm import tqdm
 
     pool = TrainPool.build(dataset, model.prototypes, cfg)
@@ -204,7 +213,7 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
             "cells per process; lower train.batch_size"
         )
     total = _total_steps(cfg, steps_per_epoch)
-    metrics = MetricsLog(out, info.is_main, state.step if resume else None, cfg.train.log_every)
+    metrics = MetricsLog(run, state.step if resume else None, cfg.train.log_every)
     val = None
     if info.is_main:
         val = ValSet.build(
@@ -212,7 +221,7 @@ def _train(cfg, dataset, model: GeoModel, out: Path, resume: bool, device, info,
         )
         if val is not None and cfg.cache.enabled:
             val.freeze_trunk(model, device, cfg.train.bf16)
-    loop = _Loop(cfg, model, encoders, optimizers, folder, state, total, metrics, device, info)
+    loop = _Loop(cfg, model, encoders, optimizers, run, state, total, metrics, device, info)
     show = progress and info.is_main
     bar = tqdm(total=total, initial=state.step, disable=None if show else True, unit="step")
     try:
@@ -245,11 +254,9 @@ def _trunk_cache(cfg, dataset, model, pool, out: Path, device, info: DistInfo, p
 class _Loop:
     """The training loop's state and its steps; ``run`` reads top to bottom."""
 
-    def __init__(
-        self, cfg, model, encoders, optimizers, folder, state, total, metrics, device, info
-    ):
+    def __init__(self, cfg, model, encoders, optimizers, run, state, total, metrics, device, info):
         self.cfg, self.model, self.encoders, self.optimizers = cfg, model, encoders, optimizers
-        self.folder, self.state, self.total, self.metrics = folder, state, total, metrics
+        self.output, self.state, self.total, self.metrics = run, state, total, metrics
         self.device, self.info = device, info
         self.base_lrs = [cfg.optim.lr, cfg.optim.prototype_lr]
         self.budget_s = cfg.train.max_minutes * 60.0
@@ -339,15 +346,16 @@ class _Loop:
         self.state.elapsed_s = time.monotonic() - self.started
         try:
             self.last_saved = save_checkpoint(
-                self.folder, self.model, self.optimizers, self.state.to_dict(),
+                self.output, self.model, self.optimizers, self.state.to_dict(),
                 self.cfg.train.keep_checkpoints,
             )  # fmt: skip
         except OSError as err:  # a full disk: every file is atomic, the last checkpoint stays
-            stems = checkpoint_stems(self.folder)
-            kept = self.folder / f"{stems[0]}.safetensors" if stems else "none yet: step 0"
+            folder = self.output.path / CHECKPOINTS
+            stems = checkpoint_stems(folder)
+            kept = folder / f"{stems[0]}.safetensors" if stems else "none yet: step 0"
             raise OSError(
                 err.errno,
-                f"cannot write the checkpoint of step {self.state.step} in {self.folder} "
+                f"cannot write the checkpoint of step {self.state.step} in {folder} "
                 f"({err.strerror or err}); once there is space, --resume continues from the "
                 f"newest one written ({kept})",
             ) from err
