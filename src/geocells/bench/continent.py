@@ -59,6 +59,9 @@ class ContinentBenchConfig:
     layout: str = "sum"
     baseline: bool = True  # also build and time the pre-issue-23 defaults side by side
     sweep: list[str] = field(default_factory=list)  # extra "NPROBExRERANK" settings
+    # Refine-file warm modes timed from a cold page cache (bench.coldstart); [] skips it.
+    cold_start: list[str] = field(default_factory=lambda: ["off", "query", "auto"])
+    cold_queries: int = 50  # queries timed one by one after each cold load
     seed: int = 0
 
 
@@ -329,16 +332,27 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
     -> {"search": the current defaults (with the exact search's numbers and the sweep),
     "baseline": the pre-issue-23 defaults, when built}.
     """
+    from geocells.bench.coldstart import measure_cold_start
     from geocells.search.ivfpq import CellSearcher
+    from geocells.search.refine import refine_path
 
     aerial, proto = _open_codes(out)
     queries, targets = make_queries(aerial, proto, cfg.queries, cfg.query_noise, cfg.seed + 1)
     variants = ["index", "baseline"] if cfg.baseline else ["index"]
-    searchers, loaded = {}, {}
+    cold = []
+    index_path = _index_path(out, "index")
+    if cfg.cold_start and refine_path(index_path).is_file():
+        first = queries[: cfg.cold_queries]
+        cold = measure_cold_start(
+            index_path, aerial, proto, cfg.kappa, first, cfg.top_k, cfg.cold_start
+        )
+    searchers, loaded, load_s = {}, {}, {}
     for variant in variants:  # resident memory: anonymous RSS growth while loading
         gc.collect()
         anon_before = memory_status()["RssAnon"]
+        start = time.perf_counter()
         searcher = CellSearcher.load(_index_path(out, variant), aerial, proto, cfg.kappa)
+        load_s[variant] = time.perf_counter() - start
         loaded[variant] = memory_status()["RssAnon"] - anon_before
         if variant == "index":  # the sweep settings apply to the current defaults only
             searcher.params = dataclasses.replace(
@@ -363,6 +377,7 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
             "rerank": searcher.params.rerank,
             "params": dataclasses.asdict(searcher.params),
             "index_loaded_anon_bytes": loaded[name],
+            "index_load_s": load_s[name],
             "index_memory_bytes": searcher.memory_bytes(),
             **single[name],
             **batch_timing,
@@ -380,8 +395,12 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
         agreement = float(np.mean(timing.pop("batch_rows")[:, 0] == exact_rows[:, 0]))
         timing.pop("rows")
         sweep.append({"nprobe": probes, "rerank": rerank, "top1_agreement": agreement, **timing})
+    for row in cold:
+        cold_rows = row.pop("rows")
+        row["top1_agreement"] = float(np.mean(cold_rows[:, 0] == exact_rows[: len(cold_rows), 0]))
     search = {
         **found["index"],
+        "cold_start": cold,
         "ann_peak_anon_bytes": ann_peak.peak_anon,
         "ann_peak_rss_bytes": ann_hwm,
         **exact,
@@ -395,8 +414,12 @@ def run(cfg: ContinentBenchConfig, out: Path, *, overwrite: bool = False) -> Pat
     """Run (or resume) the benchmark in ``out``; returns the path of ``results.json``."""
     import faiss
 
-    if cfg.queries < 1 or cfg.top_k < 1 or cfg.threads < 1:
-        raise ValueError("queries, top_k and threads must be >= 1")
+    from geocells.search.refine import check_warm_mode
+
+    if cfg.queries < 1 or cfg.top_k < 1 or cfg.threads < 1 or cfg.cold_queries < 1:
+        raise ValueError("queries, top_k, threads and cold_queries must be >= 1")
+    for mode in cfg.cold_start:
+        check_warm_mode(mode)
     for setting in cfg.sweep:
         parts = str(setting).split("x")
         if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):

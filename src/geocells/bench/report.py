@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from geocells.bench.coldstart import cold_start_table
+
 GIB = 1024**3
 
 # name -> (check on results.json, target text), the targets of issue 7
@@ -79,6 +81,7 @@ def markdown_table(results: dict) -> str:
     ]
     if "baseline_search" in results:
         lines += side_by_side_table(results)
+    lines += cold_start_table(search.get("cold_start", []))
     if search.get("sweep"):
         lines += [
             "Other search settings on the same index and queries (batch 1: first 200 queries):",
