@@ -82,7 +82,7 @@ def _stage_key(cfg: ContinentBenchConfig, stage: str) -> dict:
 
 # The compressed index's defaults before issue 23: 64 B PQ codes of the vectors (not of
 # their residuals), no refine file, the float32 list finder scanning a quarter of its
-# groups, 64 rows re-ranked exactly.
+# groups, 64 rows re-ranked exactly, nprobe 2·sqrt(nlist) with HNSW (build_index).
 BASELINE_PARAMS = {"refine": "none", "finder": "flat", "rerank": 64, "residual": False}
 STAGES = ("cells", "codes", "index", "baseline")
 
@@ -160,7 +160,8 @@ def _index_path(out: Path, variant: str) -> Path:
 
 def build_index(cfg: ContinentBenchConfig, out: Path, variant: str = "index") -> dict:
     """Build the compressed index over the memmaps and save it (``_index_path``)."""
-    from geocells.search.ivfpq import CellSearcher
+    from geocells.search.ivfpq import CellSearcher, IVFPQParams
+    from geocells.search.ivfpq_build import sqrt_nprobe
     from geocells.search.refine import refine_path
 
     aerial, proto = _open_codes(out)
@@ -170,6 +171,9 @@ def build_index(cfg: ContinentBenchConfig, out: Path, variant: str = "index") ->
               "layout": cfg.layout, "seed": cfg.seed}  # fmt: skip
     if variant == "baseline":
         params.update(BASELINE_PARAMS, pq_m=cfg.pq_m or aerial.shape[1] // 2)
+        resolved = IVFPQParams(**params).resolved(*aerial.shape)
+        if resolved.coarse == "hnsw":  # the nprobe of the time, not today's share of lists
+            params["nprobe"] = sqrt_nprobe(resolved.nlist)
     gc.collect()
     anon_before = memory_status()["RssAnon"]
     reset_peak()
@@ -288,14 +292,6 @@ def _single_stats(times: list[float], cpu_ms: float) -> dict:
     }
 
 
-def _compressed_timing(searcher, queries: np.ndarray, top_k: int, single_count: int) -> dict:
-    """Batch-1 (first ``single_count`` queries) and batch-64 timings of the searcher."""
-    rows, single_ms, single_cpu_ms = _timed_single(searcher.search, queries[:single_count], top_k)
-    batch_rows, batch = _batch64(searcher, queries, top_k)
-    return {"rows": rows, "batch_rows": batch_rows, **_single_stats(single_ms, single_cpu_ms),
-            **batch}  # fmt: skip
-
-
 def _side_by_side(searchers: dict, queries: np.ndarray, top_k: int) -> dict:
     """Batch-1 timings of several searchers on the same queries, alternating query by
     query (and which goes first), so a load change on the shared machine hits all alike."""
@@ -333,6 +329,7 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
     "baseline": the pre-issue-23 defaults, when built}.
     """
     from geocells.bench.coldstart import measure_cold_start
+    from geocells.bench.sweep import measure_sweep
     from geocells.search.ivfpq import CellSearcher
     from geocells.search.refine import refine_path
 
@@ -386,15 +383,7 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
         }
         logger.info("%s: %.2f ms/query (batch 1), agreement %.4f", name,
                     found[name]["ann_ms_batch1_mean"], found[name]["top1_agreement"])  # fmt: skip
-    sweep = []
-    base_params = searchers["index"].params
-    for setting in cfg.sweep:
-        probes, rerank = (int(part) for part in str(setting).split("x"))
-        searchers["index"].params = dataclasses.replace(base_params, nprobe=probes, rerank=rerank)
-        timing = _compressed_timing(searchers["index"], queries, cfg.top_k, min(200, len(queries)))
-        agreement = float(np.mean(timing.pop("batch_rows")[:, 0] == exact_rows[:, 0]))
-        timing.pop("rows")
-        sweep.append({"nprobe": probes, "rerank": rerank, "top1_agreement": agreement, **timing})
+    sweep = measure_sweep(searchers["index"], cfg.sweep, queries, exact_rows, cfg.top_k)
     for row in cold:
         cold_rows = row.pop("rows")
         row["top1_agreement"] = float(np.mean(cold_rows[:, 0] == exact_rows[: len(cold_rows), 0]))
@@ -414,6 +403,7 @@ def run(cfg: ContinentBenchConfig, out: Path, *, overwrite: bool = False) -> Pat
     """Run (or resume) the benchmark in ``out``; returns the path of ``results.json``."""
     import faiss
 
+    from geocells.bench.sweep import parse_setting
     from geocells.search.refine import check_warm_mode
 
     if cfg.queries < 1 or cfg.top_k < 1 or cfg.threads < 1 or cfg.cold_queries < 1:
@@ -421,9 +411,7 @@ def run(cfg: ContinentBenchConfig, out: Path, *, overwrite: bool = False) -> Pat
     for mode in cfg.cold_start:
         check_warm_mode(mode)
     for setting in cfg.sweep:
-        parts = str(setting).split("x")
-        if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
-            raise ValueError(f"sweep setting {setting!r} is not NPROBExRERANK, e.g. 64x128")
+        parse_setting(setting)
     out.mkdir(parents=True, exist_ok=True)
     faiss.omp_set_num_threads(cfg.threads)
     stages = _Stages(out, overwrite)
