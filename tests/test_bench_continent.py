@@ -89,7 +89,6 @@ def test_bench_continent_small(tmp_path, capsys):
     assert (row["nprobe"], row["rerank"]) == (2, 8) and 0 < row["top1_agreement"] <= 1
     # Timed beside the index's own setting (nprobe 4), query by query.
     assert row["own_ms_batch1_mean"] > 0 and row["ann_ms_batch1_mean"] > 0
-    assert again["search"]["nprobe"] == 4  # the sweep restored the index's own setting
     assert main([*argv, "sweep=[fast]"]) == 2
 
 
