@@ -31,6 +31,7 @@ from geocells.bench.codes import (
 )
 from geocells.bench.memory import PeakSampler, memory_status, reset_peak
 from geocells.bench.report import markdown_table
+from geocells.bench.timing import batch64, side_by_side, timed_single
 from geocells.io import write_json
 
 logger = logging.getLogger(__name__)
@@ -205,22 +206,6 @@ def _open_codes(out: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.load(out / "aerial.npy", mmap_mode="r"), np.load(out / "proto.npy", mmap_mode="r")
 
 
-def _timed_single(search, queries: np.ndarray, top_k: int):
-    """Run queries one at a time: (rows [Q, k], wall ms per query, CPU ms per query).
-
-    CPU time (all threads of the process) is what a query costs on an idle machine; wall
-    time on the shared 2-core box includes waiting for the other engineers' jobs.
-    """
-    rows, times = [], []
-    cpu_start = time.process_time()
-    for query in queries:
-        start = time.perf_counter()
-        _, found = search(query[None], top_k)
-        times.append(1000 * (time.perf_counter() - start))
-        rows.append(found[0])
-    return np.stack(rows), times, 1000 * (time.process_time() - cpu_start) / len(queries)
-
-
 def measure_exact(cfg: ContinentBenchConfig, out: Path, queries: np.ndarray) -> dict:
     """Exact chunked search of the queries: rows, time, memory (cached in ``out``).
 
@@ -251,7 +236,7 @@ def measure_exact(cfg: ContinentBenchConfig, out: Path, queries: np.ndarray) -> 
         def single(batch, top_k):
             return exact_search(batch, aerial=aerial, proto=proto, kappa=cfg.kappa, top_k=top_k)
 
-        _, single_ms, _ = _timed_single(single, queries[: cfg.exact_single], cfg.top_k)
+        _, single_ms, _ = timed_single(single, queries[: cfg.exact_single], cfg.top_k)
     results = {
         "exact_ms_batch_all": batch_ms,
         "exact_cpu_ms_batch_all": batch_cpu_ms,
@@ -270,46 +255,6 @@ def _digest(array: np.ndarray) -> str:
     import hashlib
 
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
-
-
-def _batch64(searcher, queries: np.ndarray, top_k: int) -> tuple[np.ndarray, dict]:
-    """Rows and wall/CPU ms per query of the searcher at batch 64."""
-    start, cpu_start = time.perf_counter(), time.process_time()
-    _, rows = searcher.search(queries, top_k, batch_size=64)
-    return rows, {
-        "ann_ms_batch64": 1000 * (time.perf_counter() - start) / len(queries),
-        "ann_cpu_ms_batch64": 1000 * (time.process_time() - cpu_start) / len(queries),
-    }
-
-
-def _single_stats(times: list[float], cpu_ms: float) -> dict:
-    """Mean / p50 / p95 wall ms and CPU ms per query of batch-1 timings."""
-    return {
-        "ann_ms_batch1_mean": float(np.mean(times)),
-        "ann_ms_batch1_p50": float(np.percentile(times, 50)),
-        "ann_ms_batch1_p95": float(np.percentile(times, 95)),
-        "ann_cpu_ms_batch1": cpu_ms,
-    }
-
-
-def _side_by_side(searchers: dict, queries: np.ndarray, top_k: int) -> dict:
-    """Batch-1 timings of several searchers on the same queries, alternating query by
-    query (and which goes first), so a load change on the shared machine hits all alike."""
-    names = list(searchers)
-    rows = {name: [] for name in names}
-    times = {name: [] for name in names}
-    cpu = dict.fromkeys(names, 0.0)
-    for number, query in enumerate(queries):
-        for name in names if number % 2 == 0 else names[::-1]:
-            start, cpu_start = time.perf_counter(), time.process_time()
-            _, found = searchers[name].search(query[None], top_k)
-            times[name].append(1000 * (time.perf_counter() - start))
-            cpu[name] += 1000 * (time.process_time() - cpu_start)
-            rows[name].append(found[0])
-    return {
-        name: {"rows": np.stack(rows[name]), **_single_stats(times[name], cpu[name] / len(queries))}
-        for name in names
-    }
 
 
 def _agreement(rows: np.ndarray, batch_rows: np.ndarray, exact_rows, targets) -> dict:
@@ -359,8 +304,8 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
         searchers[variant] = searcher
     reset_peak()
     with PeakSampler() as ann_peak:
-        single = _side_by_side(searchers, queries, cfg.top_k)
-        batch = {name: _batch64(searchers[name], queries, cfg.top_k) for name in variants}
+        single = side_by_side(searchers, queries, cfg.top_k)
+        batch = {name: batch64(searchers[name], queries, cfg.top_k) for name in variants}
     ann_hwm = memory_status()["VmHWM"]
     exact = measure_exact(cfg, out, queries)
     exact_rows = exact.pop("rows")
