@@ -241,7 +241,9 @@ class SQ8Refiner:
         keep = min(keep, candidates.shape[1])
         best = np.full((len(candidates), keep), -1, np.int64)
         weights, _ = self._weights(queries)  # the offset does not change a query's order
-        if self.prefetch:  # a file too large to keep cached: start every read at once
+        # A file too large to keep cached: start every read at once (~215 madvise calls
+        # for 512 rows at 8 M cells, +0.6-0.8 ms per query even when the pages are cached).
+        if self.prefetch:
             pagecache.prefetch_rows(self.codes, candidates[candidates >= 0])
         for number, row in enumerate(candidates):
             rows = np.sort(row[row >= 0])  # sorted: reads walk the file forwards
