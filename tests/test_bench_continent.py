@@ -64,7 +64,14 @@ def test_bench_continent_small(tmp_path, capsys):
     assert baseline["top1_agreement"] >= 0.98
     assert (out / "baseline" / "index.faiss").is_file()
     assert (out / "index.faiss.sq8.npy").is_file()
+    # Cold starts: the refine file evicted, then loaded with each warm mode; same answers.
+    cold = {row["warm"]: row for row in search["cold_start"]}
+    assert list(cold) == ["off", "query", "auto"]
+    agreements = {row["top1_agreement"] for row in cold.values()}
+    assert len(agreements) == 1 and agreements.pop() >= 0.96
+    assert cold["auto"]["refine_cached_after"] == 1.0 and cold["off"]["first_query_ms"] > 0
     printed = capsys.readouterr().out
+    assert "| warm | load s (CPU) |" in printed
     assert "| top-1 agreement with exact |" in printed and "| before (baseline) |" in printed
     assert "| 20,000 | 64 |" in growth_table([results])
     cells = np.load(out / "cells.npy", mmap_mode="r")
@@ -80,6 +87,8 @@ def test_bench_continent_small(tmp_path, capsys):
     assert again["config"]["nprobe"] == 4
     (row,) = again["search"]["sweep"]
     assert (row["nprobe"], row["rerank"]) == (2, 8) and 0 < row["top1_agreement"] <= 1
+    # Timed beside the index's own setting (nprobe 4), query by query.
+    assert row["own_ms_batch1_mean"] > 0 and row["ann_ms_batch1_mean"] > 0
     assert main([*argv, "sweep=[fast]"]) == 2
 
 

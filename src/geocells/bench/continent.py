@@ -31,6 +31,7 @@ from geocells.bench.codes import (
 )
 from geocells.bench.memory import PeakSampler, memory_status, reset_peak
 from geocells.bench.report import markdown_table
+from geocells.bench.timing import batch64, side_by_side, timed_single
 from geocells.io import write_json
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class ContinentBenchConfig:
     layout: str = "sum"
     baseline: bool = True  # also build and time the pre-issue-23 defaults side by side
     sweep: list[str] = field(default_factory=list)  # extra "NPROBExRERANK" settings
+    # Refine-file warm modes timed from a cold page cache (bench.coldstart); [] skips it.
+    cold_start: list[str] = field(default_factory=lambda: ["off", "query", "auto"])
+    cold_queries: int = 50  # queries timed one by one after each cold load
     seed: int = 0
 
 
@@ -79,7 +83,7 @@ def _stage_key(cfg: ContinentBenchConfig, stage: str) -> dict:
 
 # The compressed index's defaults before issue 23: 64 B PQ codes of the vectors (not of
 # their residuals), no refine file, the float32 list finder scanning a quarter of its
-# groups, 64 rows re-ranked exactly.
+# groups, 64 rows re-ranked exactly, nprobe 2·sqrt(nlist) with HNSW (build_index).
 BASELINE_PARAMS = {"refine": "none", "finder": "flat", "rerank": 64, "residual": False}
 STAGES = ("cells", "codes", "index", "baseline")
 
@@ -157,7 +161,8 @@ def _index_path(out: Path, variant: str) -> Path:
 
 def build_index(cfg: ContinentBenchConfig, out: Path, variant: str = "index") -> dict:
     """Build the compressed index over the memmaps and save it (``_index_path``)."""
-    from geocells.search.ivfpq import CellSearcher
+    from geocells.search.ivfpq import CellSearcher, IVFPQParams
+    from geocells.search.ivfpq_build import sqrt_nprobe
     from geocells.search.refine import refine_path
 
     aerial, proto = _open_codes(out)
@@ -167,6 +172,9 @@ def build_index(cfg: ContinentBenchConfig, out: Path, variant: str = "index") ->
               "layout": cfg.layout, "seed": cfg.seed}  # fmt: skip
     if variant == "baseline":
         params.update(BASELINE_PARAMS, pq_m=cfg.pq_m or aerial.shape[1] // 2)
+        resolved = IVFPQParams(**params).resolved(*aerial.shape)
+        if resolved.coarse == "hnsw":  # the nprobe of the time, not today's share of lists
+            params["nprobe"] = sqrt_nprobe(resolved.nlist)
     gc.collect()
     anon_before = memory_status()["RssAnon"]
     reset_peak()
@@ -196,22 +204,6 @@ def build_index(cfg: ContinentBenchConfig, out: Path, variant: str = "index") ->
 def _open_codes(out: Path) -> tuple[np.ndarray, np.ndarray]:
     """The two float16 code memmaps of the benchmark database."""
     return np.load(out / "aerial.npy", mmap_mode="r"), np.load(out / "proto.npy", mmap_mode="r")
-
-
-def _timed_single(search, queries: np.ndarray, top_k: int):
-    """Run queries one at a time: (rows [Q, k], wall ms per query, CPU ms per query).
-
-    CPU time (all threads of the process) is what a query costs on an idle machine; wall
-    time on the shared 2-core box includes waiting for the other engineers' jobs.
-    """
-    rows, times = [], []
-    cpu_start = time.process_time()
-    for query in queries:
-        start = time.perf_counter()
-        _, found = search(query[None], top_k)
-        times.append(1000 * (time.perf_counter() - start))
-        rows.append(found[0])
-    return np.stack(rows), times, 1000 * (time.process_time() - cpu_start) / len(queries)
 
 
 def measure_exact(cfg: ContinentBenchConfig, out: Path, queries: np.ndarray) -> dict:
@@ -244,7 +236,7 @@ def measure_exact(cfg: ContinentBenchConfig, out: Path, queries: np.ndarray) -> 
         def single(batch, top_k):
             return exact_search(batch, aerial=aerial, proto=proto, kappa=cfg.kappa, top_k=top_k)
 
-        _, single_ms, _ = _timed_single(single, queries[: cfg.exact_single], cfg.top_k)
+        _, single_ms, _ = timed_single(single, queries[: cfg.exact_single], cfg.top_k)
     results = {
         "exact_ms_batch_all": batch_ms,
         "exact_cpu_ms_batch_all": batch_cpu_ms,
@@ -265,54 +257,6 @@ def _digest(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()[:16]
 
 
-def _batch64(searcher, queries: np.ndarray, top_k: int) -> tuple[np.ndarray, dict]:
-    """Rows and wall/CPU ms per query of the searcher at batch 64."""
-    start, cpu_start = time.perf_counter(), time.process_time()
-    _, rows = searcher.search(queries, top_k, batch_size=64)
-    return rows, {
-        "ann_ms_batch64": 1000 * (time.perf_counter() - start) / len(queries),
-        "ann_cpu_ms_batch64": 1000 * (time.process_time() - cpu_start) / len(queries),
-    }
-
-
-def _single_stats(times: list[float], cpu_ms: float) -> dict:
-    """Mean / p50 / p95 wall ms and CPU ms per query of batch-1 timings."""
-    return {
-        "ann_ms_batch1_mean": float(np.mean(times)),
-        "ann_ms_batch1_p50": float(np.percentile(times, 50)),
-        "ann_ms_batch1_p95": float(np.percentile(times, 95)),
-        "ann_cpu_ms_batch1": cpu_ms,
-    }
-
-
-def _compressed_timing(searcher, queries: np.ndarray, top_k: int, single_count: int) -> dict:
-    """Batch-1 (first ``single_count`` queries) and batch-64 timings of the searcher."""
-    rows, single_ms, single_cpu_ms = _timed_single(searcher.search, queries[:single_count], top_k)
-    batch_rows, batch = _batch64(searcher, queries, top_k)
-    return {"rows": rows, "batch_rows": batch_rows, **_single_stats(single_ms, single_cpu_ms),
-            **batch}  # fmt: skip
-
-
-def _side_by_side(searchers: dict, queries: np.ndarray, top_k: int) -> dict:
-    """Batch-1 timings of several searchers on the same queries, alternating query by
-    query (and which goes first), so a load change on the shared machine hits all alike."""
-    names = list(searchers)
-    rows = {name: [] for name in names}
-    times = {name: [] for name in names}
-    cpu = dict.fromkeys(names, 0.0)
-    for number, query in enumerate(queries):
-        for name in names if number % 2 == 0 else names[::-1]:
-            start, cpu_start = time.perf_counter(), time.process_time()
-            _, found = searchers[name].search(query[None], top_k)
-            times[name].append(1000 * (time.perf_counter() - start))
-            cpu[name] += 1000 * (time.process_time() - cpu_start)
-            rows[name].append(found[0])
-    return {
-        name: {"rows": np.stack(rows[name]), **_single_stats(times[name], cpu[name] / len(queries))}
-        for name in names
-    }
-
-
 def _agreement(rows: np.ndarray, batch_rows: np.ndarray, exact_rows, targets) -> dict:
     """Top-1 agreement of compressed rows with the exact search's."""
     return {
@@ -329,16 +273,28 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
     -> {"search": the current defaults (with the exact search's numbers and the sweep),
     "baseline": the pre-issue-23 defaults, when built}.
     """
+    from geocells.bench.coldstart import measure_cold_start
+    from geocells.bench.sweep import measure_sweep
     from geocells.search.ivfpq import CellSearcher
+    from geocells.search.refine import refine_path
 
     aerial, proto = _open_codes(out)
     queries, targets = make_queries(aerial, proto, cfg.queries, cfg.query_noise, cfg.seed + 1)
     variants = ["index", "baseline"] if cfg.baseline else ["index"]
-    searchers, loaded = {}, {}
+    cold = []
+    index_path = _index_path(out, "index")
+    if cfg.cold_start and refine_path(index_path).is_file():
+        first = queries[: cfg.cold_queries]
+        cold = measure_cold_start(
+            index_path, aerial, proto, cfg.kappa, first, cfg.top_k, cfg.cold_start
+        )
+    searchers, loaded, load_s = {}, {}, {}
     for variant in variants:  # resident memory: anonymous RSS growth while loading
         gc.collect()
         anon_before = memory_status()["RssAnon"]
+        start = time.perf_counter()
         searcher = CellSearcher.load(_index_path(out, variant), aerial, proto, cfg.kappa)
+        load_s[variant] = time.perf_counter() - start
         loaded[variant] = memory_status()["RssAnon"] - anon_before
         if variant == "index":  # the sweep settings apply to the current defaults only
             searcher.params = dataclasses.replace(
@@ -348,8 +304,8 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
         searchers[variant] = searcher
     reset_peak()
     with PeakSampler() as ann_peak:
-        single = _side_by_side(searchers, queries, cfg.top_k)
-        batch = {name: _batch64(searchers[name], queries, cfg.top_k) for name in variants}
+        single = side_by_side(searchers, queries, cfg.top_k)
+        batch = {name: batch64(searchers[name], queries, cfg.top_k) for name in variants}
     ann_hwm = memory_status()["VmHWM"]
     exact = measure_exact(cfg, out, queries)
     exact_rows = exact.pop("rows")
@@ -363,6 +319,7 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
             "rerank": searcher.params.rerank,
             "params": dataclasses.asdict(searcher.params),
             "index_loaded_anon_bytes": loaded[name],
+            "index_load_s": load_s[name],
             "index_memory_bytes": searcher.memory_bytes(),
             **single[name],
             **batch_timing,
@@ -371,17 +328,13 @@ def measure_search(cfg: ContinentBenchConfig, out: Path) -> dict:
         }
         logger.info("%s: %.2f ms/query (batch 1), agreement %.4f", name,
                     found[name]["ann_ms_batch1_mean"], found[name]["top1_agreement"])  # fmt: skip
-    sweep = []
-    base_params = searchers["index"].params
-    for setting in cfg.sweep:
-        probes, rerank = (int(part) for part in str(setting).split("x"))
-        searchers["index"].params = dataclasses.replace(base_params, nprobe=probes, rerank=rerank)
-        timing = _compressed_timing(searchers["index"], queries, cfg.top_k, min(200, len(queries)))
-        agreement = float(np.mean(timing.pop("batch_rows")[:, 0] == exact_rows[:, 0]))
-        timing.pop("rows")
-        sweep.append({"nprobe": probes, "rerank": rerank, "top1_agreement": agreement, **timing})
+    sweep = measure_sweep(searchers["index"], cfg.sweep, queries, exact_rows, cfg.top_k)
+    for row in cold:
+        cold_rows = row.pop("rows")
+        row["top1_agreement"] = float(np.mean(cold_rows[:, 0] == exact_rows[: len(cold_rows), 0]))
     search = {
         **found["index"],
+        "cold_start": cold,
         "ann_peak_anon_bytes": ann_peak.peak_anon,
         "ann_peak_rss_bytes": ann_hwm,
         **exact,
@@ -395,12 +348,15 @@ def run(cfg: ContinentBenchConfig, out: Path, *, overwrite: bool = False) -> Pat
     """Run (or resume) the benchmark in ``out``; returns the path of ``results.json``."""
     import faiss
 
-    if cfg.queries < 1 or cfg.top_k < 1 or cfg.threads < 1:
-        raise ValueError("queries, top_k and threads must be >= 1")
+    from geocells.bench.sweep import parse_setting
+    from geocells.search.refine import check_warm_mode
+
+    if cfg.queries < 1 or cfg.top_k < 1 or cfg.threads < 1 or cfg.cold_queries < 1:
+        raise ValueError("queries, top_k, threads and cold_queries must be >= 1")
+    for mode in cfg.cold_start:
+        check_warm_mode(mode)
     for setting in cfg.sweep:
-        parts = str(setting).split("x")
-        if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
-            raise ValueError(f"sweep setting {setting!r} is not NPROBExRERANK, e.g. 64x128")
+        parse_setting(setting)
     out.mkdir(parents=True, exist_ok=True)
     faiss.omp_set_num_threads(cfg.threads)
     stages = _Stages(out, overwrite)

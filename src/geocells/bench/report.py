@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from geocells.bench.coldstart import cold_start_table
+
 GIB = 1024**3
 
 # name -> (check on results.json, target text), the targets of issue 7
@@ -79,15 +81,19 @@ def markdown_table(results: dict) -> str:
     ]
     if "baseline_search" in results:
         lines += side_by_side_table(results)
+    lines += cold_start_table(search.get("cold_start", []))
     if search.get("sweep"):
         lines += [
-            "Other search settings on the same index and queries (batch 1: first 200 queries):",
+            "Other search settings on the same index and queries (batch 1: first 200 "
+            "queries, alternating query by query with the index's own setting):",
             "",
-            "| nprobe | re-rank | top-1 agreement | ms/query b1 (CPU) | ms/query b64 (CPU) |",
-            "|---|---|---|---|---|",
+            "| nprobe | re-rank | top-1 agreement | ms/query b1 (CPU) | own setting in the same "
+            "alternation, ms b1 (CPU) | ms/query b64 (CPU) |",
+            "|---|---|---|---|---|---|",
             *(
                 f"| {row['nprobe']} | {row['rerank']} | {row['top1_agreement']:.4f} | "
                 f"{row['ann_ms_batch1_mean']:.2f} ({row['ann_cpu_ms_batch1']:.2f}) | "
+                f"{_own(row)} | "
                 f"{row['ann_ms_batch64']:.3f} ({row['ann_cpu_ms_batch64']:.3f}) |"
                 for row in search["sweep"]
             ),
@@ -195,6 +201,13 @@ def growth_table(runs: list[dict]) -> str:
             f"{r['load_before'][0]:.0f}–{r['load_after'][0]:.0f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _own(row: dict) -> str:
+    """The index's own setting timed beside a sweep row ('—' in runs before that)."""
+    if "own_ms_batch1_mean" not in row:
+        return "—"
+    return f"{row['own_ms_batch1_mean']:.2f} ({row['own_cpu_ms_batch1']:.2f})"
 
 
 def _num(value: float | None, digits: int) -> str:

@@ -49,10 +49,11 @@ def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = Fa
     return searcher.save(path)
 
 
-def open_searcher(database: Database, backend: str = "auto"):
+def open_searcher(database: Database, backend: str = "auto", warm: str = "auto"):
     """The searcher that serves ``database``: its saved IVF-PQ index when it has one and
     ``backend`` allows it (auto | ivfpq), else one built now (exact for auto up to 200k);
     for a remote database (``meta.milvus``), its Milvus collection (auto | milvus).
+    ``warm``: how a saved index's refine file enters the page cache (``CellSearcher.load``).
 
     Every searcher answers ``search(queries [Q, D], top_k) -> (scores [Q, k], rows [Q, k])``.
     """
@@ -77,13 +78,14 @@ def open_searcher(database: Database, backend: str = "auto"):
         )
     path = database.path / INDEX_FILE
     if path.is_file() and backend in ("auto", "ivfpq"):
-        return load_search_index(database, path)
+        return load_search_index(database, path, warm)
     return CellSearcher.build(database.aerial, database.proto, database.kappa, backend)
 
 
-def load_search_index(database: Database, path: Path) -> CellSearcher:
+def load_search_index(database: Database, path: Path, warm: str = "auto") -> CellSearcher:
     """The saved index ``path`` of ``database``; ``DatabaseError`` naming the file that is
-    missing, garbage or built for other codes (``geocells calibrate`` rebuilds both)."""
+    missing, garbage, truncated or built for other codes (``geocells calibrate`` rebuilds
+    them all)."""
     sidecar = SearchIndexMeta.path_of(path)
     try:
         meta = SearchIndexMeta.read(sidecar)
@@ -92,9 +94,15 @@ def load_search_index(database: Database, path: Path) -> CellSearcher:
         problem = problem.removeprefix(f"{sidecar} is ")  # "not valid JSON (...)"
         raise DatabaseError(sidecar, problem, RECALIBRATE) from None
     try:
-        return CellSearcher.load(path, database.aerial, database.proto, database.kappa, meta)
-    except (ValueError, TypeError, KeyError) as err:  # built for other codes or another κ
-        raise DatabaseError(path, str(err).removeprefix(f"{path} "), RECALIBRATE) from None
+        return CellSearcher.load(
+            path, database.aerial, database.proto, database.kappa, meta, warm=warm
+        )
+    except FileNotFoundError as err:  # the refine file beside the index
+        raise DatabaseError(path, str(err), RECALIBRATE) from None
+    except (ValueError, TypeError, KeyError) as err:  # other codes, another κ, truncated
+        message, refine = str(err), refine_path(path)
+        where = refine if message.startswith(f"{refine} ") else path
+        raise DatabaseError(where, message.removeprefix(f"{where} "), RECALIBRATE) from None
     except RuntimeError as err:  # faiss: a truncated or foreign index file
         problem = str(err).strip().splitlines()[0] if str(err).strip() else "unreadable"
         raise DatabaseError(path, f"faiss cannot read it ({problem})", RECALIBRATE) from None

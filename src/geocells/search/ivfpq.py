@@ -46,7 +46,7 @@ from geocells.search.ivfpq_build import (  # noqa: F401 (re-exported: the search
     IVFPQParams,
     build_ivfpq_index,
 )
-from geocells.search.refine import SQ8Refiner, refine_path
+from geocells.search.refine import SQ8Refiner, check_warm_mode, refine_path
 
 logger = logging.getLogger(__name__)
 
@@ -266,11 +266,18 @@ class CellSearcher:
         proto: np.ndarray,
         kappa: float,
         meta: SearchIndexMeta | None = None,
+        warm: str = "auto",
     ) -> CellSearcher:
         """Open a saved searcher over the same database rows it was built from (``meta``:
-        its sidecar, when the caller has read it already)."""
+        its sidecar, when the caller has read it already).
+
+        ``warm``: how the sq8 refine file enters the page cache (``SQ8Refiner.warm``):
+        "auto" (read it whole at load when it fits in half the available memory, else
+        prefetch each search's rows), "load", "query" or "off". Results do not depend on it.
+        """
         import faiss
 
+        check_warm_mode(warm)
         path = Path(path)
         if meta is None:
             meta_path = SearchIndexMeta.path_of(path)
@@ -303,7 +310,9 @@ class CellSearcher:
                     f"{SearchIndexMeta.path_of(path)} lacks the refine quantiser "
                     "(refine_trained); rebuild it: geocells calibrate DB"
                 )
-            refiner = SQ8Refiner.load(refine_path(path), meta.refine_trained, *aerial.shape)
+            refiner = SQ8Refiner.load(
+                refine_path(path), meta.refine_trained, *aerial.shape, warm=warm
+            )
         return cls(aerial, proto, kappa, "ivfpq", index, params, meta.index_kappa, refiner)
 
 
