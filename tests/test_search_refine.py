@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from geocells.search import pagecache
 from geocells.search.ivfpq import CellSearcher
@@ -137,3 +138,28 @@ def test_a_missing_or_truncated_refine_file_is_one_clear_error(micro_db, tmp_pat
         Localizer.load(db)
     assert f"refine file {refine} not found" in str(raised.value)
     assert "geocells calibrate DB" in str(raised.value)
+
+
+def test_the_warm_mode_reaches_the_refine_file_from_localizer_locate_and_serve(
+    micro_db, tmp_path, capsys
+):
+    from geocells.cli import main
+    from geocells.locate import Localizer
+    from geocells.search.index_file import write_search_index
+    from geocells.serve import ServeConfig
+
+    db = shutil.copytree(micro_db, tmp_path / "db")
+    write_search_index(db, "ivfpq")
+    assert Localizer.load(db, warm="query").searcher.refiner.prefetch
+    assert not Localizer.load(db, warm="off").searcher.refiner.prefetch
+    with pytest.raises(ValueError, match="unknown refine warm mode 'soon'"):
+        Localizer.load(db, warm="soon")
+    assert ServeConfig(db=str(db), warm="query").warm == "query"
+    with pytest.raises(ValueError, match="serve: warm must be one of auto, load, query, off"):
+        ServeConfig(db=str(db), warm="soon")
+    image = tmp_path / "q.jpg"
+    Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(image)
+    assert main(["locate", str(db), str(image), "--warm", "load", "--no-progress"]) == 0
+    assert "lat" in capsys.readouterr().out
+    assert main(["locate", str(db), str(image), "--warm", "soon"]) == 2
+    assert "argument --warm: invalid choice: 'soon'" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import sys
 
 from geocells.commands.options import add_progress_argument
 from geocells.commands.validate import DEVICE_HELP, device, non_negative_int, positive_int
+from geocells.search.refine import WARM_MODES
 
 HELP = "locate photos (files or folders) in a database: top-k cells with confidence"
 
@@ -44,6 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="search backend (auto: the saved IVF-PQ index if any, else exact up to 200k cells)",
     )
     parser.add_argument(
+        "--warm",
+        default="query",
+        choices=WARM_MODES,
+        help="how a saved IVF-PQ index's refine file enters the page cache (default: query, "
+        "each search prefetches the rows it needs; load reads the whole file first, worth it "
+        "past ~20,000 images on a large database; auto: load when it fits in half the free "
+        "memory)",
+    )
+    parser.add_argument(
         "--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's choice)"
     )
     add_progress_argument(parser)
@@ -66,7 +76,11 @@ def main(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     localizer = Localizer.load(
-        args.db, backend=args.backend, device=args.device, batch_size=args.batch_size or 0
+        args.db,
+        backend=args.backend,
+        device=args.device,
+        batch_size=args.batch_size or 0,
+        warm=args.warm,
     )
     paths, missing = find_images(args.images)
     results = locate_files(

@@ -21,6 +21,7 @@ from geocells.commands.validate import (
     positive_float,
     positive_int,
 )
+from geocells.search.refine import WARM_MODES
 
 HELP = "serve a database over HTTP: POST /locate, map tiles, and a page at /"
 TOKEN_ENV = "GEOCELLS_TOKEN"
@@ -33,6 +34,7 @@ FLAGS = {
         "workers",
         "aerial",
         "backend",
+        "warm",
         "device",
         "threads",
         "max_upload_mb",
@@ -72,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="images queued or being decoded before 503; a request with more is 413",
     )
     add("--backend", choices=("auto", "exact", "ivfpq"), help="search backend")
+    add(
+        "--warm",
+        choices=WARM_MODES,
+        help="refine file of an IVF-PQ index: auto (read at start when it fits in half the "
+        "free memory) | load | query (prefetch per search) | off",
+    )
     add("--device", type=device, help=f"{DEVICE_HELP}")
     add("--threads", type=non_negative_int, help="torch CPU threads (0: torch's choice)")
     add("--header-timeout-s", type=positive_float, help="408 when headers take longer")

@@ -79,12 +79,20 @@ class Localizer:
 
     @classmethod
     def load(
-        cls, db: str | Path, backend: str = "auto", device: str = "auto", batch_size: int = 0
+        cls,
+        db: str | Path,
+        backend: str = "auto",
+        device: str = "auto",
+        batch_size: int = 0,
+        warm: str = "auto",
     ) -> Localizer:
         """Open database ``db`` with its own model; ``backend``: auto | exact | ivfpq
         (a remote database: auto | milvus);
         ``device``: auto (cuda when available, else cpu) | cpu | cuda[:N], bf16 autocast on
-        cuda; ``batch_size`` images per encoder call (0: 32 on the CPU, 256 on CUDA)."""
+        cuda; ``batch_size`` images per encoder call (0: 32 on the CPU, 256 on CUDA);
+        ``warm``: how a saved IVF-PQ index's refine file enters the page cache: auto | load
+        (read it all now) | query (prefetch each search's rows) | off
+        (``SQ8Refiner.warm``)."""
 
         database = Database.open(db)
         checkpoint = database.model_path
@@ -94,7 +102,7 @@ class Localizer:
             raise DatabaseError(checkpoint, "does not match the model the database was built with")
         target = resolve_device(device)
         model = load_model(checkpoint, device=target)
-        searcher = open_searcher(database, backend)
+        searcher = open_searcher(database, backend, warm)
         confidence, reference = None, None
         if database.meta.confidence is not None:
             confidence, reference = _confidence_model(database)

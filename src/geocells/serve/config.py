@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from geocells.search.refine import WARM_MODES
+
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -21,6 +23,7 @@ class ServeConfig:
     token: str = ""  # bearer token required on the API; "" = none (loopback only)
     aerial: str = ""  # aerial source for tiles; "" = the aerial/ folder of the DB's dataset
     backend: str = "auto"  # search backend: auto | exact | ivfpq
+    warm: str = "auto"  # refine file of an IVF-PQ index: auto | load | query | off
     device: str = "auto"  # where the model runs: auto (cuda when available) | cpu | cuda[:N]
     threads: int = 0  # torch CPU threads (0: torch's default)
     max_upload_mb: float = 20.0  # largest request body
@@ -71,6 +74,9 @@ class ServeConfig:
             )
         if self.backend not in ("auto", "exact", "ivfpq"):
             raise ValueError(f"serve: backend must be auto, exact or ivfpq, got {self.backend!r}")
+        if self.warm not in WARM_MODES:
+            modes = ", ".join(WARM_MODES)
+            raise ValueError(f"serve: warm must be one of {modes}, got {self.warm!r}")
 
     @property
     def max_upload_bytes(self) -> int:

@@ -102,7 +102,12 @@ class Service:
 
         if self.localizer is None:
             self.localizer = await asyncio.to_thread(
-                Localizer.load, self.cfg.db, self.cfg.backend, self.cfg.device, self.cfg.batch_size
+                Localizer.load,
+                self.cfg.db,
+                self.cfg.backend,
+                self.cfg.device,
+                self.cfg.batch_size,
+                self.cfg.warm,
             )
         source = await asyncio.to_thread(open_tile_source, self.cfg, self.localizer.database.meta)
         if source is not None:
