@@ -248,3 +248,29 @@ def test_calibrate_and_eval_share_the_handles_they_are_given(micro_db, micro_dat
         database.meta.calibration.recall
     )
     assert database.load_model("cpu") is model
+
+
+def test_the_index_calibrate_writes_holds_the_kappa_it_chose(micro_db, micro_dataset, tmp_path):
+    """Calibrate hands its open database (κ just set) to the index writer: the saved
+    IVF-PQ index is built for the new κ, not the one on disk when calibrate started."""
+    import json
+    import shutil
+
+    from geocells.calibrate import stage as calibrate
+    from geocells.db.store import Database
+    from geocells.search.index_file import INDEX_FILE
+    from geocells.search.index_meta import SearchIndexMeta
+
+    db = shutil.copytree(micro_db, tmp_path / "db")
+    meta = json.loads((db / "meta.json").read_text())
+    meta.update(kappa=7.5, kappa_calibrated=False)
+    (db / "meta.json").write_text(json.dumps(meta))
+    database = Database.open(db)
+    cfg = calibrate.CalibrateConfig(
+        progress=False, kappa_steps=5, kappa_max=4.0, device="cpu", ann="ivfpq"
+    )
+    calibrate.run(cfg, database, micro_dataset, split="val")
+    index_meta = SearchIndexMeta.read(SearchIndexMeta.path_of(db / INDEX_FILE))
+    assert database.meta.kappa <= 4.0
+    assert index_meta.index_kappa == pytest.approx(database.meta.kappa)
+    assert Database.open(db).meta.kappa == database.meta.kappa

@@ -287,7 +287,7 @@ def _calibrate(database: Database, out: OutputFolder, dataset, split: str, cfg: 
         confidence=confidence.to_dict(),
         calibration=calibration,
     )
-    write_search_index(database.path, cfg.ann, rebuild=True)
+    write_search_index(database, cfg.ann, rebuild=True)
     if result.best != result.maximum:
         log.warning(
             "calibrate: the best κ on %s (%.3g) beats κ = 1 by %+.2f points on %d queries, "

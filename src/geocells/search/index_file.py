@@ -26,11 +26,14 @@ def index_files(db: Path) -> list[Path]:
     return [db / INDEX_FILE, SearchIndexMeta.path_of(db / INDEX_FILE), refine_path(db / INDEX_FILE)]
 
 
-def write_search_index(db: str | Path, backend: str = "auto", rebuild: bool = False) -> Path | None:
+def write_search_index(
+    db: Database | str | Path, backend: str = "auto", rebuild: bool = False
+) -> Path | None:
     """Build and save the IVF-PQ index for the database's current κ when ``backend``
-    resolves to it; ``None`` for exact search. ``rebuild`` replaces an existing index."""
+    resolves to it; ``None`` for exact search. ``rebuild`` replaces an existing index.
+    ``db``: a folder, or an open handle (calibrate passes the one whose κ it just set)."""
 
-    database = Database.open(db)
+    database = Database.of(db)
     path = database.path / INDEX_FILE
     if rebuild:
         for stale in index_files(database.path):
