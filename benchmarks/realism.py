@@ -84,6 +84,22 @@ def views_of(manifest, rows, crops: int, size: int) -> tuple[np.ndarray, np.ndar
     return np.stack(views), np.asarray(owner)
 
 
+def embed_gallery(eye, train, crops: int, size: int, chunk: int = 256):
+    """Frozen features, thumbnails and owning manifest row of every training view."""
+    feats, thumbs, owners = [], [], []
+    for lo in tqdm(range(0, len(train), chunk), desc="gallery", unit="chunk"):
+        images, owner = views_of(train, range(lo, min(lo + chunk, len(train))), crops, size)
+        feats.append(eye(images))
+        thumbs.append(thumbnail(images))
+        owners.append(owner)
+    return np.concatenate(feats), np.concatenate(thumbs), np.concatenate(owners)
+
+
+def neg_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Negative squared Euclidean distances [len(a), len(b)] (the thumbnail's similarity)."""
+    return -(np.sum(a**2, 1)[:, None] - 2 * a @ b.T + np.sum(b**2, 1)[None])
+
+
 def score(name, sim, q_lat, q_lon, g_lat, g_lon) -> dict:
     """R@1 statistics of the most similar gallery view per query."""
     best = np.argmax(sim, axis=1)
@@ -155,24 +171,12 @@ def main() -> None:
     pick = np.sort(rng.choice(len(queries), min(args.n, len(queries)), replace=False))
     eye = FrozenEye(args.stage, args.size, args.backbone)
 
-    g_feat, g_thumb, g_owner = [], [], []
-    chunk = 256
-    for lo in tqdm(range(0, len(train), chunk), desc="gallery", unit="chunk"):
-        images, owner = views_of(train, range(lo, min(lo + chunk, len(train))), args.crops,
-                                 args.size)  # fmt: skip
-        g_feat.append(eye(images))
-        g_thumb.append(thumbnail(images))
-        g_owner.append(owner)
-    g_feat, g_thumb = np.concatenate(g_feat), np.concatenate(g_thumb)
-    g_owner = np.concatenate(g_owner)
+    g_feat, g_thumb, g_owner = embed_gallery(eye, train, args.crops, args.size)
     g_lat, g_lon = np.asarray(train.lat)[g_owner], np.asarray(train.lon)[g_owner]
 
     q_images, _ = views_of(queries, pick, args.crops, args.size)
     q_lat, q_lon = np.asarray(queries.lat)[pick], np.asarray(queries.lon)[pick]
     q_feat, q_thumb = eye(q_images), thumbnail(q_images)
-
-    def neg_l2(a, b):
-        return -(np.sum(a**2, 1)[:, None] - 2 * a @ b.T + np.sum(b**2, 1)[None])
 
     rows = [
         score(f"frozen ImageNet {args.backbone}, stage {args.stage}", q_feat @ g_feat.T, q_lat,
@@ -234,15 +238,7 @@ def _offset_curve(args, dataset, train, start: float) -> None:
     world = World(cfg)
     rng = np.random.default_rng(args.seed)
     eye = FrozenEye(args.stage, args.size, args.backbone)
-    g_feat, g_thumb, g_owner = [], [], []
-    for lo in tqdm(range(0, len(train), 256), desc="gallery", unit="chunk"):
-        images, owner = views_of(train, range(lo, min(lo + 256, len(train))), args.crops,
-                                 args.size)  # fmt: skip
-        g_feat.append(eye(images))
-        g_thumb.append(thumbnail(images))
-        g_owner.append(owner)
-    g_feat, g_thumb, g_owner = map(np.concatenate, (g_feat, g_thumb, g_owner))
-    g_thumb_mean = g_thumb.mean(0)
+    g_feat, g_thumb, g_owner = embed_gallery(eye, train, args.crops, args.size)
     tx, ty = world.to_xy(np.asarray(train.lat), np.asarray(train.lon))
     candidates = rng.permutation(len(train))[: 4 * args.n]
     heading = street_directions(world, tx[candidates], ty[candidates], max(args.offsets), rng)
@@ -264,10 +260,8 @@ def _offset_curve(args, dataset, train, start: float) -> None:
         row = {"offset_m": offset}
         for name, sim in (
             ("frozen", eye(images) @ g_feat.T),
-            ("thumbnail", -np.linalg.norm(
-                (thumbnail(images) - g_thumb_mean)[:, None] - (g_thumb - g_thumb_mean)[None],
-                axis=-1)),
-        ):  # fmt: skip
+            ("thumbnail", neg_l2(thumbnail(images), g_thumb)),
+        ):
             best = g_owner[np.argmax(sim, axis=1)]
             err = np.hypot(tx[best] - qx, ty[best] - qy)
             row[name] = float((err <= 100.0).mean())
