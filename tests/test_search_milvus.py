@@ -17,9 +17,10 @@ pytest.importorskip("milvus_lite")
 
 import itertools
 
-from geocells.db.store import Database, DatabaseError, new_arrays
+from geocells.db.store import DATABASE_OUTPUT, Database, DatabaseError, new_arrays
 from geocells.geo import cell_parent, latlng_to_cell
 from geocells.io import DatabaseMeta, sha256_file
+from geocells.outputs import OutputFolder
 from geocells.scoring.exact import exact_search, fused_codes
 from geocells.search import export
 from geocells.search.index_file import open_searcher
@@ -35,7 +36,7 @@ def write_database(out: Path, count: int = 3000, dim: int = DIM, seed: int = 0) 
     cells = np.unique(latlng_to_cell(lat, lon, 16))[:count]
     assert len(cells) == count
     out.mkdir(parents=True)
-    with new_arrays(out, count, dim) as arrays:
+    with new_arrays(OutputFolder(out, DATABASE_OUTPUT), count, dim) as arrays:
         arrays["cells"][:] = cells
         for name in ("aerial", "proto"):
             codes = rng.standard_normal((count, dim)).astype(np.float32)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geocells.io import ArtifactError, DatabaseMeta, atomic_write, read_json
+from geocells.io import ArtifactError, DatabaseMeta, read_json
 from geocells.outputs import OutputFolder, OutputKind
 
 if TYPE_CHECKING:
@@ -75,16 +75,14 @@ def load_chunk(path: Path) -> dict[str, np.ndarray]:
 
 
 @contextlib.contextmanager
-def new_arrays(out: OutputFolder | Path, count: int, dim: int) -> Iterator[dict[str, np.ndarray]]:
+def new_arrays(out: OutputFolder, count: int, dim: int) -> Iterator[dict[str, np.ndarray]]:
     """Writable memmaps ``cells [count]``, ``aerial``/``proto [count, dim]`` at temporary
-    names in ``out`` (a stage's ``OutputFolder``, or a folder); flushed and renamed into
-    place only when the block succeeds."""
+    names in the stage's folder ``out``; flushed and renamed into place only when the block
+    succeeds."""
     with contextlib.ExitStack() as stack:
         arrays = {}
         for name in ARRAYS:
-            file = f"{name}.npy"
-            target = out.file(file) if isinstance(out, OutputFolder) else atomic_write(out / file)
-            tmp = stack.enter_context(target)
+            tmp = stack.enter_context(out.file(f"{name}.npy"))
             shape = (count,) if name == "cells" else (count, dim)
             arrays[name] = np.lib.format.open_memmap(tmp, "w+", DTYPES[name], shape)
         yield arrays
