@@ -9,9 +9,10 @@ machine hits both alike and the ratio of the two columns is what the setting cos
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
+
+from geocells.bench.timing import batch64, side_by_side
 
 
 def parse_setting(setting: str) -> tuple[int, int]:
@@ -20,6 +21,19 @@ def parse_setting(setting: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
         raise ValueError(f"sweep setting {setting!r} is not NPROBExRERANK, e.g. 64x128")
     return int(parts[0]), int(parts[1])
+
+
+@dataclasses.dataclass
+class _WithParams:
+    """``searcher`` searching with ``params`` (set before each call): one setting of the
+    one index, for ``timing.side_by_side`` and ``timing.batch64``."""
+
+    searcher: object
+    params: object
+
+    def search(self, queries: np.ndarray, top_k: int, **kwargs):
+        self.searcher.params = self.params
+        return self.searcher.search(queries, top_k, **kwargs)
 
 
 def measure_sweep(
@@ -38,31 +52,22 @@ def measure_sweep(
     try:
         for setting in settings:
             probes, rerank = parse_setting(setting)
-            other = dataclasses.replace(own, nprobe=probes, rerank=rerank)
-            times = {"setting": [], "own": []}
-            cpu = {"setting": 0.0, "own": 0.0}
-            for number, query in enumerate(queries[:single_count]):
-                order = [("setting", other), ("own", own)]
-                for name, params in order if number % 2 == 0 else order[::-1]:
-                    searcher.params = params
-                    start, cpu_start = time.perf_counter(), time.process_time()
-                    searcher.search(query[None], top_k)
-                    times[name].append(1000 * (time.perf_counter() - start))
-                    cpu[name] += 1000 * (time.process_time() - cpu_start)
-            searcher.params = other
-            start, cpu_start = time.perf_counter(), time.process_time()
-            _, rows = searcher.search(queries, top_k, batch_size=64)
-            count = min(single_count, len(queries))
+            other = _WithParams(searcher, dataclasses.replace(own, nprobe=probes, rerank=rerank))
+            single = side_by_side(
+                {"setting": other, "own": _WithParams(searcher, own)},
+                queries[:single_count],
+                top_k,
+            )
+            rows, batch = batch64(other, queries, top_k)
             found.append({
                 "nprobe": probes,
                 "rerank": rerank,
                 "top1_agreement": float(np.mean(rows[:, 0] == exact_rows[:, 0])),
-                "ann_ms_batch64": 1000 * (time.perf_counter() - start) / len(queries),
-                "ann_cpu_ms_batch64": 1000 * (time.process_time() - cpu_start) / len(queries),
-                "ann_ms_batch1_mean": float(np.mean(times["setting"])),
-                "ann_cpu_ms_batch1": cpu["setting"] / count,
-                "own_ms_batch1_mean": float(np.mean(times["own"])),
-                "own_cpu_ms_batch1": cpu["own"] / count,
+                **batch,
+                "ann_ms_batch1_mean": single["setting"]["ann_ms_batch1_mean"],
+                "ann_cpu_ms_batch1": single["setting"]["ann_cpu_ms_batch1"],
+                "own_ms_batch1_mean": single["own"]["ann_ms_batch1_mean"],
+                "own_cpu_ms_batch1": single["own"]["ann_cpu_ms_batch1"],
             })  # fmt: skip
     finally:
         searcher.params = own

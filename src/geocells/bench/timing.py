@@ -46,8 +46,9 @@ def single_stats(times: list[float], cpu_ms: float) -> dict:
 
 
 def side_by_side(searchers: dict, queries: np.ndarray, top_k: int) -> dict:
-    """Batch-1 timings of several searchers on the same queries, alternating query by
-    query (and which goes first), so a load change on the shared machine hits all alike."""
+    """Batch-1 timings of several searchers (anything with ``search(queries, top_k)``) on
+    the same queries, alternating query by query (and which goes first), so a load change
+    on the shared machine hits all alike."""
     names = list(searchers)
     rows = {name: [] for name in names}
     times = {name: [] for name in names}
