@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geocells.bench.timing import timed_single
+
 logger = logging.getLogger(__name__)
 
 
@@ -46,9 +48,9 @@ def measure_cold_start(
         start, cpu_start = time.perf_counter(), time.process_time()
         searcher = CellSearcher.load(index_path, aerial, proto, kappa, warm=mode)
         load_s, load_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
-        rows, times, cpu_ms = _one_by_one(searcher, queries, top_k)
+        rows, times, cpu_ms = timed_single(searcher.search, queries, top_k)
         # The same queries again: their pages are cached now, whatever the mode.
-        _, steady_times, steady_cpu_ms = _one_by_one(searcher, queries, top_k)
+        _, steady_times, steady_cpu_ms = timed_single(searcher.search, queries, top_k)
         found.append({
             "warm": mode,
             "load_s": load_s,
@@ -63,7 +65,7 @@ def measure_cold_start(
             "cpu_ms": cpu_ms,
             "steady_ms_mean": float(np.mean(steady_times)),
             "steady_cpu_ms": steady_cpu_ms,
-            "rows": np.stack(rows),
+            "rows": rows,
         })  # fmt: skip
         logger.info(
             "cold start, warm=%s: load %.1f s, first query %.1f ms, %d queries %.2f ms mean",
@@ -71,17 +73,6 @@ def measure_cold_start(
         )  # fmt: skip
         del searcher
     return found
-
-
-def _one_by_one(searcher, queries: np.ndarray, top_k: int):
-    """(rows, wall ms per query, CPU ms per query) of queries searched one at a time."""
-    times, rows = [], []
-    cpu_start = time.process_time()
-    for query in queries:
-        start = time.perf_counter()
-        rows.append(searcher.search(query[None], top_k)[1][0])
-        times.append(1000 * (time.perf_counter() - start))
-    return rows, times, 1000 * (time.process_time() - cpu_start) / len(queries)
 
 
 def cold_start_table(rows: list[dict]) -> list[str]:
