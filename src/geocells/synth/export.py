@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from geocells.config import config_to_dict
 from geocells.io import atomic_write, write_text
-from geocells.outputs import OutputKind, check_ownership, stage_output
+from geocells.outputs import OutputKind, stage_output
 from geocells.synth.capture import Capture, campaign_capture, sample_capture
 from geocells.synth.config import SynthConfig
 from geocells.synth.coverage import SPLIT_IDS, capture_positions, region_square
@@ -55,7 +55,8 @@ def _world_check(record: str):
         world_file = out / "world.json"
         if world_file.is_file() and world_file.read_text() == record:
             return False
-        if check_ownership(out, SYNTH_OUTPUT):  # not empty
+        # stage_output has refused foreign files already: what is here is a dataset's.
+        if any((out / name).exists() for name in DATASET_ENTRIES):
             raise ValueError(
                 f"{out} is not empty and holds a different dataset (world.json differs or is "
                 "missing); pass --overwrite to replace it or choose another --out"
