@@ -117,6 +117,9 @@ def test_v2_card_round_trip_and_refusals(tmp_path):
     bad_model = {**card.to_dict(), "model": {**card.to_dict()["model"], "depth_new": 3}}
     with pytest.raises(ArtifactError, match="depth_new"):
         ModelCard.from_dict(bad_model, "x.safetensors")
+    without_model = {k: v for k, v in card.to_dict().items() if k != "model"}
+    with pytest.raises(ArtifactError, match=r"x.safetensors: the model card has no model config"):
+        ModelCard.from_dict(without_model, "x.safetensors")  # never the default network
     with pytest.raises(ArtifactError, match=r"format_version 9.*geocells train"):
         ModelCard.from_dict({**card.to_dict(), "format_version": 9}, "x.safetensors")
     path = tmp_path / "foreign.safetensors"
