@@ -133,7 +133,11 @@ def describe_partitions(cells: np.ndarray, ranges: list[tuple[int, int]]) -> lis
 
 
 def run(
-    db: str | Path, cfg: MilvusExportConfig, out: str | Path | None = None, overwrite: bool = False
+    cfg: MilvusExportConfig,
+    db: str | Path,
+    out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path | None:
     """Export database ``db`` to ``cfg.collection`` at ``cfg.uri`` (resuming an unfinished
     export); with ``out``, write the remote database there. Returns ``out``."""
