@@ -274,3 +274,9 @@ def test_out_must_not_be_the_database_or_another_one(exported, tmp_path):
     with pytest.raises(ValueError, match="holds another database; pass --overwrite"):
         export.run(cfg, local.path, other)
     assert Database.open(other).remote is False
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"todo.txt, which geocells did not write"):
+        export.run(cfg, local.path, foreign, overwrite=True)  # --overwrite never deletes it
+    assert sorted(p.name for p in foreign.iterdir()) == ["todo.txt"]
