@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         index_params=args.index_params, search_params=args.search_params,
     )  # fmt: skip
     start = time.perf_counter()
-    remote = export.run(database.path, cfg, args.out / "remote")
+    remote = export.run(cfg, database.path, args.out / "remote")
     milvus = {"export_s": time.perf_counter() - start}
     milvus_searcher = open_searcher(Database.open(remote))
     milvus["index"] = Database.open(remote).meta.milvus["index"]

@@ -219,6 +219,19 @@ def test_a_damaged_search_index_names_the_file_and_calibrate(
     assert Localizer.load(db, backend="exact").searcher.backend == "exact"  # the rest is fine
 
 
+def test_a_search_index_without_its_sidecar_names_it_and_calibrate(micro_db, tmp_path):
+    from geocells.locate import Localizer
+    from geocells.search.index_file import write_search_index
+
+    db = shutil.copytree(micro_db, tmp_path / "db")
+    write_search_index(db, "ivfpq")
+    (db / "index.faiss.json").unlink()
+    with pytest.raises(DatabaseError) as raised:
+        Localizer.load(db)
+    text = str(raised.value)
+    assert f"{db / 'index.faiss.json'} not found" in text and "geocells calibrate DB" in text
+
+
 def test_locate_and_calibrate_refuse_a_damaged_database_in_one_line(micro_db, tmp_path, capsys):
     from geocells.cli import main
 

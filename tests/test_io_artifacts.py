@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from geocells.db.store import Database
+from geocells.db.store import DATABASE_OUTPUT, Database
 from geocells.io import (
     ArtifactError,
     CalibrationReport,
@@ -19,6 +19,7 @@ from geocells.io import (
 )
 from geocells.models import ModelConfig, build_model, load_model
 from geocells.models.card import ModelCard
+from geocells.outputs import OutputFolder
 from geocells.train.config import ExperimentConfig, experiment_from_card
 
 CELLS = np.array([11, 23, 35], dtype=np.uint64)
@@ -116,6 +117,9 @@ def test_v2_card_round_trip_and_refusals(tmp_path):
     bad_model = {**card.to_dict(), "model": {**card.to_dict()["model"], "depth_new": 3}}
     with pytest.raises(ArtifactError, match="depth_new"):
         ModelCard.from_dict(bad_model, "x.safetensors")
+    without_model = {k: v for k, v in card.to_dict().items() if k != "model"}
+    with pytest.raises(ArtifactError, match=r"x.safetensors: the model card has no model config"):
+        ModelCard.from_dict(without_model, "x.safetensors")  # never the default network
     with pytest.raises(ArtifactError, match=r"format_version 9.*geocells train"):
         ModelCard.from_dict({**card.to_dict(), "format_version": 9}, "x.safetensors")
     path = tmp_path / "foreign.safetensors"
@@ -158,8 +162,8 @@ def test_database_of_version_1_loads_and_a_newer_one_is_refused(tmp_path):
     database = Database.open(db)
     assert (database.cell_level, database.meta.proto_level, database.kappa) == (16, 15, 2.5)
     assert database.model_path == db / "model" / "last.safetensors"
-    assert database.meta.model_sha256 == "ab" * 32 and database.meta.area_km2 == 2.0
-    database.update_meta(kappa=1.5)  # rewritten as the current version
+    assert database.meta.model_sha256 == "ab" * 32 and database.meta.region["area_km2"] == 2.0
+    database.update_meta(OutputFolder(db, DATABASE_OUTPUT), kappa=1.5)  # as the current version
     again = json.loads((db / "meta.json").read_text())
     assert again["format_version"] == 2 and again["kappa"] == 1.5 and "levels" not in again
     assert Database.open(db).meta == database.meta
@@ -255,7 +259,7 @@ def test_a_version_less_calibration_report_migrates_and_an_unusable_one_is_refus
     assert (report.dataset, report.dataset_sha256) == ("/data/x", "cd" * 32)
     assert (report.kappa_max_recall, report.max_gain_z, report.min_gain_z) == (2.5, None, 0.0)
     assert report.max_gain_over_kappa_1 == pytest.approx(0.1)
-    Database.open(db).update_meta(kappa=2.5)  # written back typed and versioned
+    Database.open(db).update_meta(OutputFolder(db, DATABASE_OUTPUT), kappa=2.5)  # typed, versioned
     saved = json.loads((db / "meta.json").read_text())["calibration"]
     assert saved["format_version"] == CalibrationReport.VERSION and saved["dataset"] == "/data/x"
     assert Database.open(db).meta.calibration == report

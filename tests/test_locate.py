@@ -9,10 +9,11 @@ from PIL import Image
 
 from geocells.cli import main
 from geocells.data import GroundManifest
-from geocells.db.store import Database, DatabaseError
+from geocells.db.store import DATABASE_OUTPUT, Database, DatabaseError
 from geocells.geo import cell_to_latlng, token_to_cell
 from geocells.locate import Localizer, Prediction
 from geocells.locate.formats import CSV_COLUMNS
+from geocells.outputs import OutputFolder
 from geocells.scoring.exact import exact_search
 
 
@@ -148,7 +149,8 @@ def test_stored_compressed_index_is_used_and_agrees(micro_db, image_paths, tmp_p
     # The shortlist (64) exceeds the database, so re-ranking makes the results exact.
     for a, b in zip(compressed.locate(image_paths, 3), exact.locate(image_paths, 3)):
         assert [p.token for p in a] == [p.token for p in b]
-    Database.open(db).update_meta(kappa=exact.database.kappa * 2)  # stale index: refused
+    stale = OutputFolder(db, DATABASE_OUTPUT)
+    Database.open(db).update_meta(stale, kappa=exact.database.kappa * 2)  # stale index: refused
     with pytest.raises(ValueError, match="kappa"):
         Localizer.load(db)
 

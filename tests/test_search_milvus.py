@@ -74,7 +74,7 @@ def exported(tmp_path_factory):
     """(local database, remote database) of a 3,000-cell database exported to milvus-lite."""
     root = tmp_path_factory.mktemp("milvus")
     local = write_database(root / "db")
-    remote = export.run(local, config(root), root / "remote")
+    remote = export.run(config(root), local, root / "remote")
     return Database.open(local), Database.open(remote)
 
 
@@ -146,7 +146,7 @@ def dying_upsert(self, *args, **kwargs):
 pymilvus.MilvusClient.upsert = dying_upsert
 cfg = export.MilvusExportConfig(uri=sys.argv[2], collection="cells", partitions=8,
     partition_level=10, batch_size=256, progress=False)
-export.run(Path(sys.argv[1]), cfg)
+export.run(cfg, Path(sys.argv[1]))
 """
 
 
@@ -168,7 +168,7 @@ def test_a_killed_export_resumes(tmp_path, monkeypatch):
         return upsert(self, name, entities, **kwargs)
 
     monkeypatch.setattr(pymilvus.MilvusClient, "upsert", counting_upsert)
-    remote = export.run(local, cfg, tmp_path / "remote")
+    remote = export.run(cfg, local, tmp_path / "remote")
     # The batches the killed run finished (the first two) are not written again.
     cells = np.load(local / "cells.npy")
     batches = [
@@ -186,7 +186,7 @@ def test_a_killed_export_resumes(tmp_path, monkeypatch):
     )
     assert np.mean(rows[:, 0] == exact_rows[:, 0]) >= 0.99
     upserts.clear()
-    export.run(local, cfg)  # finished: nothing is written again
+    export.run(cfg, local)  # finished: nothing is written again
     assert upserts == []
 
 
@@ -195,7 +195,7 @@ def test_another_export_into_the_same_collection_is_refused(exported, tmp_path):
     other = write_database(tmp_path / "other", count=500, dim=16, seed=3)
     cfg = config(Path(remote.meta.milvus["uri"]).parent)
     with pytest.raises(MilvusError, match=r"holds another export .*dim.*--overwrite"):
-        export.run(other, cfg)
+        export.run(cfg, other)
 
 
 def _remote_copy(remote: Database, tmp_path: Path, **milvus) -> Path:
@@ -235,7 +235,7 @@ def test_unreachable_server_is_one_clear_error(exported, tmp_path):
         open_searcher(Database.open(copy))
     assert time.monotonic() - started < 30
     with pytest.raises(MilvusError, match="cannot reach Milvus"):
-        export.run(exported[0].path, config(tmp_path, uri="http://127.0.0.1:9"))
+        export.run(config(tmp_path, uri="http://127.0.0.1:9"), exported[0].path)
 
 
 def test_bad_export_settings_name_the_setting(tmp_path):
@@ -269,8 +269,14 @@ def test_out_must_not_be_the_database_or_another_one(exported, tmp_path):
     local, remote = exported
     cfg = config(Path(remote.meta.milvus["uri"]).parent)
     with pytest.raises(ValueError, match="is the database being exported"):
-        export.run(local.path, cfg, local.path, overwrite=True)
+        export.run(cfg, local.path, local.path, overwrite=True)
     other = write_database(tmp_path / "other", count=50)
     with pytest.raises(ValueError, match="holds another database; pass --overwrite"):
-        export.run(local.path, cfg, other)
+        export.run(cfg, local.path, other)
     assert Database.open(other).remote is False
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"todo.txt, which geocells did not write"):
+        export.run(cfg, local.path, foreign, overwrite=True)  # --overwrite never deletes it
+    assert sorted(p.name for p in foreign.iterdir()) == ["todo.txt"]

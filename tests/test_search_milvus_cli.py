@@ -109,7 +109,7 @@ def test_the_tiny_database_exported_agrees_with_its_exact_search(tiny_db, tiny_d
     cfg = export.MilvusExportConfig(
         uri=str(tmp_path / "tiny.db"), collection="tiny", partition_level=12, progress=False
     )
-    remote = export.run(tiny_db, cfg, tmp_path / "remote")
+    remote = export.run(cfg, tiny_db, tmp_path / "remote")
     manifest = GroundManifest.read(tiny_dataset / "ground" / "manifest.parquet")
     paths = [str(path) for path in manifest.split("test").path[:64]]
     local = Localizer.load(tiny_db, backend="exact")

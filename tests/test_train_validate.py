@@ -1,6 +1,5 @@
 """Validation during training scores the hybrid the database serves (``scoring/``)."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 from geocells.data.dataset import Dataset
 from geocells.db.store import Database
 from geocells.eval.evaluate import EvalOptions, run
+from geocells.eval.summary import EvalSummary
 from geocells.models import load_model
 from geocells.train.validate import ValSet, database_codes, validate
 
@@ -46,7 +46,7 @@ def test_validation_and_eval_give_the_same_recall(val_of_tiny_run, tiny_db, tmp_
         device="cpu",
     )
     out = run(options, tiny_db, None, tmp_path / "report", split="val")
-    methods = json.loads((out / "metrics.json").read_text())["methods"]
+    methods = EvalSummary.load(out).methods  # eval's one reader of metrics.json
     results = validate(model, val)
     assert results["val_queries"] == methods["hybrid_k1"]["metrics"]["queries"]
     assert results["val_hybrid_r100"] == methods["hybrid_k1"]["metrics"]["R@1@100m"]

@@ -381,11 +381,6 @@ class DatabaseMeta(Artifact):
         log.info("%s: read a version-1 database description", where)
         return data
 
-    @property
-    def area_km2(self) -> float:
-        """Area of the database's region (0 when not recorded)."""
-        return float(self.region.get("area_km2", 0.0))
-
 
 @dataclass
 class CalibrationReport(Artifact):

@@ -282,6 +282,7 @@ def _calibrate(database: Database, out: OutputFolder, dataset, split: str, cfg: 
         **report,
     )
     database.update_meta(
+        out,
         kappa=result.kappa,
         kappa_calibrated=True,
         confidence=confidence.to_dict(),

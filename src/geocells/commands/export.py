@@ -76,6 +76,6 @@ def main(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         progress=not args.no_progress,
     )
-    out = run(args.db, cfg, args.out, overwrite=args.overwrite)
+    out = run(cfg, args.db, args.out, overwrite=args.overwrite)
     print(out if out is not None else f"{args.uri} {args.collection}")
     return 0

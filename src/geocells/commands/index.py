@@ -81,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
 
         if args.overrides or args.config:
             raise ValueError("index merge takes no settings: the shards carry them")
-        print(merge([Path(p) for p in args.target[1:]], Path(args.out), args.overwrite))
+        print(merge([Path(p) for p in args.target[1:]], Path(args.out), overwrite=args.overwrite))
         return 0
     if len(args.target) != 1:
         raise ValueError(f"geocells index takes one run folder, got {len(args.target)} paths")

@@ -23,7 +23,7 @@ PER_SHARD = ("count", "shard", "cells_without_aerial")
 EXTRA_FILES = ("model", "region.geojson")
 
 
-def merge(parts: Sequence[str | Path], out: str | Path, overwrite: bool = False) -> Path:
+def merge(parts: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> Path:
     """Concatenate shard databases ``i/n`` (all n of one build) into ``out``."""
     out = Path(out)
     if not parts:

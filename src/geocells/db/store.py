@@ -253,10 +253,14 @@ class Database:
             self._models[str(target)] = load_model(self.model_path, device=target)
         return self._models[str(target)]
 
-    def update_meta(self, **updates: Any) -> None:
-        """Change ``meta.json`` fields (atomically) and in memory."""
+    def update_meta(self, out: OutputFolder, **updates: Any) -> None:
+        """Change ``meta.json`` fields in memory and in the file, written through ``out``:
+        the writer of this database's folder that the caller got with its lock
+        (``output_lock(path, DATABASE_OUTPUT)``)."""
+        if out.path != self.path:
+            raise ValueError(f"{out.path} is not the folder of database {self.path}")
         self.meta = replace(self.meta, **updates)
-        self.meta.save(self.path)
+        out.save(self.meta)
 
 
 # Fields of ``meta.json`` that must be numbers (and of which kind), and who rewrites them.

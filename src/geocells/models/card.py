@@ -124,8 +124,13 @@ class ModelCard(Artifact):
         where = source or cls.KIND
         if not isinstance(data, dict) or data.get("format_version") != cls.VERSION:
             raise cls.refusal(data.get("format_version") if isinstance(data, dict) else None, where)
+        if not isinstance(data.get("model"), dict):
+            raise ArtifactError(
+                f"{where}: the model card has no model config (the network it describes); "
+                f"retrain it: {cls.REBUILD}"
+            )
         try:
-            model = resolve_config(ModelConfig, data.get("model", {}))
+            model = resolve_config(ModelConfig, data["model"])
         except ConfigError as err:
             raise ArtifactError(f"{where}: the model config cannot be used: {err}") from None
         missing = [name for name in GEOMETRY_FIELDS if name not in data]

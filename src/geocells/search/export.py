@@ -1,6 +1,6 @@
 """``geocells export milvus``: a database's fused codes into a Milvus collection.
 
-``run(db, cfg, out)`` writes every row of the database as ``aerial + κ · proto`` at its
+``run(cfg, db, out)`` writes every row of the database as ``aerial + κ · proto`` at its
 calibrated κ (see ``geocells.search.milvus`` for the collection's fields and partitions),
 builds the index ``cfg.index_type`` and, with ``out``, a remote database folder
 (``meta.json`` with ``milvus`` set, ``cells.npy``, the model; no codes) that
@@ -18,14 +18,15 @@ import itertools
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geocells.db.store import RECALIBRATE, Database
-from geocells.io import DatabaseMeta, atomic_write, copy_file, sha256_file
+from geocells.db.store import DATABASE_OUTPUT, RECALIBRATE, Database
+from geocells.io import DatabaseMeta, sha256_file
+from geocells.outputs import OutputFolder, stage_output
 from geocells.scoring.exact import check_finite_rows, fused_codes
 from geocells.search.milvus import (
     DEFAULT_INDEX_PARAMS,
@@ -133,10 +134,18 @@ def describe_partitions(cells: np.ndarray, ranges: list[tuple[int, int]]) -> lis
 
 
 def run(
-    db: str | Path, cfg: MilvusExportConfig, out: str | Path | None = None, overwrite: bool = False
+    cfg: MilvusExportConfig,
+    db: str | Path,
+    out: str | Path | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path | None:
     """Export database ``db`` to ``cfg.collection`` at ``cfg.uri`` (resuming an unfinished
-    export); with ``out``, write the remote database there. Returns ``out``."""
+    export); with ``out``, write the remote database there. Returns ``out``.
+
+    ``out`` is taken through ``outputs.stage_output`` before the (long) export and held
+    until the remote database is written: a folder of foreign files or another database
+    is refused (``overwrite`` replaces a database; never ``db`` itself)."""
     cfg = cfg.resolved()
     database = Database.open(db)
     if database.remote:
@@ -144,6 +153,21 @@ def run(
     if not database.meta.kappa_calibrated:
         log.warning("%s is not calibrated: exporting at κ = %g (%s first)", db, database.kappa,
                     RECALIBRATE)  # fmt: skip
+    if out is None:
+        _export(cfg, database, overwrite)
+        return None
+    out = Path(out)
+    if out.resolve() == database.path.resolve():
+        raise ValueError(f"--out {out} is the database being exported; choose another folder")
+    check = _remote_check(cfg.collection)
+    with stage_output(out, DATABASE_OUTPUT, overwrite=overwrite, finished=check) as folder:
+        milvus = _export(cfg, database, overwrite)
+        return write_remote_database(database, folder, milvus)
+
+
+def _export(cfg: MilvusExportConfig, database: Database, overwrite: bool) -> dict[str, Any]:
+    """Write (or resume writing) the collection; the ``milvus`` entry of the remote
+    database's ``meta.json`` that describes it."""
     cells = np.asarray(database.cells)
     parts = describe_partitions(cells, partition_ranges(cells, cfg.partition_level, cfg.partitions))
     description = {
@@ -157,8 +181,6 @@ def run(
         "partition_level": cfg.partition_level,
         "partitions": [part["name"] for part in parts],
     }
-    if out is not None:  # refuse a bad --out before the (long) export, not after it
-        check_remote_out(database, Path(out), cfg.collection, overwrite)
     client = connect(cfg.uri, cfg.timeout_s)
     started = time.perf_counter()
     _prepare_collection(client, cfg, description, parts, overwrite)
@@ -172,9 +194,7 @@ def run(
     seconds = time.perf_counter() - started
     log.info("exported %d cells (%d written now) to %r at %s in %.1f s", len(database), written,
              cfg.collection, cfg.uri, seconds)  # fmt: skip
-    if out is None:
-        return None
-    milvus = {
+    return {
         "uri": cfg.uri,
         "collection": cfg.collection,
         **{k: description[k] for k in ("kappa", "dim", "count", "vector_dtype", "index")},
@@ -183,7 +203,6 @@ def run(
         "partitions": parts,
         "export_seconds": round(seconds, 1),
     }
-    return write_remote_database(database, Path(out), milvus, overwrite)
 
 
 def _prepare_collection(client, cfg, description, parts, overwrite: bool) -> None:
@@ -288,44 +307,39 @@ def _vectors(codes: np.ndarray, dtype: str) -> list:
     return list(codes)
 
 
-def check_remote_out(database: Database, out: Path, collection: str, overwrite: bool) -> None:
-    """``out`` may receive the remote database: not the database itself, and not another
-    database unless ``overwrite`` (a remote folder of the same collection is updated)."""
-    if out.resolve() == database.path.resolve():
-        raise ValueError(f"--out {out} is the database being exported; choose another folder")
-    if (out / DatabaseMeta.FILE).is_file() and not overwrite:
-        existing = DatabaseMeta.load(out)
-        if existing.milvus is None or existing.milvus.get("collection") != collection:
-            raise ValueError(f"{out} holds another database; pass --overwrite to replace it")
-    elif out.is_dir() and any(out.iterdir()) and not (out / DatabaseMeta.FILE).is_file():
-        raise ValueError(f"{out} is a non-empty folder that is not a database")
+def _remote_check(collection: str):
+    """``stage_output``'s check of the remote folder: empty, or the remote database of this
+    collection (rewritten: the export resumes); another database is refused."""
+
+    def check(out: Path) -> bool:
+        if (out / DatabaseMeta.FILE).is_file():
+            existing = DatabaseMeta.load(out)
+            if existing.milvus is None or existing.milvus.get("collection") != collection:
+                raise ValueError(f"{out} holds another database; pass --overwrite to replace it")
+        return False
+
+    return check
 
 
-def write_remote_database(
-    database: Database, out: Path, milvus: dict[str, Any], overwrite: bool = False
-) -> Path:
-    """A database folder without codes: ``cells.npy``, the model copy, the database's other
-    small files (region, confidence reference) and a ``meta.json`` whose ``milvus`` names
-    the collection (written last)."""
-    check_remote_out(database, out, milvus["collection"], overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "cells.npy") as tmp:
+def write_remote_database(database: Database, out: OutputFolder, milvus: dict[str, Any]) -> Path:
+    """A database folder without codes, written through ``out``: ``cells.npy``, the model
+    copy, the database's other small files (region, confidence reference, calibration
+    curve) and a ``meta.json`` whose ``milvus`` names the collection (written last)."""
+    with out.file("cells.npy") as tmp:
         np.save(tmp, np.asarray(database.cells))
-    model = copy_file(database.model_path, out / database.meta.model_file)
-    # Everything else at the top of the database that is not codes or the faiss index
-    # (region.geojson, the confidence reference confidence.npy, calibration.csv/.png).
+    model = out.copy(database.model_path, database.meta.model_file)
+    # What else the database's stages wrote at its top that is not codes, the faiss index
+    # or the build's leftovers (region.geojson, confidence.npy, calibration.csv/.png).
     skip = {"aerial.npy", "proto.npy", "cells.npy", DatabaseMeta.FILE, "build.json"}
     for extra in sorted(database.path.iterdir()):
         if (
             extra.is_file()
+            and DATABASE_OUTPUT.owns(extra.name)
             and extra.name not in skip
             and not extra.name.startswith(("index.faiss", "."))
         ):
-            copy_file(extra, out / extra.name)
+            out.copy(extra, extra.name)
     if sha256_file(model) != database.meta.model_sha256:
         raise ValueError(f"{model}: the copied model does not match the database's")
-    from dataclasses import replace
-
-    meta = replace(database.meta, milvus=milvus, shard=None)
-    meta.save(out)
-    return out
+    out.save(replace(database.meta, milvus=milvus, shard=None))
+    return out.path

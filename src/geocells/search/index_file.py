@@ -91,16 +91,12 @@ def load_search_index(database: Database, path: Path, warm: str = "auto") -> Cel
     them all)."""
     sidecar = SearchIndexMeta.path_of(path)
     try:
-        meta = SearchIndexMeta.read(sidecar)
-    except ArtifactError as err:
+        return CellSearcher.load(path, database.aerial, database.proto, database.kappa, warm=warm)
+    except ArtifactError as err:  # the sidecar (an ArtifactError is a ValueError: first)
         problem = str(err).removeprefix(f"{sidecar}: ").removesuffix(f"; rebuild it: {RECALIBRATE}")
         problem = problem.removeprefix(f"{sidecar} is ")  # "not valid JSON (...)"
         raise DatabaseError(sidecar, problem, RECALIBRATE) from None
-    try:
-        return CellSearcher.load(
-            path, database.aerial, database.proto, database.kappa, meta, warm=warm
-        )
-    except FileNotFoundError as err:  # the refine file beside the index
+    except FileNotFoundError as err:  # the sidecar or the refine file beside the index
         raise DatabaseError(path, str(err), RECALIBRATE) from None
     except (ValueError, TypeError, KeyError) as err:  # other codes, another κ, truncated
         message, refine = str(err), refine_path(path)

@@ -265,11 +265,10 @@ class CellSearcher:
         aerial: np.ndarray,
         proto: np.ndarray,
         kappa: float,
-        meta: SearchIndexMeta | None = None,
         warm: str = "auto",
     ) -> CellSearcher:
-        """Open a saved searcher over the same database rows it was built from (``meta``:
-        its sidecar, when the caller has read it already).
+        """Open a saved searcher over the same database rows it was built from; its sidecar
+        (``SearchIndexMeta``) is read here and nowhere else (an ``ArtifactError`` names it).
 
         ``warm``: how the sq8 refine file enters the page cache (``SQ8Refiner.warm``):
         "auto" (read it whole at load when it fits in half the available memory, else
@@ -279,11 +278,10 @@ class CellSearcher:
 
         check_warm_mode(warm)
         path = Path(path)
-        if meta is None:
-            meta_path = SearchIndexMeta.path_of(path)
-            if not meta_path.is_file():
-                raise FileNotFoundError(f"search index metadata {meta_path} not found")
-            meta = SearchIndexMeta.read(meta_path)
+        meta_path = SearchIndexMeta.path_of(path)
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"search index metadata {meta_path} not found")
+        meta = SearchIndexMeta.read(meta_path)
         check_database(aerial, proto)
         if (meta.num_cells, meta.dim) != tuple(aerial.shape):
             raise ValueError(

@@ -7,8 +7,9 @@ to avoid that, chosen by ``SQ8Refiner.warm``:
 
 - ``read_into_cache``: read the whole file sequentially once at load (disk bandwidth),
   then ``populate`` the mapping so queries take no page faults at all;
-- ``prefetch_rows``: per search call, one ``MADV_WILLNEED`` per run of adjacent pages of
-  the sorted candidate rows, so the disk serves a query's reads concurrently;
+- ``prefetch_rows`` (``geocells.scoring.memmap``, which exact re-ranking uses too): per
+  search call, one ``MADV_WILLNEED`` per run of adjacent pages of the sorted candidate
+  rows, so the disk serves a query's reads concurrently;
 - ``evict``: drop a file's clean pages from the cache (benchmarks: a cold start on demand,
   without touching any other file's cache).
 """
@@ -21,6 +22,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from geocells.scoring.memmap import memmap_handle, page_runs, prefetch_rows
 
 logger = logging.getLogger(__name__)
 
@@ -54,22 +57,13 @@ def read_into_cache(path: str | Path, chunk: int = READ_CHUNK) -> int:
     return total
 
 
-def _mapping(array: np.ndarray) -> tuple[mmap.mmap, int] | None:
-    """(mmap object, byte position of element 0 inside it) of a numpy memmap, else None."""
-    handle = getattr(array, "_mmap", None)
-    if handle is None or getattr(array, "offset", None) is None:
-        return None
-    # numpy maps from the allocation-granularity boundary below the data offset.
-    return handle, array.offset % mmap.ALLOCATIONGRANULARITY
-
-
 def populate(array: np.ndarray) -> bool:
     """Map every page of a memmap now (``MADV_POPULATE_READ``); False where unsupported.
 
     After ``read_into_cache`` the pages are cached but not yet in this process's page
     tables; without this each first touch is a minor fault (~0.15 ms per query of 512 rows).
     """
-    found = _mapping(array)
+    found = memmap_handle(array)
     if found is None:
         return False
     try:
@@ -82,7 +76,7 @@ def populate(array: np.ndarray) -> bool:
 
 def resident_fraction(array: np.ndarray) -> float | None:
     """Share of a memmap's pages in the page cache (``mincore``); None where unknown."""
-    found = _mapping(array)
+    found = memmap_handle(array)
     if found is None:
         return None
     import ctypes
@@ -115,37 +109,13 @@ def evict(path: str | Path) -> None:
         os.close(descriptor)
 
 
-def page_runs(
-    rows: np.ndarray, row_bytes: int, origin: int, page: int = mmap.PAGESIZE
-) -> tuple[np.ndarray, np.ndarray]:
-    """(start byte, length) of the runs of adjacent pages holding ``rows`` of a memmap.
-
-    ``origin``: byte position of row 0 in the mapping. Rows need not be sorted or unique;
-    the runs are sorted, disjoint and page-aligned.
-    """
-    rows = np.unique(np.asarray(rows, np.int64))
-    if rows.size == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    first = (origin + rows * row_bytes) // page
-    last = (origin + (rows + 1) * row_bytes - 1) // page
-    # A new run starts where a row's first page is past the previous row's last page + 1.
-    breaks = np.flatnonzero(first[1:] > last[:-1] + 1) + 1
-    starts = first[np.concatenate([[0], breaks])]
-    ends = last[np.concatenate([breaks - 1, [len(rows) - 1]])]
-    return starts * page, (ends - starts + 1) * page
-
-
-def prefetch_rows(array: np.ndarray, rows: np.ndarray) -> int:
-    """Ask the kernel to start reading the pages of ``rows`` of a 2-D memmap, one
-    ``MADV_WILLNEED`` per run of adjacent pages; returns the number of calls (0 where the
-    array is not a memmap this can address)."""
-    found = _mapping(array)
-    if found is None or array.ndim != 2 or not array.flags.c_contiguous:
-        return 0
-    handle, origin = found
-    row_bytes = array.shape[1] * array.itemsize
-    starts, lengths = page_runs(rows, row_bytes, origin)
-    size = len(handle)
-    for start, length in zip(starts.tolist(), lengths.tolist(), strict=True):
-        handle.madvise(mmap.MADV_WILLNEED, start, min(length, size - start))
-    return len(starts)
+__all__ = [
+    "evict",
+    "mem_available",
+    "memmap_handle",
+    "page_runs",
+    "populate",
+    "prefetch_rows",
+    "read_into_cache",
+    "resident_fraction",
+]

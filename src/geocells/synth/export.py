@@ -16,8 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 from geocells.config import config_to_dict
-from geocells.io import atomic_write, write_text
-from geocells.outputs import OutputKind, check_ownership, stage_output
+from geocells.io import atomic_write
+from geocells.outputs import OutputFolder, OutputKind, stage_output
 from geocells.synth.capture import Capture, campaign_capture, sample_capture
 from geocells.synth.config import SynthConfig
 from geocells.synth.coverage import SPLIT_IDS, capture_positions, region_square
@@ -26,6 +26,7 @@ from geocells.synth.world import World
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 AERIAL_FILE = "aerial/orthophoto.tif"
+MANIFEST_FILE = "ground/manifest.parquet"
 BATCH = 16
 DATASET_ENTRIES = ("world.json", "region.geojson", "ground", "aerial")
 TRAIN_CAPTURES = ("perspective", "panorama")
@@ -55,7 +56,8 @@ def _world_check(record: str):
         world_file = out / "world.json"
         if world_file.is_file() and world_file.read_text() == record:
             return False
-        if check_ownership(out, SYNTH_OUTPUT):  # not empty
+        # stage_output has refused foreign files already: what is here is a dataset's.
+        if any((out / name).exists() for name in DATASET_ENTRIES):
             raise ValueError(
                 f"{out} is not empty and holds a different dataset (world.json differs or is "
                 "missing); pass --overwrite to replace it or choose another --out"
@@ -65,8 +67,9 @@ def _world_check(record: str):
     return check
 
 
-def write_region(world: World, path: Path) -> Path:
-    """The region square as a WGS84 polygon (edges densified so they follow the square)."""
+def write_region(world: World, out: OutputFolder) -> Path:
+    """``region.geojson`` in ``out``: the region square as a WGS84 polygon (edges densified
+    so they follow the square)."""
     xmin, ymin, xmax, ymax = region_square(world)
     t = np.linspace(0.0, 1.0, 9)[:-1]
     xs = np.concatenate(
@@ -80,8 +83,7 @@ def write_region(world: World, path: Path) -> Path:
     ring.append(ring[0])
     geojson = {"type": "Feature", "properties": {"name": "synthetic"},
                "geometry": {"type": "Polygon", "coordinates": [ring]}}  # fmt: skip
-    write_text(path, json.dumps(geojson) + "\n")
-    return path
+    return out.write_text("region.geojson", json.dumps(geojson) + "\n")
 
 
 def _init_worker(cfg_dict: dict) -> None:
@@ -118,8 +120,9 @@ def aerial_grid(world: World) -> tuple[int, int, int, int]:
     return col0, row0, col1 - col0, row1 - row0
 
 
-def write_aerial(world: World, path: Path, pool, progress: bool = True) -> Path:
-    """Render the orthophoto and save it as a Cloud-Optimized GeoTIFF (JPEG, overviews)."""
+def write_aerial(world: World, out: OutputFolder, pool, progress: bool = True) -> Path:
+    """Render the orthophoto and save it in ``out`` as a Cloud-Optimized GeoTIFF (JPEG,
+    overviews)."""
     import rasterio
     from rasterio.shutil import copy as rio_copy
     from rasterio.transform import Affine
@@ -127,6 +130,7 @@ def write_aerial(world: World, path: Path, pool, progress: bool = True) -> Path:
     cfg, gsd = world.cfg, world.cfg.gsd_m
     col0, row0, width, height = aerial_grid(world)
     capture = campaign_capture(cfg.aerial_campaign, cfg.seed)
+    path = out.path / AERIAL_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".strips.tif")
     profile = {
@@ -149,7 +153,7 @@ def write_aerial(world: World, path: Path, pool, progress: bool = True) -> Path:
         ):
             window = rasterio.windows.Window(0, r - row0, width, strip.shape[0])
             dst.write(np.moveaxis(strip, -1, 0), window=window)
-    with atomic_write(path) as part:
+    with out.file(AERIAL_FILE) as part:
         rio_copy(
             tmp, part, driver="COG", COMPRESS="JPEG", QUALITY=str(cfg.jpeg_quality),
             BLOCKSIZE="512", OVERVIEWS="AUTO", RESAMPLING="AVERAGE",
@@ -238,10 +242,11 @@ def write_ground(world: World, ground_dir: Path, plan: dict, pool, progress: boo
             bar.update(done)
 
 
-def write_manifest(world: World, ground_dir: Path, plan: dict) -> Path:
-    """The ground manifest (Parquet), paths relative to it."""
+def write_manifest(world: World, out: OutputFolder, plan: dict) -> Path:
+    """``ground/manifest.parquet`` in ``out``: the ground manifest, paths relative to it."""
     from geocells.data.manifest import GroundManifest
 
+    ground_dir = out.path / "ground"
     lat, lon = world.to_latlon(np.asarray(plan["x"]), np.asarray(plan["y"]))
     manifest = GroundManifest.from_columns(
         ground_dir, strict=True, check_files=False,
@@ -249,10 +254,9 @@ def write_manifest(world: World, ground_dir: Path, plan: dict) -> Path:
         heading=plan["heading"], fov=np.asarray(plan["fov"], np.float64),
         captured_at=plan["captured_at"], split=plan["split"],
     )  # fmt: skip
-    path = ground_dir / "manifest.parquet"
-    with atomic_write(path) as part:
+    with out.file(MANIFEST_FILE) as part:
         manifest.write(part)
-    return path
+    return out.path / MANIFEST_FILE
 
 
 def validate(cfg: SynthConfig) -> None:
@@ -296,18 +300,20 @@ def run(
     world_file = out / "world.json"
     same = world_file.is_file() and world_file.read_text() == record
     check = _world_check(record)
-    with stage_output(out, SYNTH_OUTPUT, overwrite=overwrite and not same, finished=check):
+    overwrite = overwrite and not same
+    with stage_output(out, SYNTH_OUTPUT, overwrite=overwrite, finished=check) as folder:
         if not world_file.is_file():
-            write_text(world_file, record)
-        return _write_dataset(cfg, world, out, progress)
+            folder.write_text("world.json", record)
+        return _write_dataset(cfg, world, folder, progress)
 
 
-def _write_dataset(cfg: SynthConfig, world: World, out: Path, progress: bool = True) -> Path:
-    """The body of ``run``, under ``out``'s lock, ``world.json`` written."""
-    if not (out / "region.geojson").is_file():
-        write_region(world, out / "region.geojson")
-    ground_dir = out / "ground"
-    manifest = ground_dir / "manifest.parquet"
+def _write_dataset(cfg: SynthConfig, world: World, out: OutputFolder, progress: bool) -> Path:
+    """The body of ``run``, under ``out``'s lock, ``world.json`` written; every file but
+    the ground images (rendered by the workers) is written through ``out``."""
+    if not (out.path / "region.geojson").is_file():
+        write_region(world, out)
+    ground_dir = out.path / "ground"
+    manifest = out.path / MANIFEST_FILE
     # Planning first: it fills the world's tile cache, which the forked workers inherit.
     plan = None if manifest.is_file() else plan_ground(world, progress)
     _worker_state["parent"] = world
@@ -316,12 +322,12 @@ def _write_dataset(cfg: SynthConfig, world: World, out: Path, progress: bool = T
     workers = max(1, cfg.workers)
     try:
         with ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=init) as pool:
-            if not (out / AERIAL_FILE).is_file():
-                write_aerial(world, out / AERIAL_FILE, pool, progress)
+            if not (out.path / AERIAL_FILE).is_file():
+                write_aerial(world, out, pool, progress)
             if plan is not None:
                 write_ground(world, ground_dir, plan, pool, progress)
-                write_manifest(world, ground_dir, plan)
+                write_manifest(world, out, plan)
     finally:
         _worker_state.pop("parent", None)
-    log.info("synthetic dataset ready in %s", out)
-    return out
+    log.info("synthetic dataset ready in %s", out.path)
+    return out.path

@@ -46,7 +46,7 @@ class MetricsLog:
     ):
         self.run = run
         self.enabled = run is not None
-        self.path = run.path / METRICS_FILE if run is not None else Path(METRICS_FILE)
+        self.path = run.path / METRICS_FILE if run is not None else None  # None: off
         self.log_every = max(1, log_every)
         self.window: list[dict] = []
         self.samples_per_s = 0.0
