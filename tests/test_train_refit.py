@@ -141,6 +141,29 @@ def test_refit_stage_on_the_tiny_run(tiny_run, tmp_path, caplog):
     assert "made from another" in caplog.text
 
 
+def test_refit_takes_the_run_folders_lock(tiny_run, tmp_path):
+    from geocells.outputs import OutputError, output_lock
+    from geocells.train.refit_stage import run
+    from geocells.train.trainer import RUN_OUTPUT
+
+    folder = tmp_path / "run"
+    shutil.copytree(tiny_run, folder)
+    with output_lock(folder, RUN_OUTPUT):  # e.g. `geocells train --resume` writing it
+        with pytest.raises(OutputError, match=r"being written by geocells train"):
+            run(RefitConfig(epochs=1, batch_size=64), folder, progress=False)
+    assert not (folder / "checkpoints" / "refit.json").exists()
+    # a checkpoint in a folder of someone else's files: refit writes nothing there
+    foreign = tmp_path / "foreign"
+    (foreign / "checkpoints").mkdir(parents=True)
+    shutil.copyfile(
+        folder / "checkpoints" / "last.safetensors", foreign / "checkpoints" / "last.safetensors"
+    )
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=r"notes\.txt, which geocells did not write"):
+        run(RefitConfig(epochs=1, batch_size=64), foreign, progress=False)
+    assert sorted(p.name for p in (foreign / "checkpoints").iterdir()) == ["last.safetensors"]
+
+
 def test_train_ends_with_the_refit_when_enabled(tiny_run, tiny_dataset, tmp_path):
     from fixtures_train import train_tiny
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from geocells.commands.validate import cell_level, positive_int
+from geocells.geo import DEFAULT_CELL_LEVEL
 
 HELP = "import a dataset as distributed (VIGOR, OSV-5M, CSV/MP-16, MSLS, EXIF photo folder)"
 SOURCES = ("vigor", "osv5m", "csv", "msls", "photos")
@@ -63,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shared.add_argument(
         "--cell-level",
         type=cell_level,
-        default=16,
-        help="level the memory guard counts (default 16)",
+        default=DEFAULT_CELL_LEVEL,
+        help=f"level the memory guard counts (default {DEFAULT_CELL_LEVEL})",
     )
     shared.add_argument(
         "--max-region-cells",

@@ -1,6 +1,8 @@
 """geocells.geo: S2 cells, regions, coverings and distances in pure numpy (no torch)."""
 
 from geocells.geo.cells import (
+    DEFAULT_CELL_LEVEL,
+    DEFAULT_PROTOTYPE_LEVEL,
     MAX_LEVEL,
     cell_children,
     cell_level,
@@ -23,6 +25,8 @@ from geocells.geo.land import LandMask
 from geocells.geo.region import Region, preset_names
 
 __all__ = [
+    "DEFAULT_CELL_LEVEL",
+    "DEFAULT_PROTOTYPE_LEVEL",
     "EARTH_RADIUS_M",
     "MAX_LEVEL",
     "LandMask",

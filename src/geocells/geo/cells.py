@@ -13,6 +13,10 @@ import functools
 import numpy as np
 
 MAX_LEVEL = 30
+# The paper's levels and every stage's defaults: database cells (Lc, ~150 m) and one
+# prototype per cell of Lp (~300 m). A model records its own (models.card.CellGeometry).
+DEFAULT_CELL_LEVEL = 16
+DEFAULT_PROTOTYPE_LEVEL = 15
 _POS_BITS = 2 * MAX_LEVEL + 1
 _MAX_SIZE = 1 << MAX_LEVEL
 _LOOKUP_BITS = 4

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from geocells.config import ConfigError, config_to_dict, resolve_config
+from geocells.geo import DEFAULT_CELL_LEVEL, DEFAULT_PROTOTYPE_LEVEL
 from geocells.io import Artifact, ArtifactError
 from geocells.models.config import ModelConfig
 
@@ -36,8 +37,8 @@ class CellGeometry:
     their defaults and checks (the training config's ``data`` section extends it, the
     ModelCard records them without defaults)."""
 
-    cell_level: int = 16  # Lc: database cells and ground<->aerial labels
-    prototype_level: int = 15  # Lp: one prototype per cell of this level
+    cell_level: int = DEFAULT_CELL_LEVEL  # Lc: database cells and ground<->aerial labels
+    prototype_level: int = DEFAULT_PROTOTYPE_LEVEL  # Lp: one prototype per cell of this level
     aerial_tile_m: float = 154.0  # footprint (edge, metres) of an aerial tile
 
     def cross_check(self) -> None:

@@ -2,8 +2,10 @@
 
 run(run_dir) loads ``checkpoints/last.safetensors``, embeds the anchors (train ground
 images, aerial tiles of level-Lc descendants of every prototype cell), refits the table
-and writes ``checkpoints/refit.safetensors`` + ``refit.json``. It is skipped when a refit
-of the same ``last.safetensors`` with the same settings is already there.
+and writes ``checkpoints/refit.safetensors`` + ``refit.json`` through the run folder's
+``OutputFolder``, under the run's lock (a refit beside a training run writing the same
+folder is refused, naming its PID). It is skipped when a refit of the same
+``last.safetensors`` with the same settings is already there.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from geocells.models import load_model
 from geocells.models.card import RefitRecord
 from geocells.models.device import resolve_device
 from geocells.models.embed import embed_items
-from geocells.models.geomodel import GeoModel, save_model
+from geocells.models.geomodel import GeoModel, write_model
+from geocells.outputs import OutputFolder, check_ownership, output_lock
 from geocells.train.config import ExperimentConfig, RefitConfig, experiment_from_card
 from geocells.train.refit import REFIT_INFO, REFIT_WEIGHTS, SOURCE, Anchors, refit_table
 from geocells.train.step import ms_params
+from geocells.train.trainer import RUN_OUTPUT
 
 logger = logging.getLogger(__name__)
 
@@ -136,21 +140,33 @@ def run(
     progress: bool = True,
     device: str = "auto",
     experiment: ExperimentConfig | None = None,
+    folder: OutputFolder | None = None,
 ) -> Path:
     """Refit the prototypes of ``run_dir``'s last checkpoint (``cfg`` None: the refit
     settings it was trained with) on ``dataset`` (None: the run's); returns the refit file.
 
     ``experiment``: the config the checkpoint was trained with, when the caller holds it
     (the trainer, at the end of a run); None reads it from the checkpoint's card.
+    ``folder``: the run folder's ``OutputFolder`` when the caller holds its lock (the
+    trainer); None takes the lock here.
 
     The anchors are embedded on ``device`` (auto: cuda when available); the table itself
     is refitted on the CPU.
     """
-
-    folder = Path(run_dir) / "checkpoints"
-    source = folder / SOURCE
+    source = Path(run_dir) / "checkpoints" / SOURCE
     if not source.is_file():
         raise FileNotFoundError(f"no checkpoint to refit: {source} not found")
+    if folder is not None:
+        return _refit(cfg, folder, dataset, overwrite, progress, device, experiment)
+    with output_lock(run_dir, RUN_OUTPUT) as locked:
+        check_ownership(run_dir, RUN_OUTPUT)  # a folder train did not write is refused
+        return _refit(cfg, locked, dataset, overwrite, progress, device, experiment)
+
+
+def _refit(cfg, run: OutputFolder, dataset, overwrite, progress, device, experiment) -> Path:
+    """The body of ``run`` (the run folder's lock held; its files written through ``run``)."""
+    folder = run.path / "checkpoints"
+    source = folder / SOURCE
     model = load_model(source, device="cpu")
     if experiment is None:
         experiment = experiment_from_card(model.card)
@@ -163,7 +179,7 @@ def run(
         if done.source_sha256 == source_sha and done.settings == settings:
             logger.info("refit: %s is up to date; skipping (use --overwrite)", target)
             return target
-    data = Dataset.of(dataset if dataset is not None else dataset_of_run(Path(run_dir)))
+    data = Dataset.of(dataset if dataset is not None else dataset_of_run(run.path))
     seed = experiment.train.seed
     tick = time.monotonic()
     # Without optimisation (or ground term) ground images only mark the covered rows.
@@ -184,14 +200,16 @@ def run(
         seed,
         progress,
     )
-    save_model(model, target)  # atomic: readers never see a half-written refit
-    RefitRecord(
+    with run.file(f"checkpoints/{REFIT_WEIGHTS}") as temporary:  # readers never see half
+        write_model(model, temporary)
+    record = RefitRecord(
         source=SOURCE,
         source_sha256=source_sha,
         settings=settings,
         seconds=round(time.monotonic() - tick, 1),
         stats=stats,
-    ).save(folder)
+    )
+    run.save(record, f"checkpoints/{REFIT_INFO}")
     logger.info(
         "refit: %d of %d rows re-seeded (%s), %d refitted (loss %s -> %s); wrote %s",
         stats["rows_reseeded"],

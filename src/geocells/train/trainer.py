@@ -173,7 +173,7 @@ def _run_locked(
     if cfg.refit.enabled and info.is_main:
         from geocells.train import refit_stage
 
-        refit_stage.run(cfg.refit, out, dataset, progress=progress, experiment=cfg)
+        refit_stage.run(cfg.refit, out, dataset, progress=progress, experiment=cfg, folder=run)
     return out
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from geocells.data.images import IMAGE_CHECKS
+from geocells.geo import DEFAULT_CELL_LEVEL
 
 # Ceiling on the cells at ``cell_level`` of a region fitted to the images (a worldwide
 # scatter of photos is refused in seconds, not covered square by square), and the size above
@@ -28,7 +29,7 @@ class ImportOptions:
     check_images: str = "header"  # header | decode | off (geocells.data.images.check_image)
     region: str | None = None  # preset, GeoJSON file or bbox:...; None: derived from points
     region_pad_m: float = 500.0  # derived region: distance kept around every point
-    cell_level: int = 16  # level whose cell count the memory guard checks
+    cell_level: int = DEFAULT_CELL_LEVEL  # level whose cell count the memory guard checks
     # None: fitted regions are refused above DEFAULT_MAX_REGION_CELLS, a region you give is
     # accepted (with a warning above it); a number: every region above it is refused.
     max_region_cells: int | None = None
