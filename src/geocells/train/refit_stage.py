@@ -28,7 +28,7 @@ from geocells.models.card import RefitRecord
 from geocells.models.device import resolve_device
 from geocells.models.embed import embed_items
 from geocells.models.geomodel import GeoModel, write_model
-from geocells.outputs import OutputFolder, check_ownership, output_lock
+from geocells.outputs import OutputFolder, stage_output
 from geocells.train.config import ExperimentConfig, RefitConfig, experiment_from_card
 from geocells.train.refit import REFIT_INFO, REFIT_WEIGHTS, SOURCE, Anchors, refit_table
 from geocells.train.step import ms_params
@@ -158,8 +158,7 @@ def run(
         raise FileNotFoundError(f"no checkpoint to refit: {source} not found")
     if folder is not None:
         return _refit(cfg, folder, dataset, overwrite, progress, device, experiment)
-    with output_lock(run_dir, RUN_OUTPUT) as locked:
-        check_ownership(run_dir, RUN_OUTPUT)  # a folder train did not write is refused
+    with stage_output(run_dir, RUN_OUTPUT) as locked:  # a folder train did not write: refused
         return _refit(cfg, locked, dataset, overwrite, progress, device, experiment)
 
 
@@ -200,7 +199,7 @@ def _refit(cfg, run: OutputFolder, dataset, overwrite, progress, device, experim
         seed,
         progress,
     )
-    with run.file(f"checkpoints/{REFIT_WEIGHTS}") as temporary:  # readers never see half
+    with run.file(f"checkpoints/{REFIT_WEIGHTS}") as temporary:  # atomic: never half-written
         write_model(model, temporary)
     record = RefitRecord(
         source=SOURCE,
