@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from realism import FrozenEye
+from realism import FrozenEye, standard_error
 
 STREET_M = 14.0  # kerb to kerb
 SETBACK_M = 2.0  # pavement in front of the facades
@@ -218,7 +218,7 @@ def probe(args, relief: bool, eye: FrozenEye) -> list[dict]:
         error = np.hypot(*(panoramas[best, :2] - xy).T)
         hit = float(np.mean(error <= 100))
         rows.append({"variant": "relief" if relief else "flat", "offset_m": offset,
-                     "r1_100m": hit, "se": float(np.sqrt(hit * (1 - hit) / count)),
+                     "r1_100m": hit, "se": standard_error(hit, count),
                      "own": float(np.mean(best == picked)), "queries": count,
                      "panoramas": len(panoramas), "triangles": len(town.triangles) // 3,
                      "ms_per_view": 1000 * render_s / len(gallery)})  # fmt: skip

@@ -100,6 +100,11 @@ def neg_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return -(np.sum(a**2, 1)[:, None] - 2 * a @ b.T + np.sum(b**2, 1)[None])
 
 
+def standard_error(share: float, n: int) -> float:
+    """Standard error of a hit rate ``share`` measured on ``n`` queries (binomial)."""
+    return float(np.sqrt(share * (1 - share) / max(n, 1)))
+
+
 def score(name, sim, q_lat, q_lon, g_lat, g_lon) -> dict:
     """R@1 statistics of the most similar gallery view per query."""
     best = np.argmax(sim, axis=1)
@@ -109,7 +114,7 @@ def score(name, sim, q_lat, q_lon, g_lat, g_lon) -> dict:
     return {
         "descriptor": name,
         "r100": p,
-        "r100_se": float(np.sqrt(p * (1 - p) / n)),
+        "r100_se": standard_error(p, n),
         "r1km": float((err <= 1000.0).mean()),
         "median_m": float(np.median(err)),
     }
@@ -196,7 +201,7 @@ def main() -> None:
     print(f"| oracle: a training image within 100 m | {100 * oracle:.1f} % | | |")
     for km in args.local_km:
         p = local_recall(q_feat @ g_feat.T, q_lat, q_lon, g_lat, g_lon, km * 1000.0)
-        se = np.sqrt(p * (1 - p) / len(pick))
+        se = standard_error(p, len(pick))
         print(f"| frozen, gallery within {km:g} km of the query | "
               f"{100 * p:.1f} ± {100 * se:.1f} % | | |")  # fmt: skip
     ratio = rows[0]["r100"] / max(rows[1]["r100"], 1e-9)
@@ -267,7 +272,7 @@ def _offset_curve(args, dataset, train, start: float) -> None:
             row[name] = float((err <= 100.0).mean())
             row[f"{name}_own"] = float((best == pick).mean())
         results.append(row)
-        se = np.sqrt(row["frozen"] * (1 - row["frozen"]) / len(pick))
+        se = standard_error(row["frozen"], len(pick))
         print(f"| {offset:g} m | {100 * row['frozen']:.1f} ± {100 * se:.1f} % | "
               f"{100 * row['frozen_own']:.1f} % | {100 * row['thumbnail']:.1f} % |")  # fmt: skip
     print(f"\n({time.perf_counter() - start:.0f} s)")
